@@ -149,7 +149,7 @@ class BatchBuilder:
     per flush, not once per message.
     """
 
-    __slots__ = ("_cols", "_parts", "_part_rows")
+    __slots__ = ("_cols", "_part_rows", "_parts")
 
     def __init__(self) -> None:
         self._cols: dict[str, list[Any]] = {name: [] for name in FIELDS}

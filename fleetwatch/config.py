@@ -117,8 +117,12 @@ def parse_config(data: dict[str, Any], *, source: str = "<memory>") -> Config:
                     for row in csv.DictReader(fh)
                 ]
         except OSError as exc:
-            raise ConfigError(source, "vehicles_csv", f"cannot read {path}: {exc}",
-                              "give a path relative to the configuration file") from exc
+            raise ConfigError(
+                source,
+                "vehicles_csv",
+                f"cannot read {path}: {exc}",
+                "give a path relative to the configuration file",
+            ) from exc
         data["vehicles"] = [*data.get("vehicles", []), *rows]
     try:
         cfg = Config.model_validate({**data, "source": source})
@@ -143,19 +147,31 @@ def _check_references(cfg: Config) -> None:
     orgs: dict[str, OrgConfig] = {}
     for i, org in enumerate(cfg.orgs):
         if org.id in orgs:
-            raise ConfigError(src, f"orgs[{i}].id", f"duplicate organisation id {org.id!r}",
-                              "give every organisation its own id")
+            raise ConfigError(
+                src,
+                f"orgs[{i}].id",
+                f"duplicate organisation id {org.id!r}",
+                "give every organisation its own id",
+            )
         orgs[org.id] = org
     for i, org in enumerate(cfg.orgs):
         if org.parent is not None and org.parent not in orgs:
-            raise ConfigError(src, f"orgs[{i}].parent", f"unknown parent {org.parent!r}",
-                              "use the id of another [[orgs]] entry, or leave it out for the root")
+            raise ConfigError(
+                src,
+                f"orgs[{i}].parent",
+                f"unknown parent {org.parent!r}",
+                "use the id of another [[orgs]] entry, or leave it out for the root",
+            )
         seen = {org.id}
         p = org.parent
         while p is not None:
             if p in seen:
-                raise ConfigError(src, f"orgs[{i}].parent", f"cycle through {p!r}",
-                                  "organisations must form a tree")
+                raise ConfigError(
+                    src,
+                    f"orgs[{i}].parent",
+                    f"cycle through {p!r}",
+                    "organisations must form a tree",
+                )
             seen.add(p)
             p = orgs[p].parent
     ids: set[str] = set()
@@ -163,26 +179,37 @@ def _check_references(cfg: Config) -> None:
     plates: set[str] = set()
     for i, v in enumerate(cfg.vehicles):
         if v.org not in orgs:
-            raise ConfigError(src, f"vehicles[{i}].org", f"unknown organisation {v.org!r}",
-                              _FIXES["org"])
-        for value, pool, what in ((v.id, ids, "id"), (v.terminal, terminals, "terminal"),
-                                  (v.plate, plates, "plate")):
+            raise ConfigError(
+                src, f"vehicles[{i}].org", f"unknown organisation {v.org!r}", _FIXES["org"]
+            )
+        for value, pool, what in (
+            (v.id, ids, "id"),
+            (v.terminal, terminals, "terminal"),
+            (v.plate, plates, "plate"),
+        ):
             if value in pool:
-                raise ConfigError(src, f"vehicles[{i}].{what}", f"duplicate {what} {value!r}",
-                                  f"every vehicle needs its own {what}")
+                raise ConfigError(
+                    src,
+                    f"vehicles[{i}].{what}",
+                    f"duplicate {what} {value!r}",
+                    f"every vehicle needs its own {what}",
+                )
             pool.add(value)
     for i, t in enumerate(cfg.web.tokens):
         if t.org not in orgs:
-            raise ConfigError(src, f"web.tokens[{i}].org", f"unknown organisation {t.org!r}",
-                              _FIXES["org"])
+            raise ConfigError(
+                src, f"web.tokens[{i}].org", f"unknown organisation {t.org!r}", _FIXES["org"]
+            )
     for i, f in enumerate(cfg.fences):
         if f.org not in orgs:
-            raise ConfigError(src, f"fences[{i}].org", f"unknown organisation {f.org!r}",
-                              _FIXES["org"])
+            raise ConfigError(
+                src, f"fences[{i}].org", f"unknown organisation {f.org!r}", _FIXES["org"]
+            )
     for i, ff in enumerate(cfg.fence_files):
         if ff.org not in orgs:
-            raise ConfigError(src, f"fence_files[{i}].org", f"unknown organisation {ff.org!r}",
-                              _FIXES["org"])
+            raise ConfigError(
+                src, f"fence_files[{i}].org", f"unknown organisation {ff.org!r}", _FIXES["org"]
+            )
 
 
 def load_config(path: str | Path) -> Config:
@@ -191,13 +218,15 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(p), "<file>", f"cannot read: {exc.strerror}",
-                          "check the path given to --config") from exc
+        raise ConfigError(
+            str(p), "<file>", f"cannot read: {exc.strerror}", "check the path given to --config"
+        ) from exc
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(str(p), "<file>", "not UTF-8", "save the file as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), "<file>", f"not valid TOML: {exc}",
-                          "fix the syntax at the line named") from exc
+        raise ConfigError(
+            str(p), "<file>", f"not valid TOML: {exc}", "fix the syntax at the line named"
+        ) from exc
     return parse_config(data, source=str(p))

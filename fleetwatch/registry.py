@@ -58,9 +58,13 @@ class OrgTree:
 class Registry:
     """Vehicles by dense index. Built once from the configuration."""
 
-    def __init__(self, vehicles: Iterable[VehicleConfig], orgs: OrgTree,
-                 speeding_default_kmh: float = 80.0,
-                 limits_by_type: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        vehicles: Iterable[VehicleConfig],
+        orgs: OrgTree,
+        speeding_default_kmh: float = 80.0,
+        limits_by_type: dict[str, float] | None = None,
+    ) -> None:
         self.vehicles: tuple[VehicleConfig, ...] = tuple(vehicles)
         self.orgs = orgs
         self.ids = tuple(v.id for v in self.vehicles)
@@ -84,8 +88,12 @@ class Registry:
     @classmethod
     def from_config(cls, cfg: Config) -> Registry:
         sp = cfg.rules.speeding
-        return cls(cfg.vehicles, OrgTree.from_config(cfg.orgs), sp.default_limit_kmh,
-                   dict(sp.limits_by_type))
+        return cls(
+            cfg.vehicles,
+            OrgTree.from_config(cfg.orgs),
+            sp.default_limit_kmh,
+            dict(sp.limits_by_type),
+        )
 
     def __len__(self) -> int:
         return len(self.vehicles)

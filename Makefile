@@ -1,0 +1,55 @@
+# FleetWatch — the two commands: `make demo` and `make test`.
+# Everything either needs is installed by these targets from pinned files
+# (requirements*.lock, web/package-lock.json).
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check -q
+VENDOR := web/static/vendor/leaflet/leaflet.js
+
+.PHONY: demo test lint typecheck unit env dev-env assets system-deps clean
+
+demo: env assets
+	$(BIN)/fleetwatch demo
+
+test: dev-env assets system-deps lint typecheck unit
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest
+
+env: $(VENV)/.runtime
+dev-env: $(VENV)/.dev
+assets: $(VENDOR)
+
+$(VENV)/.runtime: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(VENV)/.dev: requirements-dev.lock $(VENV)/.runtime
+	$(PIP) install -r requirements-dev.lock
+	touch $@
+
+# Leaflet comes from npm (pinned in web/package-lock.json), never from a CDN:
+# monitoring rooms often sit on government intranets.
+$(VENDOR): web/package.json web/package-lock.json web/build_assets.py $(VENV)/.runtime
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	$(BIN)/python web/build_assets.py
+
+# Debian packages the browser tests need (the machines run as root).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+clean:
+	rm -rf $(VENV) web/node_modules web/static/vendor .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,92 @@
+"""``fleetwatch demo``: the whole product on one machine, nothing else to install.
+
+An embedded MQTT broker (amqtt), the service with SQLite history and in-memory
+live state, a simulated fleet around Guang'an (广安) and the web page. It is
+the product, not a mock: the same pipeline code as ``fleetwatch serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from fleetwatch.config import parse_config
+from fleetwatch.service import run_service
+from simulator.fleet import FleetSpec
+from simulator.mqtt import publish_fleet
+from simulator.scenario import demo_config
+
+__all__ = ["embedded_broker", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int) -> Any:
+    """An amqtt broker on 127.0.0.1:``port`` for the demo (about 4,000 msg/s: enough here)."""
+    from amqtt.broker import Broker
+
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        await broker.shutdown()
+
+
+async def demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    spec = FleetSpec(vehicles=args.vehicles, speeding_share=args.speeding_share)
+    cfg = parse_config(
+        demo_config(
+            spec, mqtt_port=args.mqtt_port, web_port=args.port, db_path=str(data / "history.db")
+        )
+    )
+    async with embedded_broker(args.mqtt_port):
+        started = asyncio.Event()
+        service = asyncio.create_task(run_service(cfg, stop, started=started))
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({service, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if service.done():
+            waiter.cancel()
+            service.result()  # raises why it could not start
+            return
+        url = f"http://127.0.0.1:{args.port}/?token=demo-room-token"
+        print(f"\nFleetWatch demo: open {url}\n(Ctrl-C stops everything)\n", flush=True)
+        sim = asyncio.create_task(publish_fleet(spec, "127.0.0.1", args.mqtt_port, stop=stop))
+        if args.duration:
+            asyncio.get_running_loop().call_later(args.duration, stop.set)
+        await service
+        await sim
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await demo(args, stop)
+
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"demo could not start: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,256 @@
+"""The composition root: build every stage from the configuration and run them together.
+
+``run_service`` is used by ``fleetwatch serve`` (external broker, PostgreSQL
+or SQLite, Redis or memory) and by ``fleetwatch demo`` (embedded broker,
+SQLite, memory). The same pipeline code runs in both.
+
+Shutdown (SIGTERM, SIGINT or ``stop``): ingest flushes its last partial
+batch, the pipeline writes it and acknowledges it to the broker, the rule
+state is saved, then the web server closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from fleetwatch.config import Config
+from fleetwatch.metrics import Metrics
+from fleetwatch.pipeline import Pipeline
+from fleetwatch.registry import Registry
+from ingest.core import Flush, IngestCore
+from ingest.json_codec import JsonLimits
+from ingest.mqtt import MqttIngest
+
+__all__ = ["Service", "build_service", "run_service", "serve_forever"]
+
+log = logging.getLogger(__name__)
+
+RULE_STATE_KEY = "rules-engine"
+RULE_STATE_EVERY_S = 30.0
+
+
+@dataclass
+class Service:
+    cfg: Config
+    registry: Registry
+    metrics: Metrics
+    ingest: MqttIngest
+    pipeline: Pipeline
+    feed: Any
+    history: Any
+    live: Any
+    engine: Any
+    fences: Any
+    app: Any
+    started_at: float = field(default_factory=time.time)
+
+    def health(self) -> dict[str, Any]:
+        mqtt_ok = self.ingest.connected.is_set()
+        hist = getattr(self.history, "status", None)
+        out: dict[str, Any] = {
+            "ok": mqtt_ok,
+            "mqtt": "connected" if mqtt_ok else "disconnected",
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "positions_processed": self.pipeline.positions_processed,
+            "positions_stored": self.pipeline.positions_stored,
+        }
+        if callable(hist):
+            out["history"] = hist()
+        return out
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service decides how to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _history(cfg: Config) -> Any:
+    kind = cfg.store.kind
+    if kind == "sqlite":
+        from store.sqlite import SQLiteHistory
+
+        return SQLiteHistory(cfg.store)
+    if kind == "postgres":
+        from store.postgres import PostgresHistory
+
+        return PostgresHistory(cfg.store)
+    return None
+
+
+def _live(cfg: Config, registry: Registry) -> Any:
+    from store.live import MemoryLiveState, RedisLiveState
+
+    if cfg.live.kind == "redis":
+        return RedisLiveState(cfg.live, registry)
+    return MemoryLiveState(registry)
+
+
+def _jt808_decoder(cfg: Config) -> Any:
+    from ingest.jt808.batch import decode_position_payloads
+
+    return decode_position_payloads
+
+
+def _fences(cfg: Config) -> Any:
+    from geofence.geojson import fences_from_config
+    from geofence.index import LiveFences
+
+    base = Path(cfg.source).parent if cfg.source != "<memory>" else Path.cwd()
+    return LiveFences(fences_from_config(cfg.fences, cfg.fence_files, base))
+
+
+def build_service(cfg: Config) -> Service:
+    """Construct every stage; nothing connects until :func:`run_service`."""
+    from rules.engine import RulesEngine
+    from web.app import create_app
+
+    from stream.feed import FeedCore
+    from web.context import AppContext
+
+    registry = Registry.from_config(cfg)
+    metrics = Metrics()
+    fences = _fences(cfg)
+    engine = RulesEngine(
+        cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
+    )
+    history = _history(cfg)
+    live = _live(cfg, registry)
+    feed = FeedCore(
+        registry, interval_ms=cfg.web.feed_interval_ms, client_buffer=cfg.web.feed_client_buffer
+    )
+    ic = cfg.ingest
+    core = IngestCore(
+        registry,
+        limits=JsonLimits(
+            max_payload_bytes=ic.max_payload_bytes,
+            max_positions=ic.max_positions_per_payload,
+            max_future_ms=ic.max_future_s * 1000,
+            max_past_ms=ic.max_past_days * 86_400_000,
+        ),
+        max_rows=ic.batch_max_rows,
+        max_age_ms=ic.batch_max_age_ms,
+        jt808_decoder=_jt808_decoder(cfg),
+    )
+    q_in: asyncio.Queue[Flush | None] = asyncio.Queue(ic.queue_batches)
+    ingest = MqttIngest(cfg.mqtt, core, q_in, metrics)
+    pipeline = Pipeline(
+        q_in=q_in,
+        engine=engine,
+        history=history,
+        feed=feed,
+        live=live,
+        metrics=metrics,
+        ack=ingest.ack,
+        finished=ingest.finished,
+        store_queue=ic.queue_batches,
+    )
+    svc = Service(
+        cfg, registry, metrics, ingest, pipeline, feed, history, live, engine, fences, app=None
+    )
+    ctx = AppContext(
+        config=cfg,
+        registry=registry,
+        feed=feed,
+        history=history,
+        live=live,
+        rules=engine,
+        fences=fences,
+        metrics=metrics.registry,
+        health=svc.health,
+    )
+    svc.app = create_app(ctx)
+    return svc
+
+
+async def _save_rule_state(svc: Service) -> None:
+    if svc.history is not None:
+        await svc.history.save_rule_state(RULE_STATE_KEY, svc.engine.state_bytes())
+
+
+async def _rule_state_saver(svc: Service, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RULE_STATE_EVERY_S)
+        await _save_rule_state(svc)
+
+
+async def run_service(
+    cfg: Config,
+    stop: asyncio.Event,
+    *,
+    started: asyncio.Event | None = None,
+    service: Service | None = None,
+) -> Service:
+    """Run until ``stop`` is set; returns the service (for tests to inspect)."""
+    svc = service or build_service(cfg)
+    if svc.history is not None:
+        await svc.history.open(svc.registry)
+        blob = await svc.history.load_rule_state(RULE_STATE_KEY)
+        if blob:
+            svc.engine.restore(blob)
+            log.info("rule state restored (%d bytes)", len(blob))
+    if hasattr(svc.live, "open"):
+        await svc.live.open()
+    server = _Server(
+        uvicorn.Config(
+            svc.app,
+            host=cfg.web.host,
+            port=cfg.web.port,
+            ws="websockets",
+            log_level="warning",
+            lifespan="on",
+            loop="none",
+        )
+    )
+    try:
+        async with asyncio.TaskGroup() as tg:
+            web = tg.create_task(server.serve())
+            tg.create_task(svc.ingest.run(stop))
+            pipe = tg.create_task(svc.pipeline.run())
+            tg.create_task(_rule_state_saver(svc, stop))
+            while not server.started and not web.done():
+                await asyncio.sleep(0.02)
+            log.info("FleetWatch serving on http://%s:%s/", cfg.web.host, cfg.web.port)
+            if started is not None:
+                started.set()
+            await pipe
+            await _save_rule_state(svc)
+            server.should_exit = True
+    finally:
+        if hasattr(svc.live, "close"):
+            await svc.live.close()
+        if svc.history is not None:
+            await svc.history.close()
+    return svc
+
+
+def serve_forever(cfg: Config) -> int:
+    """``fleetwatch serve``: run until SIGINT/SIGTERM, then shut down cleanly."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_service(cfg, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,218 @@
+"""The sans-I/O ingest core: messages in, :class:`Flush` out.
+
+Feed it MQTT messages (topic, payload, receive time, an opaque ack token) with
+:meth:`IngestCore.add`; ask :meth:`IngestCore.due` whether a flush is due by
+size or age; call :meth:`IngestCore.flush` to get the columnar batch, the dead
+letters and the ack tokens of every message it covers. The MQTT adapter acks
+those tokens only after the flush has been durably written.
+
+JSON payloads are decoded as they arrive; JT/T 808 payloads are kept raw and
+decoded together at flush time, where the batch decoder can vectorize across
+frames.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
+from fleetwatch.errors import BadRecord
+from fleetwatch.registry import Registry
+from ingest.deadletter import DeadLetter
+from ingest.json_codec import JsonLimits, decode_json_payload
+
+__all__ = ["Flush", "IngestCore", "topic_kind"]
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """What one flush hands to the next stage."""
+
+    batch: PositionBatch
+    dead_letters: list[DeadLetter]
+    acks: list[Hashable]
+    messages: int  # MQTT messages covered
+    first_recv_ms: int  # receive time of the oldest message in it
+    others: list[tuple[str, Any]] = field(default_factory=list)  # (phone, JT/T 808 non-position)
+
+
+def topic_kind(topic: str) -> tuple[str, str] | None:
+    """(``"json"`` | ``"jt808"``, terminal) for a known topic, else None.
+
+    ``fleet/{terminal}/position`` and ``jt808/{phone}/up``; an optional shard
+    prefix (``s3/fleet/...``) is allowed for sharded deployments.
+    """
+    parts = topic.split("/")
+    if len(parts) >= 3 and parts[-1] == "position" and parts[-3] == "fleet" and parts[-2]:
+        return "json", parts[-2]
+    if len(parts) >= 3 and parts[-1] == "up" and parts[-3] == "jt808" and parts[-2]:
+        return "jt808", parts[-2]
+    return None
+
+
+Jt808Decoder = Callable[[list[bytes]], Any]
+
+
+class IngestCore:
+    """Accumulates decoded positions between flushes. Not thread-safe; one per worker."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        limits: JsonLimits,
+        max_rows: int,
+        max_age_ms: int,
+        jt808_decoder: Jt808Decoder | None = None,
+    ) -> None:
+        self.registry = registry
+        self.limits = limits
+        self.max_rows = max_rows
+        self.max_age_ms = max_age_ms
+        self._jt808_decoder = jt808_decoder
+        self._builder = BatchBuilder()
+        self._dead: list[DeadLetter] = []
+        self._acks: list[Hashable] = []
+        self._raw808: list[tuple[bytes, str, int, str]] = []  # payload, phone, recv_ms, topic
+        self._first_recv: int | None = None
+        self._messages = 0
+        self.rejected: Counter[str] = Counter()  # by reason, since start
+
+    def __len__(self) -> int:
+        """Positions (and raw JT/T 808 payloads) waiting for the next flush."""
+        return len(self._builder) + len(self._raw808)
+
+    @property
+    def pending(self) -> bool:
+        """True when anything (positions, dead letters or acks) waits for a flush."""
+        return self._first_recv is not None
+
+    def add(self, topic: str, payload: bytes, recv_ms: int, ack: Hashable | None = None) -> None:
+        """Take one MQTT message. Bad input is recorded, never raised."""
+        if ack is not None:
+            self._acks.append(ack)
+        if self._first_recv is None:
+            self._first_recv = recv_ms
+        self._messages += 1
+        kind = topic_kind(topic)
+        if kind is None:
+            self._reject(
+                DeadLetter(
+                    recv_ms,
+                    topic,
+                    None,
+                    "unknown_topic",
+                    "not fleet/{terminal}/position or jt808/{phone}/up",
+                    payload,
+                )
+            )
+            return
+        fmt, terminal = kind
+        if fmt == "jt808":
+            if len(payload) > self.limits.max_payload_bytes:
+                self._reject(
+                    DeadLetter(
+                        recv_ms, topic, terminal, "oversized", f"{len(payload)} bytes", payload
+                    )
+                )
+                return
+            self._raw808.append((payload, terminal, recv_ms, topic))
+            return
+        errors = decode_json_payload(
+            payload,
+            terminal=terminal,
+            vehicle=self.registry.by_terminal(terminal),
+            recv_ts=recv_ms,
+            limits=self.limits,
+            out=self._builder,
+        )
+        for err in errors:
+            self._reject(DeadLetter(recv_ms, topic, terminal, err.reason, err.detail, payload))
+
+    def _reject(self, dl: DeadLetter) -> None:
+        self.rejected[dl.reason] += 1
+        self._dead.append(dl)
+
+    def due(self, now_ms: int) -> bool:
+        """True when the pending rows reach ``max_rows`` or the oldest is ``max_age_ms`` old."""
+        if self._first_recv is None:
+            return False
+        return len(self) >= self.max_rows or now_ms - self._first_recv >= self.max_age_ms
+
+    def flush(self) -> Flush:
+        """Everything pending as one :class:`Flush`; the core starts empty again."""
+        others: list[tuple[str, Any]] = []
+        if self._raw808:
+            others = self._decode_jt808()
+        out = Flush(
+            batch=self._builder.build(),
+            dead_letters=self._dead,
+            acks=self._acks,
+            messages=self._messages,
+            first_recv_ms=self._first_recv or 0,
+            others=others,
+        )
+        self._dead, self._acks, self._first_recv, self._messages = [], [], None, 0
+        return out
+
+    def _decode_jt808(self) -> list[tuple[str, Any]]:
+        raw, self._raw808 = self._raw808, []
+        if self._jt808_decoder is None:
+            for payload, phone, recv_ms, topic in raw:
+                self._reject(
+                    DeadLetter(
+                        recv_ms,
+                        topic,
+                        phone,
+                        "jt808_disabled",
+                        "no JT/T 808 decoder configured",
+                        payload,
+                    )
+                )
+            return []
+        decoded = self._jt808_decoder([p for p, _, _, _ in raw])
+        for src, err, frame in decoded.errors:
+            _, phone, recv_ms, topic = raw[src]
+            reason = err.reason if isinstance(err, BadRecord) else "frame_error"
+            detail = err.detail if isinstance(err, BadRecord) else str(err)
+            self._reject(DeadLetter(recv_ms, topic, phone, reason, detail, frame))
+        cols = decoded.columns
+        n = len(cols["ts"])
+        if n:
+            source = np.asarray(cols["source"], dtype=np.int64)
+            # The topic names the terminal; the frame header's phone must agree with it.
+            topic_phone = [raw[i][1] for i in range(len(raw))]
+            vehicle_of_src = np.array(
+                [self._vehicle_or_minus1(p) for p in topic_phone], dtype=np.int32
+            )
+            vehicle = vehicle_of_src[source]
+            recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
+            known = vehicle >= 0
+            if not known.all():
+                for i in np.unique(source[~known]).tolist():
+                    payload, phone, recv_ms, topic = raw[i]
+                    self._reject(
+                        DeadLetter(
+                            recv_ms,
+                            topic,
+                            phone,
+                            "unknown_terminal",
+                            f"terminal {phone!r} is not registered",
+                            payload,
+                        )
+                    )
+            keep = np.flatnonzero(known)
+            columns = {name: np.asarray(cols[name])[keep] for name in FIELDS if name in cols}
+            columns["vehicle"] = vehicle[keep]
+            columns["recv_ts"] = recv[keep]
+            self._builder.extend(PositionBatch.from_columns(**columns))
+        return [(raw[src][1], msg) for src, msg in decoded.others]
+
+    def _vehicle_or_minus1(self, terminal: str) -> int:
+        v = self.registry.by_terminal(terminal)
+        return -1 if v is None else v
