@@ -59,6 +59,9 @@ class Metrics:
         self.mqtt_connected = Gauge(
             "fleetwatch_mqtt_connected", "1 while the ingest MQTT session is up", registry=r
         )
+        self.dropped = Counter(
+            "fleetwatch_dropped_total", "messages dropped by a named policy", ["policy"], registry=r
+        )
         self.store_errors = Counter(
             "fleetwatch_store_errors_total", "failed history writes", ["what"], registry=r
         )

@@ -1,20 +1,28 @@
 """The MQTT adapter of the ingest stage (aiomqtt over paho-mqtt).
 
-Subscribes to the JSON and JT/T 808 topics with QoS 1 in a persistent session,
-feeds every message to :class:`~ingest.core.IngestCore`, and puts each
+Subscribes to the JSON and JT/T 808 topics with QoS 1 in a persistent MQTT 5
+session, feeds every message to :class:`~ingest.core.IngestCore`, and puts each
 :class:`~ingest.core.Flush` on the pipeline's bounded queue.
 
-**Acknowledgement after the durable write.** aiomqtt acknowledges a QoS 1
-message as soon as it is received. With ``mqtt.ack = "after_store"`` this
-module switches the paho client underneath to manual acknowledgement and sends
-each PUBACK only when the pipeline calls :meth:`MqttIngest.ack` after the
-batch holding that message was written. This is the one place that reaches
-into aiomqtt's paho client. A crash before the write leaves the messages
-unacknowledged; the broker redelivers them to the persistent session and the
-store, keyed by (vehicle, ts), keeps each position once.
+aiomqtt owns the connection (connect, keep-alive, socket I/O on the event
+loop). Two things go past it, both here and only here:
 
-Back-pressure: when the pipeline queue is full, this loop stops reading; the
-broker stops sending once ``receive_maximum`` messages are unacknowledged.
+* **Messages go straight into the ingest core.** paho's ``on_message`` is
+  replaced by :meth:`MqttIngest._on_message`, which runs on the event loop
+  thread (aiomqtt reads the socket there) and appends to the core. No per-message
+  object, queue hop or task: the MQTT client loop is the first throughput ceiling.
+* **Acknowledgement is manual.** QoS 1 PUBACKs are sent by this module, not by
+  paho on receipt. With ``mqtt.ack = "after_store"`` a message is acknowledged
+  only after the pipeline wrote the batch that holds it (:meth:`MqttIngest.ack`);
+  a crash before that leaves it unacknowledged and the broker redelivers it to
+  the persistent session (the store, keyed by (vehicle, ts), keeps it once).
+  With ``"on_receive"`` it is acknowledged when the pipeline takes the batch.
+
+Flow control: unacknowledged QoS 1 messages are bounded by the MQTT 5 Receive
+Maximum we announce (``mqtt.receive_maximum``), so the broker stops sending
+when the pipeline falls behind. QoS 0 traffic has no such brake: past
+``_QOS0_BACKLOG`` flushes waiting, QoS 0 messages are dropped and counted
+(``fleetwatch_dropped_total{policy="qos0_backlog"}``).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,6 +49,7 @@ __all__ = ["MqttIngest"]
 log = logging.getLogger(__name__)
 
 _SESSION_EXPIRY_S = 7 * 86400  # keep the persistent session (and its queue) for a week
+_QOS0_BACKLOG = 8  # flushes waiting for the pipeline before QoS 0 messages are dropped
 
 
 class MqttIngest:
@@ -62,8 +72,10 @@ class MqttIngest:
         self._paho: paho.Client | None = None
         self._generation = 0  # bumps on every (re)connect: old message ids mean nothing after
         self._connected = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._ready: deque[Flush] = deque()
+        self._wake = asyncio.Event()
         self._closed = False
+        self.dropped_qos0 = 0
         # Set by the pipeline once it has written and acknowledged the final flush.
         self.finished = asyncio.Event()
 
@@ -72,14 +84,19 @@ class MqttIngest:
         return self._connected
 
     def ack(self, tokens: Sequence[Any]) -> int:
-        """PUBACK the messages of a written flush. Returns how many were acknowledged."""
+        """PUBACK the messages of a written flush (``after_store`` mode); returns how many."""
+        if self.cfg.ack != "after_store":
+            return 0
+        return self._send_acks(tokens)
+
+    def _send_acks(self, tokens: Sequence[Any]) -> int:
         client = self._paho
-        if client is None or self.cfg.ack != "after_store":
+        if client is None:
             return 0
         n = 0
-        for token in tokens:
-            gen, mid = token
-            if gen == self._generation and mid:
+        gen = self._generation
+        for token_gen, mid in tokens:
+            if token_gen == gen:
                 client.ack(mid, 1)
                 n += 1
         return n
@@ -100,6 +117,29 @@ class MqttIngest:
             keepalive=30,
         )
 
+    # -- the paho callback: the hot path ----------------------------------------------------
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        now = int(self.clock() * 1000)
+        topic = msg.topic
+        kind = topic_kind(topic)
+        self.metrics.messages_in.labels(kind[0] if kind else "unknown").inc()
+        if msg.qos:
+            token: tuple[int, int] | None = (self._generation, msg.mid)
+        else:
+            token = None
+            if len(self._ready) >= _QOS0_BACKLOG:
+                self.dropped_qos0 += 1
+                self.metrics.dropped.labels("qos0_backlog").inc()
+                return
+        core = self.core
+        core.add(topic, msg.payload, now, token)
+        if core.due(now):
+            self._ready.append(core.flush())
+            self._wake.set()
+
+    # -- asyncio side -------------------------------------------------------------------------
+
     async def run(self, stop: asyncio.Event) -> None:
         """Receive until ``stop`` is set, reconnecting with exponential backoff.
 
@@ -107,14 +147,15 @@ class MqttIngest:
         queue to tell the next stage that no more flushes follow.
         """
         delay = self.cfg.reconnect_initial_s
+        pump = asyncio.create_task(self._pump())
+        ager = asyncio.create_task(self._age_flusher())
         try:
             while not stop.is_set():
                 try:
                     await self._session(stop)
                     delay = self.cfg.reconnect_initial_s
                 except aiomqtt.MqttError as exc:
-                    self._connected.clear()
-                    self.metrics.mqtt_connected.set(0)
+                    self._lost()
                     log.warning(
                         "MQTT %s:%s: %s; reconnecting in %.1f s",
                         self.cfg.host,
@@ -126,23 +167,27 @@ class MqttIngest:
                         await asyncio.wait_for(stop.wait(), delay)
                     delay = min(delay * 2, self.cfg.reconnect_max_s)
         finally:
+            ager.cancel()
             await self._close()
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
 
-    async def _close(self) -> None:
-        """Flush what is pending and tell the next stage no more flushes follow."""
-        if not self._closed:
-            self._closed = True
-            await self._emit()
-            await self.out.put(None)
+    def _lost(self) -> None:
+        self._connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        self._paho = None
 
     async def _session(self, stop: asyncio.Event) -> None:
-        async with self._client() as client:
-            pc: paho.Client = client._client  # the one reach into aiomqtt, for manual PUBACK
-            if self.cfg.ack == "after_store":
-                pc.manual_ack_set(True)
+        client = self._client()
+        # The one reach into aiomqtt (see the module doc). Both must be in place before
+        # CONNECT: a resumed session redelivers unacknowledged messages right after CONNACK.
+        pc: paho.Client = client._client
+        pc.manual_ack_set(True)
+        pc.on_message = self._on_message
+        self._generation += 1
+        async with client:
             self._paho = pc
-            self._generation += 1
-            gen = self._generation
             for topic in (self.cfg.json_topic, self.cfg.jt808_topic):
                 if topic:
                     await client.subscribe(topic, qos=self.cfg.qos)
@@ -155,55 +200,56 @@ class MqttIngest:
                 self.cfg.client_id,
                 self.cfg.ack,
             )
-            ticker = asyncio.create_task(self._age_flusher(stop))
+            watch = asyncio.create_task(self._watch(client))
             stopper = asyncio.create_task(stop.wait())
             try:
-                await self._receive(client, gen, stopper)
-            finally:
-                ticker.cancel()
-                stopper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-                # On shutdown, hand over what is pending and keep the session up until the
+                await asyncio.wait({watch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if watch.done():
+                    watch.result()  # raises the MqttError that ended the session
+                # Shutdown: hand over what is pending and keep the session up until the
                 # pipeline has written it and sent the acks (bounded wait).
-                if stop.is_set():
-                    await self._close()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.finished.wait(), 10.0)
-                self._connected.clear()
-                self.metrics.mqtt_connected.set(0)
+                await self._close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.finished.wait(), 10.0)
+            finally:
+                watch.cancel()
+                stopper.cancel()
+                self._lost()
 
-    async def _receive(self, client: aiomqtt.Client, gen: int, stopper: asyncio.Task[Any]) -> None:
-        messages = client.messages.__aiter__()
-        core = self.core
-        count = self.metrics.messages_in
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Return never; raise MqttError when the connection drops (messages bypass it)."""
+        async for _ in client.messages:
+            pass
+
+    async def _pump(self) -> None:
+        """Move ready flushes onto the bounded pipeline queue, waiting when it is full."""
         while True:
-            nxt = asyncio.ensure_future(messages.__anext__())
-            done, _ = await asyncio.wait({nxt, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt not in done:
-                nxt.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await nxt
-                return
-            msg = nxt.result()
-            topic = msg.topic.value
-            payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
-            kind = topic_kind(topic)
-            count.labels(kind[0] if kind else "unknown").inc()
-            core.add(topic, payload, int(self.clock() * 1000), (gen, msg.mid) if msg.qos else None)
-            if core.due(int(self.clock() * 1000)):
-                await self._emit()
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready:
+                flush = self._ready.popleft()
+                await self.out.put(flush)
+                if self.cfg.ack == "on_receive":
+                    self._send_acks(flush.acks)
 
-    async def _age_flusher(self, stop: asyncio.Event) -> None:
+    async def _age_flusher(self) -> None:
         period = max(self.core.max_age_ms / 4000, 0.002)
-        while not stop.is_set():
+        while True:
             await asyncio.sleep(period)
             if self.core.due(int(self.clock() * 1000)):
-                await self._emit()
+                self._ready.append(self.core.flush())
+                self._wake.set()
 
-    async def _emit(self) -> None:
-        async with self._lock:
-            if not self.core.pending:
-                return
-            flush = self.core.flush()
+    async def _close(self) -> None:
+        """Flush what is pending and tell the next stage no more flushes follow."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.core.pending:
+            self._ready.append(self.core.flush())
+        while self._ready:
+            flush = self._ready.popleft()
             await self.out.put(flush)
+            if self.cfg.ack == "on_receive":
+                self._send_acks(flush.acks)
+        await self.out.put(None)
