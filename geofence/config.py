@@ -41,3 +41,5 @@ class FenceConfig(_Frozen):
     half_width_m: float | None = Field(None, gt=0)
     ring: list[tuple[float, float]] | None = None
     speed_limit_kmh: float | None = Field(None, gt=0)
+    # Datum of the coordinates written above; gcj02 ones are converted to WGS-84 on load.
+    datum: Literal["wgs84", "gcj02"] = "wgs84"
