@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
 VENDOR := web/static/vendor/leaflet/leaflet.js
 
-.PHONY: demo test lint typecheck unit env dev-env assets system-deps clean
+.PHONY: demo test lint typecheck unit env dev-env assets system-deps bench-deps clean
 
 demo: env assets
 	$(BIN)/fleetwatch demo
@@ -50,6 +50,12 @@ system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# PostGIS, for the geofence benchmark's baseline only.
+bench-deps:
+	@dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq postgresql-15-postgis-3 >/dev/null; }
 
 clean:
 	rm -rf $(VENV) web/node_modules web/static/vendor .mypy_cache .ruff_cache .pytest_cache
