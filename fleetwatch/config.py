@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fleetwatch.errors import ConfigError
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
+from ingest.jt808.config import GatewayConfig
 from rules.config import RulesConfig
 from store.config import LiveConfig, StoreConfig
 from web.config import WebConfig
@@ -70,6 +71,7 @@ class Config(_Frozen):
     service: ServiceConfig = ServiceConfig()
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
+    gateway: GatewayConfig = GatewayConfig()
     store: StoreConfig = StoreConfig()
     live: LiveConfig = LiveConfig()
     web: WebConfig = WebConfig()

@@ -99,9 +99,14 @@ def _live(cfg: Config, registry: Registry) -> Any:
 
 
 def _jt808_decoder(cfg: Config) -> Any:
-    from ingest.jt808.batch import decode_position_payloads
+    from ingest.jt808.position import decode_position_payloads
 
-    return decode_position_payloads
+    lenient = cfg.gateway.is_lenient
+
+    def decode(payloads: list[bytes]) -> Any:
+        return decode_position_payloads(payloads, lenient=lenient)
+
+    return decode
 
 
 def _fences(cfg: Config) -> Any:

@@ -1,0 +1,124 @@
+"""The gateway over real TCP with the real Mosquitto at 127.0.0.1:1883."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+
+import aiomqtt
+import pytest
+
+from ingest.jt808.codec import (
+    decode_frame,
+    encode_authentication,
+    encode_heartbeat,
+    encode_location,
+    encode_registration,
+)
+from ingest.jt808.config import GatewayConfig
+from ingest.jt808.framing import FrameSplitter
+from ingest.jt808.messages import PlatformReply, RegistrationReply
+from ingest.jt808.tcp import run_gateway
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(30)]
+
+
+class Terminal:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.splitter = FrameSplitter()
+        self.pending: list[bytes] = []
+
+    async def send(self, frame: bytes) -> None:
+        self.writer.write(frame)
+        await self.writer.drain()
+
+    async def reply(self) -> object:
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(4096), 10)
+            assert data, "gateway closed the connection"
+            self.pending += self.splitter.feed(data)
+        return decode_frame(self.pending.pop(0)).message
+
+
+@contextlib.asynccontextmanager
+async def gateway(broker: tuple[str, int], **kw: object) -> AsyncIterator[tuple[str, int]]:
+    cfg = GatewayConfig(
+        listen_port=0,
+        mqtt_host=broker[0],
+        mqtt_port=broker[1],
+        mqtt_client_id=f"test-gw-{secrets.token_hex(4)}",
+        **kw,
+    )
+    stop = asyncio.Event()
+    started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started))
+    try:
+        yield await asyncio.wait_for(started, 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _connect(addr: tuple[str, int]) -> Terminal:
+    return Terminal(*await asyncio.open_connection(*addr))
+
+
+async def test_terminal_through_gateway_to_broker(mqtt_broker: tuple[str, int]) -> None:
+    phone = f"{secrets.randbelow(10**11) + 10**11}"
+    received: list[bytes] = []
+    async with (
+        aiomqtt.Client(*mqtt_broker, identifier=f"test-sub-{secrets.token_hex(4)}") as sub,
+        gateway(mqtt_broker) as addr,
+    ):
+        await sub.subscribe(f"jt808/{phone}/up", qos=1)
+        t = await _connect(addr)
+        reg = encode_registration(phone, 1, plate="川X12345")
+        await t.send(reg)
+        reply = await t.reply()
+        assert isinstance(reply, RegistrationReply) and reply.result == 0 and reply.auth_code
+        # A location before authentication is refused and not published.
+        loc = encode_location(phone, 2, lat=30.45, lon=106.63, speed_kmh=42.0, heading=90,
+                              alt_m=300, time_ms=1_764_034_200_000, mileage_km=10.5)  # fmt: skip
+        await t.send(loc)
+        assert await t.reply() == PlatformReply(2, 0x0200, 1)
+        auth = encode_authentication(phone, 3, reply.auth_code)
+        await t.send(auth)
+        assert await t.reply() == PlatformReply(3, 0x0102, 0)
+        beat = encode_heartbeat(phone, 4)
+        # Two frames in one TCP write, the second split over two writes.
+        loc2 = encode_location(phone, 5, lat=30.46, lon=106.64, speed_kmh=0.0, heading=0,
+                               alt_m=300, time_ms=1_764_034_210_000)  # fmt: skip
+        await t.send(beat + loc2[:10])
+        await asyncio.sleep(0.05)
+        await t.send(loc2[10:])
+        assert await t.reply() == PlatformReply(4, 0x0002, 0)
+        assert await t.reply() == PlatformReply(5, 0x0200, 0)
+        async with asyncio.timeout(10):
+            async for message in sub.messages:
+                assert isinstance(message.payload, bytes)
+                received.append(message.payload)
+                if len(received) == 4:
+                    break
+        t.writer.close()
+    assert received == [reg, auth, beat, loc2]
+
+
+async def test_hostile_connections_do_not_hold_up_others(mqtt_broker: tuple[str, int]) -> None:
+    phone = f"{secrets.randbelow(10**11) + 10**11}"
+    async with gateway(mqtt_broker, max_frame_bytes=256, require_auth=False,
+                       heartbeat_s=0.3) as addr:  # fmt: skip
+        stalled = await _connect(addr)
+        await stalled.send(b"\x7e\x02\x00")  # half a frame, then nothing
+        flood = await _connect(addr)
+        await flood.send(b"\x7e" + b"\x55" * 1000)  # beyond max_frame_bytes: closed
+        good = await _connect(addr)
+        await good.send(encode_heartbeat(phone, 9))
+        assert await good.reply() == PlatformReply(9, 0x0002, 0)
+        assert await asyncio.wait_for(flood.reader.read(), 5) == b""
+        # The stalled one is closed after three heartbeat intervals.
+        assert await asyncio.wait_for(stalled.reader.read(), 5) == b""
+        for t in (stalled, flood, good):
+            t.writer.close()
