@@ -8,7 +8,6 @@ imports happen inside them so ``fleetwatch decode`` starts quickly.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
@@ -49,23 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a configuration file")
     c.add_argument("file")
 
-    sim = sub.add_parser("simulate", help="publish a simulated fleet to an MQTT broker")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=1883)
-    sim.add_argument("--vehicles", type=int, default=200)
-    sim.add_argument("--interval", type=float, default=10.0, help="report interval, seconds")
-    sim.add_argument("--speeding-share", type=float, default=0.05)
-    sim.add_argument("--speedup", type=float, default=1.0, help="simulated time per wall time")
-    sim.add_argument("--duration", type=float, default=None, help="stop after N wall seconds")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--qos", type=int, choices=(0, 1), default=0)
-    sim.add_argument("--lat", type=float, default=30.456)
-    sim.add_argument("--lon", type=float, default=106.633)
-    sim.add_argument(
-        "--write-config",
-        metavar="FILE",
-        help="write a matching configuration (orgs, vehicles, fences) and exit",
-    )
+    sim = sub.add_parser("simulate", help="publish a simulated fleet; --verify checks alarms")
+    from simulator.cli import add_arguments
+
+    add_arguments(sim)
 
     dec = sub.add_parser("decode", help="decode JT/T 808 frames given as hex ('-' reads stdin)")
     dec.add_argument("args", nargs=argparse.REMAINDER)
@@ -152,54 +138,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulator.fleet import FleetSpec
+    from simulator.cli import simulate_main
 
-    spec = FleetSpec(
-        vehicles=args.vehicles,
-        interval_s=args.interval,
-        speeding_share=args.speeding_share,
-        seed=args.seed,
-        center_lat=args.lat,
-        center_lon=args.lon,
-    )
-    if args.write_config:
-        from simulator.scenario import demo_config
-        from simulator.toml import dumps
-
-        doc = demo_config(spec, mqtt_port=args.port, web_port=8080, db_path="fleetwatch.db")
-        with open(args.write_config, "w", encoding="utf-8") as fh:
-            fh.write(dumps(doc))
-        print(f"wrote {args.write_config}")
-        return 0
-    from simulator.mqtt import publish_fleet
-
-    async def go() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-
-        def progress(n: int) -> None:
-            sys.stderr.write(f"\rpublished {n} messages")
-
-        n = await publish_fleet(
-            spec,
-            args.host,
-            args.port,
-            stop=stop,
-            speedup=args.speedup,
-            qos=args.qos,
-            duration_s=args.duration,
-            on_progress=progress,
-        )
-        sys.stderr.write("\n")
-        return n
-
-    sent = asyncio.run(go())
-    print(f"published {sent} messages")
-    return 0
+    return simulate_main(args)
 
 
 if __name__ == "__main__":

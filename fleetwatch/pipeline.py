@@ -52,7 +52,7 @@ class Feed(Protocol):
 
 class Live(Protocol):
     async def update(self, batch: PositionBatch) -> Any: ...
-    async def apply_alarm_events(self, events: Sequence[AlarmEvent]) -> Any: ...
+    async def update_alarms(self, events: Sequence[AlarmEvent]) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -139,7 +139,7 @@ class Pipeline:
                 self.positions_processed += len(batch)
             self._publish(events)
             if events and self.live is not None:
-                await self.live.apply_alarm_events(events)
+                await self.live.update_alarms(events)
             await self.q_store.put(_StoreItem(flush, events))
 
     async def _ticker(self) -> None:
@@ -151,7 +151,7 @@ class Pipeline:
             if events:
                 self._publish(events)
                 if self.live is not None:
-                    await self.live.apply_alarm_events(events)
+                    await self.live.update_alarms(events)
                 await self.q_store.put(_StoreItem(None, events))
 
     async def _store(self) -> None:

@@ -78,24 +78,17 @@ class _Server(uvicorn.Server):
 
 
 def _history(cfg: Config) -> Any:
-    kind = cfg.store.kind
-    if kind == "sqlite":
-        from store.sqlite import SQLiteHistory
+    if cfg.store.kind == "memory":
+        return None
+    from store.factory import create_history
 
-        return SQLiteHistory(cfg.store)
-    if kind == "postgres":
-        from store.postgres import PostgresHistory
-
-        return PostgresHistory(cfg.store)
-    return None
+    return create_history(cfg.store)
 
 
-def _live(cfg: Config, registry: Registry) -> Any:
-    from store.live import MemoryLiveState, RedisLiveState
+def _live(cfg: Config) -> Any:
+    from store.factory import create_live
 
-    if cfg.live.kind == "redis":
-        return RedisLiveState(cfg.live, registry)
-    return MemoryLiveState(registry)
+    return create_live(cfg.live)
 
 
 def _jt808_decoder(cfg: Config) -> Any:
@@ -120,9 +113,8 @@ def _fences(cfg: Config) -> Any:
 def build_service(cfg: Config) -> Service:
     """Construct every stage; nothing connects until :func:`run_service`."""
     from rules.engine import RulesEngine
-    from web.app import create_app
-
     from stream.feed import FeedCore
+    from web.app import create_app
     from web.context import AppContext
 
     registry = Registry.from_config(cfg)
@@ -132,7 +124,7 @@ def build_service(cfg: Config) -> Service:
         cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
     )
     history = _history(cfg)
-    live = _live(cfg, registry)
+    live = _live(cfg)
     feed = FeedCore(
         registry, interval_ms=cfg.web.feed_interval_ms, client_buffer=cfg.web.feed_client_buffer
     )
@@ -207,14 +199,13 @@ async def run_service(
         if blob:
             svc.engine.restore(blob)
             log.info("rule state restored (%d bytes)", len(blob))
-    if hasattr(svc.live, "open"):
-        await svc.live.open()
+    await svc.live.open(svc.registry)
     server = _Server(
         uvicorn.Config(
             svc.app,
             host=cfg.web.host,
             port=cfg.web.port,
-            ws="websockets",
+            ws="websockets-sansio",
             log_level="warning",
             lifespan="on",
             loop="none",
@@ -235,8 +226,7 @@ async def run_service(
             await _save_rule_state(svc)
             server.should_exit = True
     finally:
-        if hasattr(svc.live, "close"):
-            await svc.live.close()
+        await svc.live.close()
         if svc.history is not None:
             await svc.history.close()
     return svc

@@ -1,8 +1,10 @@
-"""Publish a simulated fleet to an MQTT broker (the JSON contract).
+"""Publish a simulated fleet to an MQTT broker, as JSON or as JT/T 808 frames.
 
-Each vehicle reports once per ``interval_s`` of simulated time; reports are
-spread over the interval in slices so the map moves smoothly. ``speedup``
-runs simulated time faster than the wall clock.
+Simulated time runs ``speedup`` times faster than the wall clock from
+``start_ms``; every tick the fleet is stepped to the simulated now and what it
+reports is published. paho-mqtt's network loop runs in its own thread (about
+twice the throughput of an asyncio client, measured in simulator/bench.py);
+this coroutine only paces. ``max_rate`` caps messages per wall second.
 """
 
 from __future__ import annotations
@@ -12,38 +14,34 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
-import aiomqtt
-import numpy as np
-import orjson
+import paho.mqtt.client as paho
 
-from simulator.fleet import Fleet, FleetSpec, terminal_id
+from simulator.fleet import Fleet, FleetSpec
+from simulator.wire import json_messages, jt808_messages
 
-__all__ = ["publish_fleet"]
+__all__ = ["connect", "publish_fleet"]
 
 log = logging.getLogger(__name__)
 
-_SLICES = 10
+TICK_S = 0.05
 
 
-def _payloads(cols: dict[str, np.ndarray], idx: np.ndarray) -> list[tuple[str, bytes]]:
-    out = []
-    ts, lat, lon = cols["ts"].tolist(), cols["lat"].tolist(), cols["lon"].tolist()
-    speed, heading = cols["speed"].tolist(), cols["heading"].tolist()
-    acc, mileage = cols["acc"].tolist(), cols["mileage"].tolist()
-    for i in idx.tolist():
-        body = {
-            "ts": ts[i],
-            "lat": round(lat[i], 6),
-            "lon": round(lon[i], 6),
-            "speed": round(speed[i], 1),
-            "heading": heading[i],
-            "acc": acc[i],
-            "status": 1 if acc[i] else 0,
-            "mileage": round(mileage[i], 1),
-        }
-        out.append((f"fleet/{terminal_id(i)}/position", orjson.dumps(body)))
-    return out
+def connect(host: str, port: int, client_id: str, *, max_inflight: int = 1000) -> paho.Client:
+    """A connected paho client with its network loop running in a thread."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
+    c.max_inflight_messages_set(max_inflight)
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+    return c
+
+
+def drain(client: paho.Client, timeout: float = 10.0) -> None:
+    """Wait until everything queued so far has left: a QoS 1 marker's PUBACK follows it."""
+    info = client.publish("fleet-sim/drained", b"", qos=1)
+    with contextlib.suppress(RuntimeError, ValueError):
+        info.wait_for_publish(timeout)
 
 
 async def publish_fleet(
@@ -57,30 +55,60 @@ async def publish_fleet(
     duration_s: float | None = None,
     on_progress: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.time,
+    protocol: Literal["json", "jt808"] = "json",
+    topic_prefix: str = "",
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    max_rate: float | None = None,
+    fleet: Fleet | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    client_id: str | None = None,
 ) -> int:
-    """Publish until ``stop`` is set (or ``duration_s`` of wall time); return messages sent."""
-    start_wall = clock()
-    sim_start_ms = int(start_wall * 1000)
-    fleet = Fleet(spec, sim_start_ms)
-    slices = np.array_split(np.arange(spec.vehicles), _SLICES)
-    tick_wall = spec.interval_s / _SLICES / speedup
+    """Publish until ``stop`` is set, ``duration_s`` of wall time passed or simulated time
+    reached ``end_ms``; return the number of messages sent. ``on_step(sim_now_ms, sent)`` is
+    called after each tick's messages are handed to the client."""
+    wall0 = clock()
+    sim0 = int(wall0 * 1000) if start_ms is None else start_ms
+    fleet = fleet or Fleet(spec, sim0)
+    serials: dict[int, int] = {}
+    cid = client_id or f"fleetwatch-sim-{spec.seed}-{int(wall0 * 1000) % 1_000_000}"
+    client = await asyncio.to_thread(connect, host, port, cid)
     sent = 0
     k = 0
-    async with aiomqtt.Client(host, port, identifier=f"fleetwatch-sim-{spec.seed}") as client:
+    try:
         while not stop.is_set():
-            if duration_s is not None and clock() - start_wall >= duration_s:
+            wall = clock()
+            if duration_s is not None and wall - wall0 >= duration_s:
                 break
-            sim_now = sim_start_ms + int((clock() - start_wall) * speedup * 1000)
+            sim_now = sim0 + int((wall - wall0) * speedup * 1000)
+            last = end_ms is not None and sim_now >= end_ms
+            if last and end_ms is not None:
+                sim_now = end_ms
             cols = fleet.step(sim_now)
-            for topic, body in _payloads(cols, slices[k % _SLICES]):
-                await client.publish(topic, body, qos=qos)
+            if protocol == "json":
+                msgs = json_messages(cols, topic_prefix)
+            else:
+                msgs = jt808_messages(cols, serials, topic_prefix)
+            for topic, body in msgs:
+                client.publish(topic, body, qos=qos)
                 sent += 1
-            k += 1
+                if max_rate is not None and sent % 100 == 0:
+                    ahead = sent / max_rate - (clock() - wall0)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            if on_step is not None:
+                on_step(sim_now, sent)
             if on_progress is not None:
                 on_progress(sent)
-            next_at = start_wall + k * tick_wall
-            delay = next_at - clock()
+            if last:
+                break
+            k += 1
+            delay = wall0 + k * TICK_S - clock()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
+        await asyncio.to_thread(drain, client)
+    finally:
+        client.loop_stop()
+        client.disconnect()
     return sent

@@ -1,76 +1,112 @@
-"""The demo city: organisations and vehicles of a simulated Guang'an (广安) fleet.
+"""The configuration that matches a simulated city: organisations, vehicles, fences, rules.
 
-The demo ships no real map data (publishing map data in China needs
-approval); its fences are simple shapes generated here.
+The fences come from the same :class:`~simulator.city.City` the fleet drives
+in, so FleetWatch is configured to catch exactly what the simulator injects:
+the city boundary (``allowed_region``), one lot per unit (``lot``), and the
+banned places (``forbidden``). The demo ships no real map data (publishing map
+data in China needs approval); these shapes are generated.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from simulator.fleet import FleetSpec, terminal_id
+from simulator.city import City, build_city
+from simulator.fleet import FleetSpec, terminal_id, vehicle_id
 
-__all__ = ["DEMO_ORGS", "demo_config"]
+__all__ = ["DEMO_ORGS", "DEMO_TOKEN", "demo_config", "fleet_config", "plate"]
 
-# (id, name, parent) — the city, its districts and counties, one unit each.
-DEMO_ORGS: tuple[tuple[str, str, str | None], ...] = (
-    ("ga", "广安市", None),
-    ("ga-gaq", "广安区", "ga"),
-    ("ga-qfq", "前锋区", "ga"),
-    ("ga-hys", "华蓥市", "ga"),
-    ("ga-yc", "岳池县", "ga"),
-    ("ga-ws", "武胜县", "ga"),
-    ("ga-ls", "邻水县", "ga"),
-    ("ga-gaq-jyj", "广安区教育局", "ga-gaq"),
-    ("ga-yc-nyj", "岳池县农业农村局", "ga-yc"),
-)
+DEMO_TOKEN = "demo-room-token"
+_PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 
-_PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
+DEMO_ORGS = build_city(30.456, 106.633, 15.0, 8).orgs
 
 
-def _plate(i: int) -> str:
-    a = _PLATE_CHARS[i % 24]
-    return f"川X{a}{i:04d}"[:8]
+def plate(i: int) -> str:
+    """A unique licence plate (车牌号) for simulated vehicle i: 川X + letter + 4 digits..."""
+    return f"川X{_PLATE_CHARS[(i // 10_000) % 24]}{i % 10_000:04d}"
 
 
-def _circle_ring(lat: float, lon: float, radius_m: float, n: int = 48) -> list[list[float]]:
-    out = []
-    for k in range(n + 1):
-        a = 2 * math.pi * (k % n) / n
+def _fences(city: City) -> list[dict[str, Any]]:
+    h = city.half_m
+    out: list[dict[str, Any]] = [
+        {
+            "id": "city",
+            "name": "广安市 (模拟边界)",
+            "use": "allowed_region",
+            "org": "ga",
+            "shape": "polygon",
+            "ring": city.ring([(-h, -h), (h, -h), (h, h), (-h, h)]),
+        }
+    ]
+    for lot in city.lots:
+        s = lot.half_m
         out.append(
-            [
-                lon + radius_m * math.sin(a) / (111_320.0 * math.cos(math.radians(lat))),
-                lat + radius_m * math.cos(a) / 111_320.0,
-            ]
+            {
+                "id": f"lot-{lot.org}",
+                "name": f"{lot.org} 停车场 (模拟)",
+                "use": "lot",
+                "org": lot.org,
+                "shape": "polygon",
+                "ring": city.ring(
+                    [
+                        (lot.x - s, lot.y - s),
+                        (lot.x + s, lot.y - s),
+                        (lot.x + s, lot.y + s),
+                        (lot.x - s, lot.y + s),
+                    ]
+                ),
+            }
+        )
+    for p in city.places:
+        lat, lon = city.to_latlon(p.x, p.y)
+        out.append(
+            {
+                "id": p.id,
+                "name": p.name,
+                "use": "forbidden",
+                "org": "ga",
+                "shape": "circle",
+                "center": [round(lon, 7), round(lat, 7)],
+                "radius_m": p.radius_m,
+            }
         )
     return out
 
 
-def demo_config(spec: FleetSpec, *, mqtt_port: int, web_port: int, db_path: str) -> dict[str, Any]:
-    """A complete configuration document (as parsed TOML) for ``fleetwatch demo``."""
-    orgs = [{"id": i, "name": n, **({"parent": p} if p else {})} for i, n, p in DEMO_ORGS]
-    leaf_orgs = [o[0] for o in DEMO_ORGS if o[2] is not None]
-    vehicles = [
-        {
-            "id": f"v{i:05d}",
-            "plate": _plate(i),
-            "terminal": terminal_id(i),
-            "org": leaf_orgs[i % len(leaf_orgs)],
-            "type": "car",
-        }
-        for i in range(spec.vehicles)
-    ]
-    lat, lon = spec.center_lat, spec.center_lon
+def fleet_config(
+    spec: FleetSpec,
+    *,
+    mqtt_host: str = "127.0.0.1",
+    mqtt_port: int = 1883,
+    web_port: int = 8080,
+    db_path: str = "fleetwatch.db",
+    token: str = DEMO_TOKEN,
+    topic_prefix: str = "",
+    client_id: str = "fleetwatch-sim",
+) -> dict[str, Any]:
+    """A complete configuration document (as parsed TOML) for the simulated city of ``spec``."""
+    city = build_city(spec.center_lat, spec.center_lon, spec.radius_km, 8)
+    leaves = city.leaf_orgs
+    office = spec.schedule == "office"
+    windows = (
+        {"summer": list(spec.windows_summer), "winter": list(spec.windows_winter)}
+        if office
+        # The demo's city drives round the clock: no working hours to break.
+        else {"summer": ["00:00-24:00"], "winter": ["00:00-24:00"]}
+    )
     return {
         "service": {
-            "name": "广安市公务用车监控平台 (演示)",
+            "name": "广安市公务用车监控平台 (模拟)",
+            "timezone": "Asia/Shanghai",
             "public_url": f"http://127.0.0.1:{web_port}",
         },
         "mqtt": {
-            "host": "127.0.0.1",
+            "host": mqtt_host,
             "port": mqtt_port,
-            "client_id": "fleetwatch-demo",
+            "client_id": client_id,
+            "json_topic": f"{topic_prefix}fleet/+/position",
+            "jt808_topic": f"{topic_prefix}jt808/+/up",
             "ack": "on_receive",
             "persistent_session": False,
         },
@@ -79,45 +115,56 @@ def demo_config(spec: FleetSpec, *, mqtt_port: int, web_port: int, db_path: str)
         "web": {
             "host": "127.0.0.1",
             "port": web_port,
-            "tokens": [
-                {"token": "demo-room-token", "org": "ga", "role": "operator", "name": "监控室"}
-            ],
+            "tokens": [{"token": token, "org": "ga", "role": "operator", "name": "监控室"}],
+            "center": [spec.center_lat, spec.center_lon],
         },
         "rules": {
             "speeding": {
                 "min_duration_s": 10,
-                "close_after_s": 20,
+                "close_after_s": 30,
                 "default_limit_kmh": spec.limit_kmh,
-            }
+            },
+            "off_hours": {
+                "min_duration_s": 60,
+                "close_after_s": 300,
+                "working_hours": {
+                    "summer_start": spec.summer[0],
+                    "summer_end": spec.summer[1],
+                    "default": windows,
+                },
+            },
+            "out_of_area": {"min_duration_s": 60, "close_after_s": 60},
+            "forbidden_zone": {"min_duration_s": 30, "close_after_s": 60},
+            "parking_violation": {
+                "grace_s": 1800,
+                "close_after_s": 120,
+                "night_start": "22:00",
+                "night_end": "06:00",
+            },
+            "offline": {"after_s": 600},
+            "terminal_alarm": {"bits": ["sos"], "critical": ["sos"], "close_after_s": 30},
         },
-        "orgs": orgs,
-        "vehicles": vehicles,
-        "fences": [
+        "orgs": [{"id": i, "name": n, **({"parent": p} if p else {})} for i, n, p in city.orgs],
+        "vehicles": [
             {
-                "id": "demo-city",
-                "name": "广安市 (演示边界)",
-                "use": "allowed_region",
-                "org": "ga",
-                "shape": "circle",
-                "center": [lon, lat],
-                "radius_m": spec.radius_km * 1000 * 1.6,
-            },
-            {
-                "id": "demo-ktv",
-                "name": "某娱乐场所 (演示)",
-                "use": "forbidden",
-                "org": "ga",
-                "shape": "circle",
-                "center": [lon + 0.03, lat + 0.02],
-                "radius_m": 300,
-            },
-            {
-                "id": "demo-lot",
-                "name": "市机关停车场 (演示)",
-                "use": "lot",
-                "org": "ga",
-                "shape": "polygon",
-                "ring": _circle_ring(lat, lon, 250, 8),
-            },
+                "id": vehicle_id(i),
+                "plate": plate(i),
+                "terminal": terminal_id(i),
+                "org": leaves[i % len(leaves)],
+                "type": "car",
+            }
+            for i in range(spec.vehicles)
         ],
+        "fences": _fences(city),
     }
+
+
+def demo_config(spec: FleetSpec, *, mqtt_port: int, web_port: int, db_path: str) -> dict[str, Any]:
+    """A complete configuration document (as parsed TOML) for ``fleetwatch demo``."""
+    return fleet_config(
+        spec,
+        mqtt_port=mqtt_port,
+        web_port=web_port,
+        db_path=db_path,
+        client_id="fleetwatch-demo",
+    )
