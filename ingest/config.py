@@ -23,6 +23,9 @@ class MqttConfig(_Frozen):
     client_id: str = Field("fleetwatch-ingest", min_length=1, max_length=64)
     json_topic: str = "fleet/+/position"
     jt808_topic: str = "jt808/+/up"
+    # MQTT 5 lets us announce Receive Maximum (flow control); 3.1.1 is for brokers
+    # without 5 (the demo's embedded amqtt): the broker's in-flight limit then applies.
+    protocol: Literal["5", "3.1.1"] = "5"
     qos: Literal[0, 1] = 1
     persistent_session: bool = True
     # "after_store": PUBACK only once the batch is durably written (no loss on

@@ -102,19 +102,31 @@ class MqttIngest:
         return n
 
     def _client(self) -> aiomqtt.Client:
+        cfg = self.cfg
+        common: dict[str, Any] = {
+            "identifier": cfg.client_id,
+            "username": cfg.username,
+            "password": cfg.password,
+            "keepalive": 30,
+        }
+        if cfg.protocol == "3.1.1":
+            return aiomqtt.Client(
+                cfg.host,
+                cfg.port,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=not cfg.persistent_session,
+                **common,
+            )
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = _SESSION_EXPIRY_S if self.cfg.persistent_session else 0
-        props.ReceiveMaximum = self.cfg.receive_maximum
+        props.SessionExpiryInterval = _SESSION_EXPIRY_S if cfg.persistent_session else 0
+        props.ReceiveMaximum = cfg.receive_maximum
         return aiomqtt.Client(
-            self.cfg.host,
-            self.cfg.port,
-            identifier=self.cfg.client_id,
-            username=self.cfg.username,
-            password=self.cfg.password,
+            cfg.host,
+            cfg.port,
             protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=not self.cfg.persistent_session,
+            clean_start=not cfg.persistent_session,
             properties=props,
-            keepalive=30,
+            **common,
         )
 
     # -- the paho callback: the hot path ----------------------------------------------------

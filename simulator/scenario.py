@@ -108,6 +108,7 @@ def fleet_config(
             "json_topic": f"{topic_prefix}fleet/+/position",
             "jt808_topic": f"{topic_prefix}jt808/+/up",
             "ack": "on_receive",
+            "protocol": "3.1.1",
             "persistent_session": False,
         },
         "store": {"kind": "sqlite", "sqlite_path": db_path},

@@ -95,7 +95,10 @@ async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
 
             def done(frames: list[dict[str, Any]]) -> bool:
                 alarms = [f["alarm"] for f in frames if f["type"] == "alarm"]
-                return any(a["state"] == "closed" for a in alarms)
+                plates = {
+                    i["plate"] for f in frames if f["type"] == "positions" for i in f["items"]
+                }
+                return "川X00001" in plates and any(a["state"] == "closed" for a in alarms)
 
             frames = await recv_until(ws, done, timeout=10)
         items = [i for f in frames if f["type"] == "positions" for i in f["items"]]

@@ -1,0 +1,97 @@
+"""``fleetwatch demo`` starts from nothing, serves the page and feeds moving vehicles."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def start_demo(tmp_path, vehicles: int = 50) -> tuple[subprocess.Popen[bytes], int]:
+    web, mqtt = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fleetwatch.cli",
+            "demo",
+            "--vehicles",
+            str(vehicles),
+            "--port",
+            str(web),
+            "--mqtt-port",
+            str(mqtt),
+            "--data-dir",
+            str(tmp_path),
+            "--duration",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{web}/healthz", timeout=1).status_code in (200, 503):
+                return proc, web
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    proc.kill()
+    out = proc.communicate()[0].decode(errors="replace")
+    raise AssertionError(f"demo did not start:\n{out[-3000:]}")
+
+
+def stop_demo(proc: subprocess.Popen[bytes]) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        out = proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    return out.decode(errors="replace")
+
+
+def test_demo_serves_page_and_moving_vehicles(tmp_path) -> None:
+    proc, port = start_demo(tmp_path)
+    try:
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert page.status_code == 200 and "leaflet" in page.text.lower()
+
+        async def watch() -> set[str]:
+            seen: dict[str, tuple[float, float]] = {}
+            moved: set[str] = set()
+            url = f"ws://127.0.0.1:{port}/ws/live?token=demo-room-token"
+            async with websockets.connect(url) as ws:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and len(moved) < 5:
+                    frame = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
+                    items = frame.get("vehicles", []) + frame.get("items", [])
+                    for it in items:
+                        pos = (it["lat"], it["lon"])
+                        if it["vehicle"] in seen and seen[it["vehicle"]] != pos:
+                            moved.add(it["vehicle"])
+                        seen[it["vehicle"]] = pos
+            return moved
+
+        moved = asyncio.run(watch())
+        assert len(moved) >= 5, "vehicles should move on the live feed within 30 s"
+    finally:
+        out = stop_demo(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert "open http://127.0.0.1" in out
