@@ -8,6 +8,9 @@ live feed pushes each event; the notifier sends on ``open`` and ``close``.
 
 ``id`` is deterministic — ``{vehicle_id}:{kind}:{started_at}`` — so that a
 replay of history finds the same episodes with the same ids as the live run.
+A rule that keeps several episodes per vehicle at once names which after a
+slash (``{vehicle_id}:terminal_alarm/sos:{started_at}``); an episode found in
+blind-area back-fill ends in ``:backfill`` so it never overwrites a live one.
 """
 
 from __future__ import annotations
@@ -32,8 +35,12 @@ KINDS: tuple[str, ...] = (
 Action = Literal["open", "update", "close"]
 
 
-def episode_id(vehicle_id: str, kind: str, started_at: int) -> str:
-    return f"{vehicle_id}:{kind}:{started_at}"
+def episode_id(
+    vehicle_id: str, kind: str, started_at: int, *, sub: str | None = None, backfill: bool = False
+) -> str:
+    key = f"{kind}/{sub}" if sub else kind
+    tail = ":backfill" if backfill else ""
+    return f"{vehicle_id}:{key}:{started_at}{tail}"
 
 
 @dataclass(frozen=True, slots=True)

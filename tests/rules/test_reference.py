@@ -1,0 +1,227 @@
+"""Differential test: the vectorized engine and the scalar reference find the same episodes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fleetwatch.batch import PositionBatch
+from rules.config import RulesConfig
+from rules.engine import RulesEngine
+from rules.orders import DispatchOrder
+from rules.reference import ReferenceEngine
+from tests.rules.conftest import local_ms, make_fences, make_registry
+
+FENCES = make_fences()
+N_VEHICLES = 4
+
+# Short durations so that random streams of a few dozen points open and close episodes.
+CFG = RulesConfig.model_validate(
+    {
+        "speeding": {"min_duration_s": 10, "close_after_s": 20, "update_step_kmh": 5},
+        "off_hours": {
+            "min_duration_s": 30,
+            "close_after_s": 60,
+            "working_hours": {
+                "by_org": {"county": {"winter": ["09:00-17:00"], "summer": ["08:00-18:00"]}}
+            },
+        },
+        "out_of_area": {"min_duration_s": 20, "close_after_s": 30, "update_step_km": 2},
+        "forbidden_zone": {"min_duration_s": 0, "close_after_s": 30},
+        "parking_violation": {"grace_s": 120, "close_after_s": 30},
+        "offline": {"after_s": 600},
+        "terminal_alarm": {"bits": ["sos", "illegal_ignition", "power_cut"], "close_after_s": 15},
+        "fatigue": {"max_driving_s": 1800, "rest_s": 600},
+    }
+)
+
+# Places (lon, lat): in town, out of the city, the forbidden spot, the lot, the school zone.
+PLACES = [
+    (106.7, 30.7),
+    (107.3, 30.5),
+    (106.505, 30.505),
+    (106.601, 30.401),
+    (106.32, 30.32),
+    (106.999, 30.999),
+]
+STARTS = [
+    local_ms(2026, 11, 21, 9),  # Saturday
+    local_ms(2026, 11, 25, 11, 50),  # Wednesday, around the lunch break
+    local_ms(2026, 10, 10, 17, 20),  # make-up workday, evening
+    local_ms(2026, 10, 1, 21, 50),  # National Day, night
+    local_ms(2026, 9, 30, 23, 30),  # summer → winter hours next day... and a holiday
+    local_ms(2027, 1, 4, 8, 0),  # a year chinese-calendar does not know (fallback)
+]
+ORDER_TYPES = ["local", "out_of_area", "holiday", "overnight"]
+
+segment = st.tuples(
+    st.integers(0, N_VEHICLES - 1),  # vehicle
+    st.integers(1, 25),  # rows in this segment
+    st.sampled_from([0, 1, 5, 9, 10, 11, 20, 31, 60, 300, 601, 1200, 3600]),  # step, s
+    st.sampled_from(range(len(PLACES))),
+    st.sampled_from([0.0, 0.5, 4.0, 25.0, 31.0, 59.9, 60.0, 61.0, 80.0, 80.5, 130.0, float("nan")]),
+    st.booleans(),  # acc
+    st.sampled_from([0, 1, 1 << 27, (1 << 27) | 1, 1 << 8]),  # alarm bits
+    st.integers(0, 20),  # 0: back-fill flag, 1: jump back in time
+)
+
+
+@st.composite
+def scenario(draw: Any) -> dict[str, Any]:
+    start = draw(st.sampled_from(STARTS))
+    segments = draw(st.lists(segment, min_size=0, max_size=12))
+    ts = start
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("vehicle", "ts", "lon", "lat", "speed", "acc", "alarm_bits", "backfill")
+    }
+    for v, reps, step, place, speed, acc, alarm, odd in segments:
+        lon, lat = PLACES[place]
+        for r in range(reps):
+            ts += step * 1000
+            cols["vehicle"].append(v)
+            cols["ts"].append(ts - 1_800_000 if odd == 1 else ts)
+            cols["lon"].append(lon + v * 1e-4 + r * 1e-3)
+            cols["lat"].append(lat)
+            cols["speed"].append(speed)
+            cols["acc"].append(acc)
+            cols["alarm_bits"].append(alarm)
+            cols["backfill"].append(odd == 0)
+    n = len(cols["ts"])
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
+    shuffle = draw(st.booleans())
+    orders = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, N_VEHICLES - 1),
+                st.sampled_from(ORDER_TYPES),
+                st.integers(-3600, 20000),
+                st.integers(0, 60000),
+                st.integers(0, len(cuts) + 1),
+            ),
+            max_size=4,
+        )
+    )
+    ticks = draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
+    return {
+        "start": start,
+        "cols": cols,
+        "cuts": cuts,
+        "shuffle": shuffle,
+        "orders": orders,
+        "ticks": ticks,
+    }
+
+
+def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any], Any, Any]:
+    reg = make_registry(N_VEHICLES)
+    fences = (lambda: FENCES) if with_fences else None
+    vec = RulesEngine(CFG, reg, fences=fences)
+    ref = ReferenceEngine(CFG, reg, fences=fences)
+    batch = PositionBatch.from_columns(**sc["cols"])
+    n = len(batch)
+    bounds = [0, *sc["cuts"], n]
+    out_v: list[Any] = []
+    out_r: list[Any] = []
+
+    def orders_at(k: int) -> None:
+        for j, (v, typ, a, d, at) in enumerate(sc["orders"]):
+            if at == k:
+                o = DispatchOrder(
+                    f"o{j}", f"v{v}", typ, sc["start"] + a * 1000, sc["start"] + (a + d) * 1000
+                )
+                out_v.extend(vec.add_order(o))
+                out_r.extend(ref.add_order(o))
+
+    for k in range(len(bounds) - 1):
+        orders_at(k)
+        idx = np.arange(bounds[k], bounds[k + 1])
+        if sc["shuffle"]:
+            idx = idx[::-1]
+        part = batch.take(idx)
+        out_v += vec.process(part)
+        out_r += ref.process(part)
+        if sc["ticks"][k] and len(part):
+            now = int(part.ts.max()) + 700_000
+            out_v += vec.tick(now)
+            out_r += ref.tick(now)
+    orders_at(len(bounds) - 1)
+    return out_v, out_r, vec, ref
+
+
+settings_ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+@settings_
+@given(scenario())
+def test_vectorized_equals_reference_with_fences(sc: dict[str, Any]) -> None:
+    logging.getLogger("rules.calendar").setLevel(logging.ERROR)
+    out_v, out_r, vec, ref = run_both(sc, True)
+    assert out_v == out_r
+    assert vec.open_episodes() == ref.open_episodes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_vectorized_equals_reference_without_fences(sc: dict[str, Any]) -> None:
+    logging.getLogger("rules.calendar").setLevel(logging.ERROR)
+    out_v, out_r, _, _ = run_both(sc, False)
+    assert out_v == out_r
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario(), st.integers(0, 5))
+def test_restart_from_saved_state_changes_nothing(sc: dict[str, Any], at: int) -> None:
+    """Saving the state after any batch and restoring it into a new engine is invisible."""
+    logging.getLogger("rules.calendar").setLevel(logging.ERROR)
+    reg = make_registry(N_VEHICLES)
+    batch = PositionBatch.from_columns(**sc["cols"])
+    bounds = [0, *sc["cuts"], len(batch)]
+    one = RulesEngine(CFG, reg, fences=lambda: FENCES)
+    two = RulesEngine(CFG, reg, fences=lambda: FENCES)
+    a: list[Any] = []
+    b: list[Any] = []
+    for k in range(len(bounds) - 1):
+        part = batch.take(np.arange(bounds[k], bounds[k + 1]))
+        a += one.process(part)
+        b += two.process(part)
+        if k == at:
+            blob = two.state_bytes()
+            two = RulesEngine(CFG, reg, fences=lambda: FENCES)
+            two.restore(blob)
+    a += one.tick(sc["start"] + 10**8)
+    b += two.tick(sc["start"] + 10**8)
+    assert a == b
+
+
+def test_empty_batches_and_nan_speed() -> None:
+    reg = make_registry(2)
+    vec = RulesEngine(CFG, reg, fences=lambda: FENCES)
+    ref = ReferenceEngine(CFG, reg, fences=lambda: FENCES)
+    assert vec.process(PositionBatch.empty()) == ref.process(PositionBatch.empty()) == []
+    t = local_ms(2026, 11, 21, 10)
+    b = PositionBatch.from_columns(
+        vehicle=[0, 0, 0],
+        ts=[t, t + 20_000, t + 40_000],
+        lat=[30.7] * 3,
+        lon=[106.7] * 3,
+        speed=[np.nan, np.nan, 90.0],
+        acc=[True] * 3,
+    )
+    assert vec.process(b) == ref.process(b)
+
+
+def test_unknown_vehicle_is_misuse() -> None:
+    from fleetwatch.errors import Misuse
+
+    vec = RulesEngine(CFG, make_registry(2))
+    with pytest.raises(Misuse):
+        vec.process(PositionBatch.from_columns(vehicle=[5], ts=[1], lat=[30.0], lon=[106.0]))
