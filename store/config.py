@@ -16,12 +16,42 @@ class _Frozen(BaseModel):
 class StoreConfig(_Frozen):
     kind: Literal["sqlite", "postgres", "memory"] = "sqlite"
     sqlite_path: str = "fleetwatch.db"
+    # FULL: a committed batch survives a power cut, not only a crash of the process (the
+    # broker is acknowledged after the commit, so this is what "durably written" means).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "FULL"
     postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/test"
-    positions_retention_days: int = Field(183, ge=1, description="JT/T 796: at least 183 days")
-    alarms_retention_days: int = Field(1095, ge=1, description="violation records: 3 years")
+    postgres_schema: str = Field(
+        default="fleetwatch", pattern=r"^[a-z_][a-z0-9_]{0,47}$", description="all tables live here"
+    )
+    # "auto": TimescaleDB when the extension is available (hypertable, compression,
+    # retention policy), native daily partitions otherwise. "off": always native partitions.
+    timescale: Literal["auto", "off"] = "auto"
+    timescale_compress_after_days: int = Field(default=7, ge=1)
+    connect_timeout_s: int = Field(default=3, ge=1, le=60)
+    partitions_ahead_days: int = Field(
+        default=3, ge=1, le=60, description="daily partitions made ahead"
+    )
+    positions_retention_days: int = Field(
+        default=183, ge=1, description="JT/T 796: at least 183 days"
+    )
+    alarms_retention_days: int = Field(default=1095, ge=1, description="violation records: 3 years")
+    dead_letters_retention_days: int = Field(default=30, ge=1)
+    # Degradation: while PostgreSQL is down, positions spool to local files (in order).
+    spool_dir: str = "spool"
+    spool_max_rows: int = Field(
+        default=5_000_000, ge=1, description="spool full: refuse, broker holds"
+    )
+    retry_interval_s: float = Field(
+        default=2.0, gt=0, description="how often a down database is retried"
+    )
 
 
 class LiveConfig(_Frozen):
     kind: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "fw:"
+    moving_kmh: float = Field(default=5.0, ge=0, description="ACC on and faster than this: moving")
+    offline_after_s: int = Field(default=600, ge=1, description="no report for this long: offline")
+    retry_interval_s: float = Field(
+        default=2.0, gt=0, description="how often a down Redis is retried"
+    )

@@ -1,0 +1,32 @@
+"""Build the history store and live state a configuration asks for.
+
+``[store] kind``: ``sqlite`` (a file), ``memory`` (SQLite in memory: tests, throwaway demos),
+``postgres`` (wrapped in a :class:`~store.spool.SpoolingWriter`, so an outage spools to
+``spool_dir``). ``[live] kind``: ``memory`` or ``redis``. Call ``open(registry)`` on what
+comes back.
+"""
+
+from __future__ import annotations
+
+from store.config import LiveConfig, StoreConfig
+from store.history import HistoryStore
+from store.live import LiveState, MemoryLiveState, RedisLiveState
+from store.postgres import PostgresHistory
+from store.spool import SpoolingWriter
+from store.sqlite import SQLiteHistory
+
+__all__ = ["create_history", "create_live"]
+
+
+def create_history(config: StoreConfig) -> HistoryStore:
+    if config.kind == "postgres":
+        return SpoolingWriter(PostgresHistory(config), config)
+    if config.kind == "memory":
+        return SQLiteHistory(config, path=":memory:")
+    return SQLiteHistory(config)
+
+
+def create_live(config: LiveConfig) -> LiveState:
+    if config.kind == "redis":
+        return RedisLiveState(config)
+    return MemoryLiveState(config)

@@ -1,0 +1,329 @@
+"""The history store: what every persistence backend offers, and the parts they share.
+
+::
+
+    HistoryStore (Protocol)
+    ├── SQLiteHistory     store/sqlite.py    embedded default (demo, small sites)
+    ├── PostgresHistory   store/postgres.py  production; TimescaleDB when present
+    └── SpoolingWriter    store/spool.py     wraps one: PostgreSQL down -> local spool
+
+Call :meth:`open` with the registry before anything else and :meth:`close` at
+the end. Vehicles are stored by a persistent key (table ``vehicles``: the
+registry's vehicle id string -> a stable integer), never by the registry's
+dense index, whose order may change between runs.
+
+Writes are idempotent: positions on (vehicle, ts) — a redelivered position is
+stored once; alarm events upsert their episode by ``id``. A store that cannot
+reach its database raises :class:`~fleetwatch.errors.ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetwatch.batch import PositionBatch
+from fleetwatch.registry import Registry
+from ingest.deadletter import DeadLetter
+from rules.events import KINDS, AlarmEvent
+from store.figures import daily_figures
+
+__all__ = [
+    "DAY_MS",
+    "TRACK_FIELDS",
+    "AlarmQuery",
+    "DeadLetter",
+    "HistoryStore",
+    "assemble_daily_stats",
+    "day_bounds_ms",
+]
+
+DAY_MS = 86_400_000
+
+# Columns returned by HistoryStore.track, with their dtypes (the batch's, minus vehicle).
+TRACK_FIELDS: Mapping[str, np.dtype[Any]] = {
+    "ts": np.dtype(np.int64),
+    "lat": np.dtype(np.float64),
+    "lon": np.dtype(np.float64),
+    "speed": np.dtype(np.float32),
+    "heading": np.dtype(np.int16),
+    "alt": np.dtype(np.int16),
+    "acc": np.dtype(np.bool_),
+    "alarm_bits": np.dtype(np.uint32),
+    "status_bits": np.dtype(np.uint32),
+    "mileage": np.dtype(np.float32),
+    "backfill": np.dtype(np.bool_),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlarmQuery:
+    """Filters of :meth:`HistoryStore.alarms` (all optional, combined with AND)."""
+
+    state: str | None = None  # "open" | "closed"
+    kinds: Sequence[str] | None = None
+    orgs: Sequence[str] | None = None
+    vehicle_id: str | None = None
+    from_ms: int | None = None  # started_at >= from_ms
+    to_ms: int | None = None  # started_at < to_ms
+    limit: int = 500
+
+
+@runtime_checkable
+class HistoryStore(Protocol):
+    """Positions, alarm episodes, dead letters and rule state, kept for years."""
+
+    async def open(self, registry: Registry) -> None:
+        """Create what is missing (schema, tables, partitions) and map the registry's vehicles."""
+
+    async def close(self) -> None: ...
+
+    async def write_positions(self, batch: PositionBatch) -> int:
+        """Store a batch durably; returns how many rows were new (0 on full redelivery)."""
+
+    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        """Upsert each event's episode by id; an older event never overwrites a newer one."""
+
+    async def write_dead_letters(self, rows: Sequence[DeadLetter]) -> None: ...
+
+    async def track(
+        self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Positions of one vehicle in [from_ms, to_ms), by time, as :data:`TRACK_FIELDS` columns.
+
+        With ``simplify_m``, Douglas–Peucker to that tolerance in metres.
+        """
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling)."""
+
+    async def ack_alarm(
+        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+    ) -> bool:
+        """Record who acknowledged an episode, when and what was done. False if unknown id."""
+
+    async def daily_stats(
+        self, day: dt.date, tz: str, orgs: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The board: per vehicle and organisation mileage, trips, driving time, alarms by kind."""
+
+    async def save_rule_state(self, name: str, blob: bytes) -> None: ...
+
+    async def load_rule_state(self, name: str) -> bytes | None: ...
+
+    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+        """Delete what is past its retention; returns what was removed, by table."""
+
+
+def day_bounds_ms(day: dt.date, tz: str) -> tuple[int, int]:
+    """[start, end) of a local calendar day, epoch ms UTC."""
+    zone = ZoneInfo(tz)
+    start = dt.datetime.combine(day, dt.time(), zone)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def assemble_daily_stats(
+    registry: Registry,
+    day: dt.date,
+    tz: str,
+    orgs: Sequence[str] | None,
+    dense: npt.NDArray[Any],
+    ts: npt.NDArray[Any],
+    lat: npt.NDArray[Any],
+    lon: npt.NDArray[Any],
+    speed: npt.NDArray[Any],
+    acc: npt.NDArray[Any],
+    alarm_counts: Sequence[tuple[str, str, int]],
+) -> dict[str, Any]:
+    """Shape the board from a day's positions (rows sorted by (dense, ts)) and alarm counts.
+
+    ``dense`` holds registry indices; ``alarm_counts`` is (vehicle_id, kind, n).
+    Every registry vehicle of the selected organisations appears, idle or not.
+    """
+    fig = daily_figures(dense, ts, lat, lon, speed, acc)
+    by_dense = {int(v): i for i, v in enumerate(fig["vehicle"].tolist())}
+    alarms_by_vehicle: dict[str, dict[str, int]] = {}
+    for vid, kind, n in alarm_counts:
+        alarms_by_vehicle.setdefault(vid, {})[kind] = int(n)
+    wanted = set(orgs) if orgs is not None else None
+    vehicles: list[dict[str, Any]] = []
+    org_rows: dict[str, dict[str, Any]] = {}
+    row: dict[str, Any]
+    for i, vid in enumerate(registry.ids):
+        org = registry.org_of(i)
+        if wanted is not None and org not in wanted:
+            continue
+        j = by_dense.get(i)
+        row = {
+            "vehicle": vid,
+            "plate": registry.plates[i],
+            "org": org,
+            "mileage_km": round(float(fig["mileage_km"][j]), 3) if j is not None else 0.0,
+            "trips": int(fig["trips"][j]) if j is not None else 0,
+            "driving_s": round(float(fig["driving_s"][j]), 1) if j is not None else 0.0,
+            "alarms": alarms_by_vehicle.get(vid, {}),
+        }
+        vehicles.append(row)
+        o = org_rows.setdefault(
+            org,
+            {
+                "org": org,
+                "vehicles": 0,
+                "active_vehicles": 0,
+                "mileage_km": 0.0,
+                "trips": 0,
+                "driving_s": 0.0,
+                "alarms": {},
+            },
+        )
+        o["vehicles"] += 1
+        o["active_vehicles"] += 1 if row["trips"] else 0
+        o["mileage_km"] = round(o["mileage_km"] + row["mileage_km"], 3)
+        o["trips"] += row["trips"]
+        o["driving_s"] = round(o["driving_s"] + row["driving_s"], 1)
+        for kind, n in row["alarms"].items():
+            o["alarms"][kind] = o["alarms"].get(kind, 0) + n
+    total: dict[str, Any] = {
+        "vehicles": len(vehicles),
+        "active_vehicles": sum(1 for v in vehicles if v["trips"]),
+        "mileage_km": round(sum(v["mileage_km"] for v in vehicles), 3),
+        "trips": sum(v["trips"] for v in vehicles),
+        "driving_s": round(sum(v["driving_s"] for v in vehicles), 1),
+        "alarms": {k: n for k in KINDS if (n := sum(v["alarms"].get(k, 0) for v in vehicles))},
+    }
+    return {
+        "day": day.isoformat(),
+        "tz": tz,
+        "vehicles": vehicles,
+        "orgs": sorted(org_rows.values(), key=lambda o: str(o["org"])),
+        "total": total,
+    }
+
+
+# Upsert of an episode (SQLite and PostgreSQL share the syntax). Guarded by
+# ``WHERE excluded.ts >= alarms.ts`` so a late or replayed event never rolls an episode back;
+# a closed episode stays closed, and an update after the close (a dispatch order approved
+# after the fact marks it covered) still lands.
+UPSERT_SET = (
+    "state = CASE WHEN alarms.state = 'closed' THEN 'closed' ELSE excluded.state END,"
+    " ended_at = coalesce(excluded.ended_at, alarms.ended_at), ts = excluded.ts,"
+    " lat = excluded.lat, lon = excluded.lon, severity = excluded.severity,"
+    " covered = excluded.covered, detail = excluded.detail"
+)
+
+
+def alarm_row(
+    *,
+    id: str,
+    vehicle_id: str,
+    plate: str | None,
+    org: str | None,
+    kind: str,
+    state: str,
+    started_at: int,
+    ended_at: int | None,
+    ts: int,
+    lat: float,
+    lon: float,
+    severity: str,
+    backfill: bool,
+    covered: bool,
+    detail: dict[str, Any],
+    ack_user: str | None,
+    ack_at: int | None,
+    ack_note: str | None,
+    handled: bool | None,
+) -> dict[str, Any]:
+    """One stored episode in the live feed's alarm shape, plus its handling record."""
+    ack = (
+        {"user": ack_user, "at": ack_at, "note": ack_note or "", "handled": bool(handled)}
+        if ack_user is not None
+        else None
+    )
+    return {
+        "id": id,
+        "vehicle": vehicle_id,
+        "plate": plate,
+        "org": org,
+        "kind": kind,
+        "state": state,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "updated_at": ts,
+        "lat": lat,
+        "lon": lon,
+        "severity": severity,
+        "backfill": backfill,
+        "covered": covered,
+        "detail": detail,
+        "ack": ack,
+    }
+
+
+def vehicle_keys_array(registry: Registry, keys: Mapping[str, int]) -> npt.NDArray[np.int32]:
+    """Persistent vehicle key by dense registry index (the numpy lookup for a batch)."""
+    return np.array([keys[vid] for vid in registry.ids], dtype=np.int32)
+
+
+def dedupe_batch(batch: PositionBatch) -> PositionBatch:
+    """Rows sorted by (vehicle, ts) with duplicates of (vehicle, ts) removed (first kept)."""
+    if len(batch) == 0:
+        return batch
+    order = batch.order_by_vehicle_time()
+    v, t = batch.vehicle[order], batch.ts[order]
+    first = np.r_[True, (v[1:] != v[:-1]) | (t[1:] != t[:-1])]
+    if first.all():
+        if np.array_equal(order, np.arange(len(batch))):
+            return batch
+        return batch.take(order)
+    return batch.take(order[first])
+
+
+def stats_from_keys(
+    registry: Registry,
+    dense_by_key: dict[int, int],
+    day: dt.date,
+    tz: str,
+    orgs: Sequence[str] | None,
+    key: npt.NDArray[Any],
+    ts: npt.NDArray[Any],
+    lat: npt.NDArray[Any],
+    lon: npt.NDArray[Any],
+    speed: npt.NDArray[Any],
+    acc: npt.NDArray[Any],
+    alarm_counts: Sequence[tuple[Any, ...]],
+) -> dict[str, Any]:
+    """Translate persistent keys to registry indices (dropping vehicles no longer registered)."""
+    if key.size:
+        top = int(key.max()) + 1
+        lookup = np.full(max(top, max(dense_by_key, default=0) + 1), -1, dtype=np.int64)
+        for k, d in dense_by_key.items():
+            lookup[k] = d
+        dense = lookup[key.astype(np.int64)]
+        m = dense >= 0
+        # Rows come sorted by key; sort again by (dense, ts) for the figures core.
+        order = np.lexsort((ts[m], dense[m]))
+        sel = np.flatnonzero(m)[order]
+        dense, ts, lat, lon, speed, acc = (a[sel] for a in (dense, ts, lat, lon, speed, acc))
+    else:
+        dense = key.astype(np.int64)
+    return assemble_daily_stats(
+        registry,
+        day,
+        tz,
+        orgs,
+        dense,
+        ts,
+        lat,
+        lon,
+        speed,
+        acc.astype(bool),
+        [(str(a), str(b), int(c)) for a, b, c in alarm_counts],
+    )

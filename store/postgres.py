@@ -1,0 +1,686 @@
+"""PostgreSQL history store (psycopg 3, async), with TimescaleDB when it is there.
+
+Schema (all in ``config.postgres_schema``)::
+
+    vehicles(key serial PK, id text UNIQUE)       persistent vehicle key
+    positions(vehicle, ts timestamptz, ...)       PK (vehicle, ts)
+        native path:  PARTITION BY RANGE (ts), one partition per UTC day, made
+                      ``partitions_ahead_days`` ahead and on demand for late
+                      data; retention drops whole partitions
+        TimescaleDB:  hypertable, compression, retention policy (store/timescale.py)
+    alarms(id text PK, ...)                       episodes + handling record
+    dead_letters, rule_state
+
+Writing positions: rows are deduplicated and encoded to binary COPY with numpy
+(:mod:`store.pgcopy`), then COPYed straight into ``positions`` in one
+transaction. If that hits the primary key (a redelivery after a crash), the
+transaction is rolled back and the batch goes the idempotent way: COPY into a
+temporary staging table, ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. The
+common case costs one COPY; a redelivered batch stores nothing twice.
+
+Every connection failure is raised as ``ServiceUnavailable("postgresql")``;
+the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import psycopg
+from psycopg import sql
+
+from fleetwatch.batch import PositionBatch
+from fleetwatch.errors import Misuse, ServiceUnavailable
+from fleetwatch.registry import Registry
+from rules.events import AlarmEvent
+from store import pgcopy, timescale
+from store.config import StoreConfig
+from store.figures import project_m, simplify
+from store.history import (
+    DAY_MS,
+    TRACK_FIELDS,
+    UPSERT_SET,
+    AlarmQuery,
+    DeadLetter,
+    alarm_row,
+    day_bounds_ms,
+    dedupe_batch,
+    stats_from_keys,
+    vehicle_keys_array,
+)
+
+__all__ = ["PostgresHistory"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_COLUMNS_DDL = """
+    vehicle int4 NOT NULL,
+    ts timestamptz NOT NULL,
+    lat float8 NOT NULL,
+    lon float8 NOT NULL,
+    speed float4 NOT NULL,
+    heading int2 NOT NULL,
+    alt int2 NOT NULL,
+    acc bool NOT NULL,
+    alarm_bits int8 NOT NULL,
+    status_bits int8 NOT NULL,
+    mileage float4 NOT NULL,
+    backfill bool NOT NULL,
+    recv_ts timestamptz NOT NULL,
+    PRIMARY KEY (vehicle, ts)
+"""
+
+_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.vehicles (key serial PRIMARY KEY, id text NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS {s}.alarms (
+    id text PRIMARY KEY,
+    vehicle int4 NOT NULL,
+    vehicle_id text NOT NULL,
+    plate text,
+    org text,
+    kind text NOT NULL,
+    state text NOT NULL,
+    started_at int8 NOT NULL,
+    ended_at int8,
+    ts int8 NOT NULL,
+    lat float8 NOT NULL,
+    lon float8 NOT NULL,
+    severity text NOT NULL,
+    backfill bool NOT NULL,
+    covered bool NOT NULL,
+    detail jsonb NOT NULL,
+    ack_user text,
+    ack_at int8,
+    ack_note text,
+    handled bool
+);
+CREATE INDEX IF NOT EXISTS alarms_started ON {s}.alarms (started_at);
+CREATE INDEX IF NOT EXISTS alarms_open ON {s}.alarms (state) WHERE state = 'open';
+CREATE TABLE IF NOT EXISTS {s}.dead_letters (
+    id bigserial PRIMARY KEY,
+    ts int8 NOT NULL,
+    topic text NOT NULL,
+    terminal text,
+    reason text NOT NULL,
+    detail text NOT NULL,
+    payload bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_ts ON {s}.dead_letters (ts);
+CREATE TABLE IF NOT EXISTS {s}.rule_state (
+    name text PRIMARY KEY,
+    blob bytea NOT NULL,
+    updated_at int8 NOT NULL
+);
+"""
+
+_POS_NAMES = tuple(pgcopy.POSITION_COLUMNS)
+_TRACK_WIRE = {name: pgcopy.POSITION_COLUMNS[name] for name in TRACK_FIELDS}
+_STATS_WIRE = {
+    n: pgcopy.POSITION_COLUMNS[n] for n in ("vehicle", "ts", "lat", "lon", "speed", "acc")
+}
+_ALARM_COLS = (
+    "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
+    " backfill, covered, detail, ack_user, ack_at, ack_note, handled"
+)
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _day_name(day: int) -> str:
+    return "positions_p" + (dt.date(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d")
+
+
+def _ts_literal(ms: int) -> sql.Literal:
+    return sql.Literal(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
+
+
+class PostgresHistory:
+    """:class:`~store.history.HistoryStore` on PostgreSQL 15+ (TimescaleDB optional)."""
+
+    def __init__(self, config: StoreConfig, *, dsn: str | None = None) -> None:
+        self.config = config
+        self.dsn = dsn or config.postgres_dsn
+        self.schema = config.postgres_schema
+        self.timescale = False
+        self._s = sql.Identifier(self.schema)
+        self._write_conn: psycopg.AsyncConnection[Any] | None = None
+        self._read_conn: psycopg.AsyncConnection[Any] | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._registry: Registry | None = None
+        self._keys = np.empty(0, dtype=np.int32)
+        self._dense_by_key: dict[int, int] = {}
+        self._partitions: set[int] = set()  # UTC day numbers that have a partition
+
+    # -- connections ------------------------------------------------------------------------
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        try:
+            return await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=self.config.connect_timeout_s
+            )
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("postgresql", str(exc)) from exc
+
+    async def _on(
+        self, which: str, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """Run ``fn`` on the write or read connection, (re)connecting as needed."""
+        if self._registry is None:
+            raise Misuse("PostgresHistory used before open() or after close()")
+        lock = self._write_lock if which == "write" else self._read_lock
+        async with lock:
+            conn = self._write_conn if which == "write" else self._read_conn
+            if conn is None or conn.closed:
+                conn = await self._connect()
+                if which == "write":
+                    self._write_conn = conn
+                else:
+                    self._read_conn = conn
+            try:
+                return await fn(conn)
+            except _UNAVAILABLE as exc:
+                await self._drop(which)
+                raise ServiceUnavailable("postgresql", str(exc)) from exc
+
+    async def _drop(self, which: str) -> None:
+        conn = self._write_conn if which == "write" else self._read_conn
+        if which == "write":
+            self._write_conn = None
+            self._partitions.clear()
+        else:
+            self._read_conn = None
+        if conn is not None:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await conn.close()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise Misuse("PostgresHistory used before open()")
+        return self._registry
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def open(self, registry: Registry) -> None:
+        conn = await self._connect()
+        try:
+            keys = await self._setup(conn, registry)
+        except _UNAVAILABLE as exc:
+            await conn.close()
+            raise ServiceUnavailable("postgresql", str(exc)) from exc
+        self._write_conn = conn
+        self._registry = registry
+        self._keys = vehicle_keys_array(registry, keys)
+        self._dense_by_key = {int(k): i for i, k in enumerate(self._keys.tolist())}
+        if not self.timescale:
+            today = _now_ms() // DAY_MS
+            days = range(today - 1, today + self.config.partitions_ahead_days + 1)
+            await self._on("write", lambda c: self._ensure_partitions(c, days))
+
+    async def _setup(
+        self, conn: psycopg.AsyncConnection[Any], registry: Registry
+    ) -> dict[str, int]:
+        s = self._s
+        cur = conn.cursor()
+        available = False
+        if self.config.timescale == "auto":
+            await cur.execute(timescale.AVAILABLE_SQL)
+            available = await cur.fetchone() is not None
+        self.timescale = available
+        log.info(
+            "history store: PostgreSQL schema %s, %s",
+            self.schema,
+            "TimescaleDB hypertable" if available else "native daily partitions",
+        )
+        await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+        await cur.execute(sql.SQL(_TABLES_DDL).format(s=s))
+        suffix = "" if available else " PARTITION BY RANGE (ts)"
+        await cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.positions (" + _COLUMNS_DDL + ")" + suffix
+            ).format(s)
+        )
+        if available:
+            for stmt in timescale.setup_statements(self.config):
+                await cur.execute(stmt)
+        await cur.execute(
+            sql.SQL(
+                "INSERT INTO {}.vehicles (id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
+            ).format(s),
+            (list(registry.ids),),
+        )
+        await cur.execute(sql.SQL("SELECT key, id FROM {}.vehicles").format(s))
+        return {vid: key for key, vid in await cur.fetchall()}
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._drop("write")
+        async with self._read_lock:
+            await self._drop("read")
+        self._registry = None
+
+    # -- partitions -------------------------------------------------------------------------
+    async def _existing_partitions(self, conn: psycopg.AsyncConnection[Any]) -> set[int]:
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent"
+            " JOIN pg_namespace n ON n.oid = p.relnamespace"
+            " WHERE p.relname = 'positions' AND n.nspname = %s",
+            (self.schema,),
+        )
+        days = set()
+        for (name,) in await cur.fetchall():
+            if name.startswith("positions_p"):
+                d = dt.datetime.strptime(name[11:], "%Y%m%d").date()
+                days.add((d - dt.date(1970, 1, 1)).days)
+        return days
+
+    async def _ensure_partitions(
+        self, conn: psycopg.AsyncConnection[Any], days: Sequence[int] | range
+    ) -> None:
+        missing = [d for d in days if d not in self._partitions]
+        if not missing:
+            return
+        self._partitions |= await self._existing_partitions(conn)
+        for d in missing:
+            if d in self._partitions:
+                continue
+            # Another writer may make it at the same moment.
+            with contextlib.suppress(psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                await conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {}.{} PARTITION OF {}.positions"
+                        " FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        self._s,
+                        sql.Identifier(_day_name(d)),
+                        self._s,
+                        _ts_literal(d * DAY_MS),
+                        _ts_literal((d + 1) * DAY_MS),
+                    )
+                )
+            self._partitions.add(d)
+
+    async def partitions(self) -> list[str]:
+        """Names of the daily partitions, oldest first (native path)."""
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> set[int]:
+            return await self._existing_partitions(conn)
+
+        return [_day_name(d) for d in sorted(await self._on("read", read))]
+
+    # -- writes -----------------------------------------------------------------------------
+    def _encode(self, b: PositionBatch) -> bytearray:
+        return pgcopy.encode(
+            pgcopy.POSITION_COLUMNS,
+            {
+                "vehicle": self._keys[b.vehicle],
+                "ts": pgcopy.ms_to_pg(b.ts),
+                "lat": b.lat,
+                "lon": b.lon,
+                "speed": b.speed,
+                "heading": b.heading,
+                "alt": b.alt,
+                "acc": b.acc,
+                "alarm_bits": b.alarm_bits,
+                "status_bits": b.status_bits,
+                "mileage": b.mileage,
+                "backfill": b.backfill,
+                "recv_ts": pgcopy.ms_to_pg(b.recv_ts),
+            },
+        )
+
+    async def write_positions(self, batch: PositionBatch) -> int:
+        if len(batch) == 0:
+            return 0
+        if int(batch.vehicle.max()) >= self._keys.shape[0] or int(batch.vehicle.min()) < 0:
+            raise Misuse("batch.vehicle holds an index outside the registry given to open()")
+        b = dedupe_batch(batch)
+        payload = self._encode(b)
+        days = np.unique(b.ts // DAY_MS).tolist()
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _POS_NAMES)
+        s = self._s
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> int:
+            try:
+                return await write_once(conn)
+            except psycopg.errors.CheckViolation:
+                # "no partition of relation found for row": another node's retention dropped
+                # a partition this process still believed in. Forget them all and retry once.
+                self._partitions.clear()
+                return await write_once(conn)
+
+        async def write_once(conn: psycopg.AsyncConnection[Any]) -> int:
+            if not self.timescale:
+                await self._ensure_partitions(conn, days)
+            try:
+                async with (
+                    conn.transaction(),
+                    conn.cursor().copy(
+                        sql.SQL("COPY {}.positions ({}) FROM STDIN (FORMAT BINARY)").format(s, cols)
+                    ) as copy,
+                ):
+                    await copy.write(payload)
+                return len(b)
+            except psycopg.errors.UniqueViolation:
+                pass  # a redelivery: take the idempotent path
+            async with conn.transaction():
+                cur = conn.cursor()
+                await cur.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE IF NOT EXISTS fw_positions_staging"
+                        " (LIKE {}.positions) ON COMMIT DELETE ROWS"
+                    ).format(s)
+                )
+                async with cur.copy(
+                    sql.SQL("COPY fw_positions_staging ({}) FROM STDIN (FORMAT BINARY)").format(
+                        cols
+                    )
+                ) as copy:
+                    await copy.write(payload)
+                await cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.positions ({}) SELECT {} FROM fw_positions_staging"
+                        " ON CONFLICT DO NOTHING"
+                    ).format(s, cols, cols)
+                )
+                return max(cur.rowcount, 0)
+
+        return await self._on("write", write)
+
+    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        if not events:
+            return
+        reg = self.registry
+        rows = []
+        for e in events:
+            known = 0 <= e.vehicle < len(reg)
+            rows.append(
+                (
+                    e.id,
+                    int(self._keys[e.vehicle]) if known else -1,
+                    e.vehicle_id,
+                    reg.plates[e.vehicle] if known else None,
+                    reg.org_of(e.vehicle) if known else None,
+                    e.kind,
+                    e.state,
+                    e.started_at,
+                    e.ended_at,
+                    e.ts,
+                    e.lat,
+                    e.lon,
+                    e.severity,
+                    e.backfill,
+                    e.covered,
+                    orjson.dumps(e.detail).decode(),
+                )
+            )
+        stmt = sql.SQL(
+            "INSERT INTO {}.alarms AS alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
+            " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
+            " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
+            " ON CONFLICT (id) DO UPDATE SET " + UPSERT_SET + " WHERE excluded.ts >= alarms.ts"
+        ).format(self._s)
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                await conn.cursor().executemany(stmt, rows)
+
+        await self._on("write", write)
+
+    async def write_dead_letters(self, rows: Sequence[DeadLetter]) -> None:
+        if not rows:
+            return
+        params = [(r.ts_ms, r.topic, r.terminal, r.reason, r.detail, r.payload) for r in rows]
+        stmt = sql.SQL(
+            "INSERT INTO {}.dead_letters (ts, topic, terminal, reason, detail, payload)"
+            " VALUES (%s,%s,%s,%s,%s,%s)"
+        ).format(self._s)
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            async with conn.transaction():
+                await conn.cursor().executemany(stmt, params)
+
+        await self._on("write", write)
+
+    # -- reads ------------------------------------------------------------------------------
+    async def _copy_out(self, query: sql.Composable) -> list[bytes]:
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[bytes]:
+            chunks: list[bytes] = []
+            async with conn.cursor().copy(
+                sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+            ) as copy:
+                async for data in copy:
+                    chunks.append(bytes(data))
+            return chunks
+
+        return await self._on("read", read)
+
+    async def _key_of(self, vehicle_id: str) -> int | None:
+        i = self.registry.by_id(vehicle_id)
+        if i is not None:
+            return int(self._keys[i])
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> int | None:
+            cur = await conn.execute(
+                sql.SQL("SELECT key FROM {}.vehicles WHERE id = %s").format(self._s), (vehicle_id,)
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else None
+
+        return await self._on("read", read)
+
+    async def track(
+        self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        key = await self._key_of(vehicle_id)
+        if key is None:
+            return {name: np.empty(0, dtype=d) for name, d in TRACK_FIELDS.items()}
+        # One row of arrays (see pgcopy.decode_arrays): a vehicle-day in a few large fields.
+        # array_agg keeps the order of a sorted subquery (5x cheaper than an ORDER BY inside
+        # each of the 11 aggregates); the order is checked below all the same.
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _TRACK_WIRE)
+        aggs = sql.SQL(", ").join(
+            sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in _TRACK_WIRE
+        )
+        query = sql.SQL(
+            "SELECT {} FROM (SELECT {} FROM {}.positions"
+            " WHERE vehicle = {} AND ts >= {} AND ts < {} ORDER BY ts) AS p"
+        ).format(aggs, cols, self._s, sql.Literal(key), _ts_literal(from_ms), _ts_literal(to_ms))
+        raw = pgcopy.decode_arrays(_TRACK_WIRE, await self._copy_out(query))
+        if raw["ts"].size > 1 and not bool(np.all(raw["ts"][1:] > raw["ts"][:-1])):
+            order = np.argsort(raw["ts"], kind="stable")
+            raw = {k: v[order] for k, v in raw.items()}
+        raw["ts"] = pgcopy.pg_to_ms(raw["ts"])
+        out = {
+            name: np.asarray(raw[name]).astype(d, copy=False) for name, d in TRACK_FIELDS.items()
+        }
+        if simplify_m:
+            x, y = project_m(out["lat"], out["lon"])
+            keep = simplify(x, y, simplify_m)
+            out = {k: v[keep] for k, v in out.items()}
+        return out
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
+        for cond, value in (
+            ("state = %s", q.state),
+            ("kind = ANY(%s)", list(q.kinds) if q.kinds is not None else None),
+            ("org = ANY(%s)", list(q.orgs) if q.orgs is not None else None),
+            ("vehicle_id = %s", q.vehicle_id),
+            ("started_at >= %s", q.from_ms),
+            ("started_at < %s", q.to_ms),
+        ):
+            if value is not None:
+                where.append(sql.SQL(cond))
+                params.append(value)
+        stmt = sql.SQL(
+            "SELECT " + _ALARM_COLS + " FROM {}.alarms WHERE {}"
+            " ORDER BY started_at DESC, id LIMIT %s"
+        ).format(self._s, sql.SQL(" AND ").join(where))
+        params.append(q.limit)
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(stmt, params)
+            return await cur.fetchall()
+
+        return [
+            alarm_row(
+                id=r[0],
+                vehicle_id=r[1],
+                plate=r[2],
+                org=r[3],
+                kind=r[4],
+                state=r[5],
+                started_at=r[6],
+                ended_at=r[7],
+                ts=r[8],
+                lat=r[9],
+                lon=r[10],
+                severity=r[11],
+                backfill=r[12],
+                covered=r[13],
+                detail=r[14],
+                ack_user=r[15],
+                ack_at=r[16],
+                ack_note=r[17],
+                handled=r[18],
+            )
+            for r in await self._on("read", read)
+        ]
+
+    async def ack_alarm(
+        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+    ) -> bool:
+        at = _now_ms() if at_ms is None else at_ms
+        stmt = sql.SQL(
+            "UPDATE {}.alarms SET ack_user = %s, ack_at = %s, ack_note = %s, handled = %s"
+            " WHERE id = %s"
+        ).format(self._s)
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> bool:
+            cur = await conn.execute(stmt, (user, at, note, handled, alarm_id))
+            return cur.rowcount > 0
+
+        return await self._on("write", write)
+
+    async def daily_stats(
+        self, day: dt.date, tz: str, orgs: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        start, end = day_bounds_ms(day, tz)
+        reg = self.registry
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _STATS_WIRE)
+        aggs = sql.SQL(", ").join(
+            sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in _STATS_WIRE
+        )
+        cond: sql.Composable = sql.SQL("")
+        if orgs is not None:
+            wanted = set(orgs)
+            keys = [int(self._keys[i]) for i in range(len(reg)) if reg.org_of(i) in wanted]
+            cond = sql.SQL(" AND vehicle = ANY({}::int4[])").format(sql.Literal(keys))
+        # One row of arrays per vehicle (see pgcopy.decode_arrays); stats_from_keys sorts
+        # by (vehicle, ts) again, so the figures never depend on the aggregate's order.
+        query = sql.SQL(
+            "SELECT {} FROM (SELECT {} FROM {}.positions WHERE ts >= {} AND ts < {}{}"
+            " ORDER BY vehicle, ts) AS p GROUP BY vehicle"
+        ).format(aggs, cols, self._s, _ts_literal(start), _ts_literal(end), cond)
+        raw = pgcopy.decode_arrays(_STATS_WIRE, await self._copy_out(query))
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT vehicle_id, kind, count(*) FROM {}.alarms"
+                    " WHERE started_at >= %s AND started_at < %s GROUP BY vehicle_id, kind"
+                ).format(self._s),
+                (start, end),
+            )
+            return await cur.fetchall()
+
+        counts = await self._on("read", read)
+        return stats_from_keys(
+            reg,
+            self._dense_by_key,
+            day,
+            tz,
+            orgs,
+            raw["vehicle"],
+            pgcopy.pg_to_ms(raw["ts"]),
+            raw["lat"],
+            raw["lon"],
+            raw["speed"],
+            raw["acc"].astype(bool),
+            counts,
+        )
+
+    async def save_rule_state(self, name: str, blob: bytes) -> None:
+        stmt = sql.SQL(
+            "INSERT INTO {}.rule_state (name, blob, updated_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET blob = excluded.blob,"
+            " updated_at = excluded.updated_at"
+        ).format(self._s)
+        now = _now_ms()
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(stmt, (name, blob, now))
+
+        await self._on("write", write)
+
+    async def load_rule_state(self, name: str) -> bytes | None:
+        stmt = sql.SQL("SELECT blob FROM {}.rule_state WHERE name = %s").format(self._s)
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> bytes | None:
+            cur = await conn.execute(stmt, (name,))
+            row = await cur.fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._on("read", read)
+
+    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+        c = self.config
+        pos_cut = now_ms - c.positions_retention_days * DAY_MS
+        alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
+        dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
+        s = self._s
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+            dropped = 0
+            if not self.timescale:  # TimescaleDB: its retention policy drops chunks
+                for d in sorted(await self._existing_partitions(conn)):
+                    if (d + 1) * DAY_MS <= pos_cut:  # the whole day is past retention
+                        await conn.execute(
+                            sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+                                s, sql.Identifier(_day_name(d))
+                            )
+                        )
+                        self._partitions.discard(d)
+                        dropped += 1
+            a = await conn.execute(
+                sql.SQL(
+                    "DELETE FROM {}.alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < %s"
+                ).format(s),
+                (alarm_cut,),
+            )
+            dl = await conn.execute(
+                sql.SQL("DELETE FROM {}.dead_letters WHERE ts < %s").format(s), (dead_cut,)
+            )
+            return {
+                "position_partitions": dropped,
+                "alarms": max(a.rowcount, 0),
+                "dead_letters": max(dl.rowcount, 0),
+            }
+
+        return await self._on("write", write)

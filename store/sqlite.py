@@ -1,0 +1,466 @@
+"""SQLite history store: the embedded default (demo, small sites). stdlib sqlite3, WAL.
+
+One connection, used from one worker thread at a time (``asyncio.to_thread``
+under a lock), so the event loop never waits on the disk. Positions live in a
+``WITHOUT ROWID`` table keyed by (vehicle, ts): ``INSERT OR IGNORE`` makes a
+redelivered position a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from fleetwatch.batch import PositionBatch
+from fleetwatch.errors import Misuse, ServiceUnavailable
+from fleetwatch.registry import Registry
+from rules.events import AlarmEvent
+from store.config import StoreConfig
+from store.figures import project_m, simplify
+from store.history import (
+    DAY_MS,
+    TRACK_FIELDS,
+    UPSERT_SET,
+    AlarmQuery,
+    DeadLetter,
+    alarm_row,
+    day_bounds_ms,
+    dedupe_batch,
+    stats_from_keys,
+    vehicle_keys_array,
+)
+
+__all__ = ["SQLiteHistory"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vehicles (
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS positions (
+    vehicle INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    speed REAL NOT NULL,
+    heading INTEGER NOT NULL,
+    alt INTEGER NOT NULL,
+    acc INTEGER NOT NULL,
+    alarm_bits INTEGER NOT NULL,
+    status_bits INTEGER NOT NULL,
+    mileage REAL,
+    backfill INTEGER NOT NULL,
+    recv_ts INTEGER NOT NULL,
+    PRIMARY KEY (vehicle, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS positions_ts ON positions (ts);
+CREATE TABLE IF NOT EXISTS alarms (
+    id TEXT PRIMARY KEY,
+    vehicle INTEGER NOT NULL,
+    vehicle_id TEXT NOT NULL,
+    plate TEXT,
+    org TEXT,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    ts INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    severity TEXT NOT NULL,
+    backfill INTEGER NOT NULL,
+    covered INTEGER NOT NULL,
+    detail TEXT NOT NULL,
+    ack_user TEXT,
+    ack_at INTEGER,
+    ack_note TEXT,
+    handled INTEGER
+);
+CREATE INDEX IF NOT EXISTS alarms_started ON alarms (started_at);
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms (state) WHERE state = 'open';
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    terminal TEXT,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_ts ON dead_letters (ts);
+CREATE TABLE IF NOT EXISTS rule_state (
+    name TEXT PRIMARY KEY,
+    blob BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"""
+
+_POS_COLS = (
+    "vehicle, ts, lat, lon, speed, heading, alt, acc, alarm_bits, status_bits, mileage,"
+    " backfill, recv_ts"
+)
+_ALARM_COLS = (
+    "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
+    " backfill, covered, detail, ack_user, ack_at, ack_note, handled"
+)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SQLiteHistory:
+    """:class:`~store.history.HistoryStore` on one SQLite file."""
+
+    def __init__(self, config: StoreConfig, path: str | None = None) -> None:
+        self.config = config
+        self.path = path or config.sqlite_path
+        self._db: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._registry: Registry | None = None
+        self._keys = np.empty(0, dtype=np.int32)
+        self._dense_by_key: dict[int, int] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise Misuse("SQLiteHistory used before open() or after close()")
+        db = self._db
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(fn, db)
+            except sqlite3.OperationalError as exc:  # disk full, locked too long, I/O error
+                raise ServiceUnavailable("sqlite", str(exc)) from exc
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise Misuse("SQLiteHistory used before open()")
+        return self._registry
+
+    async def open(self, registry: Registry) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        sync = self.config.sqlite_synchronous
+
+        def setup(db: sqlite3.Connection) -> dict[str, int]:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={sync}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT OR IGNORE INTO vehicles (id) VALUES (?)", [(v,) for v in registry.ids]
+            )
+            db.execute("COMMIT")
+            return {vid: key for key, vid in db.execute("SELECT key, id FROM vehicles")}
+
+        keys = await self._run(setup)
+        self._registry = registry
+        self._keys = vehicle_keys_array(registry, keys)
+        self._dense_by_key = {int(k): i for i, k in enumerate(self._keys.tolist())}
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            async with self._lock:
+                await asyncio.to_thread(db.close)
+
+    # -- writes -----------------------------------------------------------------------------
+    async def write_positions(self, batch: PositionBatch) -> int:
+        if len(batch) == 0:
+            return 0
+        if int(batch.vehicle.max()) >= self._keys.shape[0] or int(batch.vehicle.min()) < 0:
+            raise Misuse("batch.vehicle holds an index outside the registry given to open()")
+        b = dedupe_batch(batch)
+        mileage = b.mileage.astype(np.float64)
+        rows = list(
+            zip(
+                self._keys[b.vehicle].tolist(),
+                b.ts.tolist(),
+                b.lat.tolist(),
+                b.lon.tolist(),
+                b.speed.astype(np.float64).tolist(),
+                b.heading.tolist(),
+                b.alt.tolist(),
+                b.acc.tolist(),
+                b.alarm_bits.tolist(),
+                b.status_bits.tolist(),
+                [None if m != m else m for m in mileage.tolist()],
+                b.backfill.tolist(),
+                b.recv_ts.tolist(),
+                strict=True,
+            )
+        )
+
+        def write(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN")
+            try:
+                before = db.total_changes
+                db.executemany(
+                    f"INSERT OR IGNORE INTO positions ({_POS_COLS})"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
+                n = db.total_changes - before
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return n
+
+        return await self._run(write)
+
+    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
+        if not events:
+            return
+        reg = self.registry
+        rows = []
+        for e in events:
+            plate = reg.plates[e.vehicle] if 0 <= e.vehicle < len(reg) else None
+            org = reg.org_of(e.vehicle) if 0 <= e.vehicle < len(reg) else None
+            rows.append(
+                (
+                    e.id,
+                    int(self._keys[e.vehicle]) if plate is not None else -1,
+                    e.vehicle_id,
+                    plate,
+                    org,
+                    e.kind,
+                    e.state,
+                    e.started_at,
+                    e.ended_at,
+                    e.ts,
+                    e.lat,
+                    e.lon,
+                    e.severity,
+                    e.backfill,
+                    e.covered,
+                    json.dumps(e.detail, ensure_ascii=False),
+                )
+            )
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT INTO alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
+                    " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    f" ON CONFLICT (id) DO UPDATE SET {UPSERT_SET}"
+                    " WHERE excluded.ts >= alarms.ts",
+                    rows,
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(write)
+
+    async def write_dead_letters(self, rows: Sequence[DeadLetter]) -> None:
+        if not rows:
+            return
+        params = [(r.ts_ms, r.topic, r.terminal, r.reason, r.detail, r.payload) for r in rows]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany(
+                    "INSERT INTO dead_letters (ts, topic, terminal, reason, detail, payload)"
+                    " VALUES (?,?,?,?,?,?)",
+                    params,
+                )
+
+        await self._run(write)
+
+    # -- reads ------------------------------------------------------------------------------
+    async def track(
+        self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
+        i = self.registry.by_id(vehicle_id)
+        cols = list(TRACK_FIELDS)
+
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if i is None:
+                row = db.execute("SELECT key FROM vehicles WHERE id = ?", (vehicle_id,)).fetchone()
+                if row is None:
+                    return []
+                key = row[0]
+            else:
+                key = int(self._keys[i])
+            return db.execute(
+                f"SELECT {', '.join(cols)} FROM positions"
+                " WHERE vehicle = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (key, from_ms, to_ms),
+            ).fetchall()
+
+        rows = await self._run(read)
+        if rows:
+            transposed = list(zip(*rows, strict=True))
+            out = {
+                name: np.array(
+                    [np.nan if x is None else x for x in col] if name == "mileage" else col,
+                    dtype=TRACK_FIELDS[name],
+                )
+                for name, col in zip(cols, transposed, strict=True)
+            }
+        else:
+            out = {name: np.empty(0, dtype=d) for name, d in TRACK_FIELDS.items()}
+        if simplify_m:
+            x, y = project_m(out["lat"], out["lon"])
+            keep = simplify(x, y, simplify_m)
+            out = {k: v[keep] for k, v in out.items()}
+        return out
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where: list[str] = ["1=1"]
+        params: list[Any] = []
+        if q.state is not None:
+            where.append("state = ?")
+            params.append(q.state)
+        if q.kinds is not None:
+            where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
+            params.extend(q.kinds)
+        if q.orgs is not None:
+            where.append(f"org IN ({','.join('?' * len(q.orgs))})")
+            params.extend(q.orgs)
+        if q.vehicle_id is not None:
+            where.append("vehicle_id = ?")
+            params.append(q.vehicle_id)
+        if q.from_ms is not None:
+            where.append("started_at >= ?")
+            params.append(q.from_ms)
+        if q.to_ms is not None:
+            where.append("started_at < ?")
+            params.append(q.to_ms)
+        sql = (
+            f"SELECT {_ALARM_COLS} FROM alarms WHERE {' AND '.join(where)}"
+            " ORDER BY started_at DESC, id LIMIT ?"
+        )
+        params.append(q.limit)
+
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return db.execute(sql, params).fetchall()
+
+        return [_alarm_dict(r) for r in await self._run(read)]
+
+    async def ack_alarm(
+        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+    ) -> bool:
+        at = _now_ms() if at_ms is None else at_ms
+
+        def write(db: sqlite3.Connection) -> bool:
+            with db:
+                cur = db.execute(
+                    "UPDATE alarms SET ack_user = ?, ack_at = ?, ack_note = ?, handled = ?"
+                    " WHERE id = ?",
+                    (user, at, note, handled, alarm_id),
+                )
+            return cur.rowcount > 0
+
+        return await self._run(write)
+
+    async def daily_stats(
+        self, day: dt.date, tz: str, orgs: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        start, end = day_bounds_ms(day, tz)
+
+        def read(db: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            pos = db.execute(
+                "SELECT vehicle, ts, lat, lon, speed, acc FROM positions"
+                " WHERE ts >= ? AND ts < ? ORDER BY vehicle, ts",
+                (start, end),
+            ).fetchall()
+            al = db.execute(
+                "SELECT vehicle_id, kind, count(*) FROM alarms"
+                " WHERE started_at >= ? AND started_at < ? GROUP BY vehicle_id, kind",
+                (start, end),
+            ).fetchall()
+            return pos, al
+
+        pos, al = await self._run(read)
+        if pos:
+            key, ts, lat, lon, speed, acc = (np.array(c) for c in zip(*pos, strict=True))
+        else:
+            key = ts = np.empty(0, dtype=np.int64)
+            lat = lon = speed = np.empty(0)
+            acc = np.empty(0, dtype=bool)
+        return stats_from_keys(
+            self.registry, self._dense_by_key, day, tz, orgs, key, ts, lat, lon, speed, acc, al
+        )
+
+    async def save_rule_state(self, name: str, blob: bytes) -> None:
+        now = _now_ms()
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute(
+                    "INSERT INTO rule_state (name, blob, updated_at) VALUES (?,?,?)"
+                    " ON CONFLICT (name) DO UPDATE SET blob = excluded.blob,"
+                    " updated_at = excluded.updated_at",
+                    (name, blob, now),
+                )
+
+        await self._run(write)
+
+    async def load_rule_state(self, name: str) -> bytes | None:
+        def read(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._run(read)
+
+    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+        c = self.config
+        pos_cut = now_ms - c.positions_retention_days * DAY_MS
+        alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
+        dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
+
+        def write(db: sqlite3.Connection) -> dict[str, int]:
+            with db:
+                p = db.execute("DELETE FROM positions WHERE ts < ?", (pos_cut,)).rowcount
+                a = db.execute(
+                    "DELETE FROM alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < ?",
+                    (alarm_cut,),
+                ).rowcount
+                d = db.execute("DELETE FROM dead_letters WHERE ts < ?", (dead_cut,)).rowcount
+            return {"positions": p, "alarms": a, "dead_letters": d}
+
+        return await self._run(write)
+
+
+def _alarm_dict(r: Sequence[Any]) -> dict[str, Any]:
+    return alarm_row(
+        id=r[0],
+        vehicle_id=r[1],
+        plate=r[2],
+        org=r[3],
+        kind=r[4],
+        state=r[5],
+        started_at=r[6],
+        ended_at=r[7],
+        ts=r[8],
+        lat=r[9],
+        lon=r[10],
+        severity=r[11],
+        backfill=bool(r[12]),
+        covered=bool(r[13]),
+        detail=json.loads(r[14]) if isinstance(r[14], str) else r[14],
+        ack_user=r[15],
+        ack_at=r[16],
+        ack_note=r[17],
+        handled=r[18],
+    )
