@@ -2,7 +2,8 @@
 
 Per connection: cut the stream into frames (:class:`FrameSplitter`), decode
 each, publish the raw frame with QoS 1, and only once the broker has taken it
-(``await publish``) reply 0x8001 (or 0x8100 to a registration). Sub-packages
+(its PUBACK completes the future :meth:`MqttPublisher.publish` returned) reply
+0x8001 (or 0x8100 to a registration). Sub-packages
 of a split message are held until the last one arrives, then published
 together as one payload and acknowledged one by one.
 
@@ -11,6 +12,10 @@ heartbeat intervals), maximum frame size, a token-bucket rate limit that slows
 only that reader, a write timeout — so one slow or hostile terminal never
 holds up another. If the broker goes away, terminals are disconnected (their
 unacknowledged frames will be resent) and the gateway reconnects with backoff.
+
+Performance (5,000 terminals every 10 s, see ``python -m ingest.jt808.bench
+--gateway``): the process runs on uvloop with :func:`tune_gc`; the MQTT side is
+paho-mqtt driven directly by the loop (:class:`MqttPublisher`).
 """
 
 from __future__ import annotations
@@ -18,19 +23,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import logging
 import secrets
 import signal
+import socket
 import sys
+import threading
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import aiomqtt
+import paho.mqtt.client as paho
+import uvloop
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from fleetwatch.errors import ConfigError, FrameError
+from fleetwatch.errors import ConfigError, FrameError, ServiceUnavailable
 from ingest.jt808.codec import (
     Decoded,
     decode_frame,
@@ -47,13 +59,194 @@ from ingest.jt808.messages import (
     SplitPart,
 )
 
-__all__ = ["Gateway", "GatewayStats", "gateway_main", "run_gateway"]
+__all__ = [
+    "Gateway",
+    "GatewayStats",
+    "MqttPublisher",
+    "gateway_main",
+    "run_gateway",
+    "tune_gc",
+]
 
 log = logging.getLogger("fleetwatch.gateway")
 
 # 0x8001 results (JT/T 808-2019 §8.2)
 _OK, _FAIL, _BAD = 0, 1, 2
 _MAX_PENDING_SPLITS = 16
+# Await drain() only past this much unsent reply data: the common case stays a plain write.
+_WRITE_HIGH_WATER = 64 * 1024
+_KEEPALIVE_S = 60
+
+
+class MqttPublisher:
+    """A paho-mqtt client driven by the running event loop; QoS 1 publishes end in a future.
+
+    :meth:`publish` returns a future that completes when the broker's PUBACK for
+    that message arrives, or fails with :class:`ServiceUnavailable` when the
+    connection is lost first. Call :meth:`connect` first, :meth:`close` last.
+
+    Why not aiomqtt: its ``publish`` checks for a duplicate message id and counts
+    pending calls by walking all of them (and logs a warning per publish past 10),
+    and paho's own in-flight window rescans every message on each PUBACK; both are
+    quadratic in the messages in flight and fell over at 5,000 terminals. Here
+    paho's window is off (``max_inflight_messages_set(0)``) and a semaphore of
+    ``mqtt_max_inflight`` bounds it instead, in O(1) per message.
+    """
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._window = asyncio.Semaphore(cfg.mqtt_max_inflight)
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._connack: asyncio.Future[None] = self._loop.create_future()
+        self._misc: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{cfg.mqtt_client_id}-{secrets.token_hex(3)}",
+            protocol=paho.MQTTv311,
+        )
+        c.max_inflight_messages_set(0)  # unbounded in paho; bounded by self._window
+        c.max_queued_messages_set(0)
+        if cfg.mqtt_username is not None:
+            c.username_pw_set(cfg.mqtt_username, cfg.mqtt_password)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_register_write
+        c.on_socket_unregister_write = self._on_unregister_write
+        self._client = c
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._acks)
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Open the connection and wait for the broker's CONNACK."""
+        where = f"MQTT broker {self.cfg.mqtt_host}:{self.cfg.mqtt_port}"
+        try:
+            # connect() blocks (name lookup, TCP handshake): run it off the loop.
+            await self._loop.run_in_executor(
+                None, self._client.connect, self.cfg.mqtt_host, self.cfg.mqtt_port, _KEEPALIVE_S
+            )
+            await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+        except (OSError, TimeoutError) as exc:
+            self._client.disconnect()
+            raise ServiceUnavailable(where, repr(exc)) from exc
+        self._misc = asyncio.create_task(self._misc_loop())
+
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        """Queue a QoS 1 publish; the future completes on its PUBACK.
+
+        Wait for :meth:`slot` first so that at most ``mqtt_max_inflight`` are in flight.
+        """
+        fut = self._loop.create_future()
+        if self.lost.done():
+            fut.set_exception(ServiceUnavailable("MQTT broker", "connection lost"))
+            return fut
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            fut.set_exception(ServiceUnavailable("MQTT broker", paho.error_string(info.rc)))
+            return fut
+        self._acks[info.mid] = fut
+        fut.add_done_callback(lambda _: self._window.release())
+        return fut
+
+    async def slot(self) -> None:
+        """Wait until one more publish may be in flight; :meth:`publish` must follow."""
+        await self._window.acquire()
+
+    async def close(self) -> None:
+        if self._misc is not None:
+            self._misc.cancel()
+        if self._client.is_connected():
+            self._client.disconnect()
+        self._lose("closed")
+
+    # --- paho callbacks, all on the loop thread except on_socket_open (executor) -------------
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._connack.done():
+            return
+        if reason.is_failure:
+            self._connack.set_exception(ConnectionRefusedError(str(reason)))
+        else:
+            self._connack.set_result(None)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._lose(str(reason))
+
+    def _lose(self, why: str) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        if not self._connack.done():
+            self._connack.set_exception(ConnectionError(why))
+        acks, self._acks = self._acks, {}
+        for fut in acks.values():
+            if not fut.done():
+                fut.set_exception(ServiceUnavailable("MQTT broker", why))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        fut = self._acks.pop(mid, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _on_socket_open(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.call_soon_threadsafe(self._attach, sock)
+
+    def _attach(self, sock: socket.socket) -> None:
+        self._sock = sock
+        # Publishes are small and latency-bound: no Nagle on our side.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        self._guard(self._client.loop_read)
+        sock = self._sock
+        if sock is not None and hasattr(socket, "TCP_QUICKACK"):
+            # A broker with Nagle on (Mosquitto's default set_tcp_nodelay false) holds
+            # each PUBACK until the previous one is ACKed; ACK at once instead of up
+            # to 40 ms later. Linux clears the flag again, so set it after each read.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    def _guard(self, step: Callable[[], MQTTErrorCode]) -> None:
+        try:
+            rc = step()
+        except OSError as exc:
+            rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+            log.error("MQTT socket: %r", exc)
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            self._lose(paho.error_string(rc))
+
+    def _on_socket_close(self, _c: Any, _u: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._sock = None
+
+    def _on_register_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if threading.get_ident() == self._thread:
+            self._loop.add_writer(fd, self._writable)
+        else:  # from connect() in the executor
+            self._loop.call_soon_threadsafe(self._loop.add_writer, fd, self._writable)
+
+    def _writable(self) -> None:
+        self._guard(self._client.loop_write)
+
+    def _on_unregister_write(self, _c: Any, _u: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock.fileno())
+
+    async def _misc_loop(self) -> None:
+        while not self.lost.done():
+            self._guard(self._client.loop_misc)  # keepalive pings
+            await asyncio.sleep(1)
 
 
 @dataclass
@@ -90,10 +283,12 @@ class _Bucket:
 class Gateway:
     """The JT/T 808 server around one MQTT client. Use :func:`run_gateway`."""
 
-    def __init__(self, cfg: GatewayConfig, client: aiomqtt.Client) -> None:
+    def __init__(
+        self, cfg: GatewayConfig, broker: MqttPublisher, stats: GatewayStats | None = None
+    ) -> None:
         self.cfg = cfg
-        self.client = client
-        self.stats = GatewayStats()
+        self.broker = broker
+        self.stats = stats if stats is not None else GatewayStats()
         self._secret = (cfg.auth_secret or secrets.token_hex(16)).encode()
         self._tasks: set[asyncio.Task[None]] = set()
         self.broker_lost = asyncio.Event()
@@ -117,7 +312,7 @@ class Gateway:
             await _Connection(self, reader, writer).run()
         except (ConnectionError, TimeoutError) as exc:
             log.debug("connection %s ended: %r", peer, exc)
-        except aiomqtt.MqttError as exc:
+        except ServiceUnavailable as exc:
             log.error("broker lost while serving %s: %s", peer, exc)
             self.broker_lost.set()
         finally:
@@ -156,7 +351,8 @@ class _Connection:
 
     async def _send(self, frame: bytes) -> None:
         self.writer.write(frame)
-        await asyncio.wait_for(self.writer.drain(), self.cfg.write_timeout_s)
+        if self.writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
+            await asyncio.wait_for(self.writer.drain(), self.cfg.write_timeout_s)
 
     async def _reply(self, d: Decoded, result: int) -> None:
         h = d.header
@@ -172,14 +368,17 @@ class _Connection:
         )
 
     async def _publish(self, phone: str, payload: bytes) -> None:
-        await self.gw.client.publish(f"{self.cfg.topic_prefix}/{phone}/up", payload, qos=1)
+        broker = self.gw.broker
+        await broker.slot()
+        await broker.publish(f"{self.cfg.topic_prefix}/{phone}/up", payload)
         self.gw.stats.published += 1
 
     async def run(self) -> None:
         st = self.gw.stats
         while True:
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), self.cfg.idle_timeout_s)
+                async with asyncio.timeout(self.cfg.idle_timeout_s):
+                    data = await self.reader.read(65536)
             except TimeoutError:
                 st.idle_closed += 1
                 return
@@ -278,8 +477,11 @@ async def run_gateway(
     *,
     stop: asyncio.Event | None = None,
     started: asyncio.Future[tuple[str, int]] | None = None,
+    stats: GatewayStats | None = None,
 ) -> None:
     """Serve until ``stop`` is set. ``started`` receives the bound (host, port).
+
+    ``stats`` (optional) is the counter object to update, kept across reconnects.
 
     Reconnects to the broker with exponential backoff (0.5 s … 30 s); while
     the broker is away no terminal is served.
@@ -287,20 +489,15 @@ async def run_gateway(
     stop = stop or asyncio.Event()
     backoff = 0.5
     while not stop.is_set():
+        broker = MqttPublisher(cfg)
         try:
-            async with aiomqtt.Client(
-                cfg.mqtt_host,
-                cfg.mqtt_port,
-                username=cfg.mqtt_username,
-                password=cfg.mqtt_password,
-                identifier=f"{cfg.mqtt_client_id}-{secrets.token_hex(3)}",
-                max_inflight_messages=cfg.mqtt_max_inflight,
-                timeout=10,
-            ) as client:
-                backoff = 0.5
-                await _serve(cfg, client, stop, started)
-        except aiomqtt.MqttError as exc:
-            log.error("MQTT broker %s:%d: %s", cfg.mqtt_host, cfg.mqtt_port, exc)
+            await broker.connect()
+            backoff = 0.5
+            await _serve(cfg, broker, stop, started, stats)
+        except ServiceUnavailable as exc:
+            log.error("%s", exc)
+        finally:
+            await broker.close()
         if stop.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -310,11 +507,12 @@ async def run_gateway(
 
 async def _serve(
     cfg: GatewayConfig,
-    client: aiomqtt.Client,
+    broker: MqttPublisher,
     stop: asyncio.Event,
     started: asyncio.Future[tuple[str, int]] | None,
+    stats: GatewayStats | None,
 ) -> None:
-    gw = Gateway(cfg, client)
+    gw = Gateway(cfg, broker, stats)
     server = await asyncio.start_server(
         gw.handle, cfg.listen_host, cfg.listen_port, backlog=1024, limit=cfg.max_frame_bytes
     )
@@ -325,15 +523,16 @@ async def _serve(
     try:
         stopping = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(gw.broker_lost.wait())
-        await asyncio.wait([stopping, lost], return_when=asyncio.FIRST_COMPLETED)
+        watched: list[asyncio.Future[Any]] = [stopping, lost, broker.lost]
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         lost.cancel()
     finally:
         server.close()
         await gw.close_all()
         await server.wait_closed()
-    if gw.broker_lost.is_set():
-        raise aiomqtt.MqttError("broker connection lost")
+    if not stop.is_set():
+        raise ServiceUnavailable("MQTT broker", "connection lost")
 
 
 def _load(argv: list[str]) -> GatewayConfig:
@@ -374,6 +573,21 @@ def _load(argv: list[str]) -> GatewayConfig:
         raise ConfigError(source, "gateway", str(exc), "see GatewayConfig") from exc
 
 
+def tune_gc() -> None:
+    """Make full garbage collections rare in a long-running gateway process.
+
+    With thousands of connections a full collection walks every connection's
+    objects and, measured at 5,000 terminals, paused the loop for 100-280 ms on
+    a loaded two-core machine, which was the whole p99. The per-frame objects
+    live for milliseconds and hold no cycles, so a large young generation lets
+    them die before any collection promotes them, and what was loaded at start-up
+    (modules, config) is moved out of the collector's sight for good.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def gateway_main(argv: list[str]) -> int:
     """Entry point of ``fleetwatch gateway``; returns the exit status."""
     try:
@@ -389,7 +603,8 @@ def gateway_main(argv: list[str]) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_gateway(cfg, stop=stop)
 
-    asyncio.run(main())
+    tune_gc()
+    uvloop.run(main())
     return 0
 
 

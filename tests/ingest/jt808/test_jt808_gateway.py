@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 
 import aiomqtt
 import pytest
 
+from fleetwatch.errors import ServiceUnavailable
+from ingest.jt808.bench import run_gateway_load
 from ingest.jt808.codec import (
     decode_frame,
     encode_authentication,
@@ -20,7 +23,7 @@ from ingest.jt808.codec import (
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.framing import FrameSplitter
 from ingest.jt808.messages import PlatformReply, RegistrationReply
-from ingest.jt808.tcp import run_gateway
+from ingest.jt808.tcp import MqttPublisher, run_gateway
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(30)]
 
@@ -122,3 +125,87 @@ async def test_hostile_connections_do_not_hold_up_others(mqtt_broker: tuple[str,
         assert await asyncio.wait_for(stalled.reader.read(), 5) == b""
         for t in (stalled, flood, good):
             t.writer.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_publisher_window_bounds_in_flight(mqtt_broker: tuple[str, int]) -> None:
+    topic = f"jt808/test-window-{secrets.token_hex(4)}/up"
+    cfg = GatewayConfig(mqtt_host=mqtt_broker[0], mqtt_port=mqtt_broker[1], mqtt_max_inflight=5)
+    got: list[bytes] = []
+    async with aiomqtt.Client(*mqtt_broker, identifier=f"test-sub-{secrets.token_hex(4)}") as sub:
+        await sub.subscribe(topic, qos=1)
+        pub = MqttPublisher(cfg)
+        await pub.connect()
+        try:
+            futures = []
+            for i in range(200):
+                await pub.slot()
+                assert pub.in_flight <= 5
+                futures.append(pub.publish(topic, i.to_bytes(2, "big")))
+            await asyncio.wait_for(asyncio.gather(*futures), 10)
+            assert pub.in_flight == 0
+        finally:
+            await pub.close()
+        async with asyncio.timeout(10):
+            async for message in sub.messages:
+                assert isinstance(message.payload, bytes)
+                got.append(message.payload)
+                if len(got) == 200:
+                    break
+    assert got == [i.to_bytes(2, "big") for i in range(200)]
+    # After close, a publish fails at once instead of waiting for a PUBACK forever.
+    with pytest.raises(ServiceUnavailable):
+        await pub.publish(topic, b"late")
+
+
+async def test_publisher_without_broker_is_unavailable() -> None:
+    pub = MqttPublisher(GatewayConfig(mqtt_port=_closed_port()))
+    with pytest.raises(ServiceUnavailable):
+        await pub.connect(timeout=2)
+
+
+async def test_gateway_without_broker_serves_nobody_and_stops() -> None:
+    cfg = GatewayConfig(listen_port=0, mqtt_port=_closed_port())
+    stop = asyncio.Event()
+    started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started))
+    await asyncio.sleep(0.3)
+    assert not started.done()  # no terminal is accepted while the broker is away
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_many_frames_in_one_write_answered_in_order(mqtt_broker: tuple[str, int]) -> None:
+    phone = f"{secrets.randbelow(10**11) + 10**11}"
+    async with gateway(mqtt_broker, require_auth=False, mqtt_max_inflight=3) as addr:
+        t = await _connect(addr)
+        frames = [
+            encode_location(
+                phone,
+                s,
+                lat=30.5,
+                lon=106.6,
+                speed_kmh=1.0,
+                heading=0,
+                alt_m=300,
+                time_ms=1_764_034_200_000 + s,
+            )
+            for s in range(1, 51)
+        ]
+        await t.send(b"".join(frames))
+        for s in range(1, 51):
+            assert await t.reply() == PlatformReply(s, 0x0200, 0)
+        t.writer.close()
+
+
+def test_gateway_load_in_processes(mqtt_broker: tuple[str, int]) -> None:
+    out = run_gateway_load(20, interval_s=0.5, duration_s=1.0, workers=2, mqtt=mqtt_broker)
+    assert out["errors"] == 0
+    assert out["reports"] >= 20
+    assert out["gateway"]["published"] == out["reports"]
+    assert out["p99_ms"] is not None

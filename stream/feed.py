@@ -1,0 +1,606 @@
+"""The live feed core: latest position per vehicle, alarms, and per-client frames.
+
+Pure and synchronous (sans-I/O, like ``websockets.protocol``): feed it position
+batches and alarm events, ask it which frames are due at ``now_ms``, and drain
+each client's outbox. :mod:`stream.server` is the asyncio adapter around it.
+
+Frames are JSON text, encoded once (orjson) and shared by every client that
+needs the same bytes — see ARCHITECTURE.md, "Live feed"::
+
+    {"type": "snapshot", "seq", "vehicles": [...], "alarms": [...]}
+    {"type": "positions", "seq", "items": [...]}   latest per vehicle since the last frame
+    {"type": "alarm", "seq", "alarm": {...}}       never dropped, never conflated
+
+``seq`` is one global counter: every accepted position batch, alarm change and
+state change (a vehicle going offline) takes the next value. A client that
+reconnects with the last ``seq`` it saw gets the alarm frames it missed, from a
+ring of recent alarm frames.
+
+Conflation: each vehicle carries the ``seq`` of its last change; each client the
+``seq`` its last delivered frame was built at (its *basis*). The dirty set of a
+client is therefore ``changed_seq > basis`` — one array comparison instead of a
+Python set per client. Position frames due while the previous one still waits in
+the client's outbox replace it (the old one is *superseded*: dropped and
+counted); alarm frames queue behind it. An outbox that grows past
+``client_buffer`` frames marks the client for disconnection.
+
+Call order: :meth:`FeedCore.connect` (queues a snapshot), optionally
+:meth:`FeedCore.subscribe` (queues a new snapshot), then repeatedly
+:meth:`FeedCore.frames_due` and :meth:`FeedCore.drain`; :meth:`FeedCore.disconnect`
+at the end.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from fleetwatch.batch import PositionBatch
+from fleetwatch.errors import BadRecord, Misuse
+from fleetwatch.registry import Registry
+from rules.events import AlarmEvent
+
+__all__ = [
+    "STATES",
+    "FeedCore",
+    "FeedStats",
+    "Subscription",
+    "latest_per_vehicle",
+    "latest_per_vehicle_reference",
+    "parse_client_message",
+]
+
+# Vehicle states as the page colours them; the int8 codes index this tuple.
+STATES: tuple[str, ...] = ("moving", "parked", "offline", "alarm")
+MOVING, PARKED, OFFLINE, ALARM = 0, 1, 2, 3
+_NONE = -1  # "no state shown yet"
+
+BBox = tuple[float, float, float, float]  # west, south, east, north (WGS-84 degrees)
+Array = npt.NDArray[Any]
+
+
+def latest_per_vehicle(vehicle: Array, ts: Array, current_ts: Array) -> Array:
+    """Row indices holding each vehicle's newest position, if not older than ``current_ts``.
+
+    Among rows of one vehicle the greatest ``ts`` wins, ties going to the later
+    row. The winner is kept only if ``ts >= current_ts[vehicle]`` (a back-filled
+    older point never moves the live marker back). Returns indices in vehicle order.
+    """
+    if vehicle.shape[0] == 0:
+        return np.empty(0, dtype=np.intp)
+    order = np.lexsort((ts, vehicle))  # stable: equal (vehicle, ts) keep batch order
+    v = vehicle[order]
+    last = np.ones(v.shape[0], dtype=bool)
+    last[:-1] = v[1:] != v[:-1]
+    rows = order[last]
+    return rows[ts[rows] >= current_ts[vehicle[rows]]]
+
+
+def latest_per_vehicle_reference(vehicle: Array, ts: Array, current_ts: Array) -> Array:
+    """Scalar twin of :func:`latest_per_vehicle`, for tests."""
+    best: dict[int, int] = {}
+    cur = {int(v): int(current_ts[int(v)]) for v in vehicle.tolist()}
+    for i, (v, t) in enumerate(zip(vehicle.tolist(), ts.tolist(), strict=True)):
+        if t >= cur[v]:
+            cur[v] = t
+            best[v] = i
+    return np.array([best[v] for v in sorted(best)], dtype=np.intp)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What a client asked for. Each filter given narrows the set; none means everything.
+
+    ``orgs`` select their subtrees; ``vehicles`` are vehicle ids; ``bbox`` is
+    ``(west, south, east, north)`` and applies to positions only — alarms of the
+    selected vehicles are delivered wherever the vehicle is.
+    """
+
+    orgs: tuple[str, ...] = ()
+    vehicles: tuple[str, ...] = ()
+    bbox: BBox | None = None
+
+    @classmethod
+    def from_message(cls, msg: dict[str, Any]) -> Subscription:
+        """Validate a ``{"op": "subscribe", ...}`` message. Raises :class:`BadRecord`."""
+        orgs = msg.get("orgs") or []
+        vehicles = msg.get("vehicles") or []
+        bbox = msg.get("bbox")
+        if not isinstance(orgs, list) or not all(isinstance(o, str) for o in orgs):
+            raise BadRecord("bad_subscription", "orgs must be a list of organisation ids")
+        if not isinstance(vehicles, list) or not all(isinstance(v, str) for v in vehicles):
+            raise BadRecord("bad_subscription", "vehicles must be a list of vehicle ids")
+        box: BBox | None = None
+        if bbox is not None:
+            if (
+                not isinstance(bbox, list)
+                or len(bbox) != 4
+                or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in bbox)
+            ):
+                raise BadRecord("bad_subscription", "bbox must be [west, south, east, north]")
+            w, s, e, n = (float(x) for x in bbox)
+            if not (w <= e and s <= n):
+                raise BadRecord("bad_subscription", "bbox needs west <= east and south <= north")
+            box = (w, s, e, n)
+        return cls(tuple(orgs), tuple(vehicles), box)
+
+
+@dataclass
+class FeedStats:
+    """Counters for /metrics. Monotonic except ``clients``."""
+
+    clients: int = 0
+    frames_positions: int = 0
+    frames_alarm: int = 0
+    frames_snapshot: int = 0
+    items_sent: int = 0
+    encodes: int = 0
+    superseded: int = 0
+    slow_disconnects: int = 0
+
+
+@dataclass
+class _Client:
+    visible: Array  # bool per vehicle: token subtree ∩ orgs ∩ vehicles
+    sub: Subscription
+    key: tuple[Any, ...]  # equal keys → equal masks → shareable frame bytes
+    basis: int = 0  # seq of the last position/snapshot frame drained
+    pending_basis: int = 0  # seq of the position frame waiting in the outbox
+    last_frame_ms: int = -(2**62)
+    outbox: deque[tuple[str, int, bytes]] = field(default_factory=deque)
+    overflow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _RingEntry:
+    seq: int
+    vehicle: int
+    frame: bytes
+
+
+class FeedCore:
+    """Latest state of the fleet and the frames each connected client should get.
+
+    ``interval_ms`` is the shortest time between two position frames to one
+    client; ``client_buffer`` the outbox size past which a client is cut off;
+    ``alarm_ring`` how many alarm frames are kept for replay to reconnecting
+    clients; a vehicle silent for ``offline_after_ms`` shows as ``offline``;
+    one at or above ``moving_kmh`` as ``moving``.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        interval_ms: int = 500,
+        client_buffer: int = 256,
+        alarm_ring: int = 4096,
+        offline_after_ms: int = 600_000,
+        moving_kmh: float = 5.0,
+        closed_alarms_kept: int = 500,
+    ) -> None:
+        if interval_ms <= 0 or client_buffer < 1 or alarm_ring < 1:
+            raise Misuse("FeedCore needs interval_ms > 0, client_buffer >= 1, alarm_ring >= 1")
+        self.registry = registry
+        self.interval_ms = interval_ms
+        self.client_buffer = client_buffer
+        self.offline_after_ms = offline_after_ms
+        self.moving_kmh = moving_kmh
+        self.seq = 0
+        self.stats = FeedStats()
+        n = len(registry)
+        self._n = n
+        self.ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+        self.lat = np.zeros(n, dtype=np.float64)
+        self.lon = np.zeros(n, dtype=np.float64)
+        self.speed = np.zeros(n, dtype=np.float32)
+        self.heading = np.zeros(n, dtype=np.int16)
+        self.acc = np.zeros(n, dtype=bool)
+        self.has = np.zeros(n, dtype=bool)
+        self.alarms_open = np.zeros(n, dtype=np.int32)
+        self.state = np.full(n, _NONE, dtype=np.int8)
+        self.changed_seq = np.zeros(n, dtype=np.int64)
+        self._item_seq = np.full(n, -1, dtype=np.int64)  # changed_seq the cached bytes show
+        self._items: list[bytes] = [b""] * n
+        self._org_ids = [registry.org_of(i) for i in range(n)]
+        self._alarms: dict[str, dict[str, Any]] = {}  # open, plus closed still unacknowledged
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._closed_kept = closed_alarms_kept
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._ring: deque[_RingEntry] = deque(maxlen=alarm_ring)
+        self._clients: dict[int, _Client] = {}
+        self._masks: dict[tuple[Any, ...], Array] = {}
+        self._ready: set[int] = set()
+        self._closing: list[int] = []
+        self._now_ms = 0
+        #: called (without arguments) when an alarm made some outbox non-empty
+        self.on_ready: Callable[[], None] | None = None
+
+    # -- input ------------------------------------------------------------------------------
+
+    def positions(self, batch: PositionBatch) -> int:
+        """Take in a batch; returns how many vehicles moved on. Call in arrival order."""
+        if not len(batch):
+            return 0
+        vehicle = batch.vehicle
+        if int(vehicle.min()) < 0 or int(vehicle.max()) >= self._n:
+            raise Misuse("batch.vehicle holds an index outside the registry")
+        rows = latest_per_vehicle(vehicle, batch.ts, self.ts)
+        if rows.shape[0] == 0:
+            return 0
+        v = vehicle[rows]
+        self.seq += 1
+        self.ts[v] = batch.ts[rows]
+        self.lat[v] = batch.lat[rows]
+        self.lon[v] = batch.lon[rows]
+        self.speed[v] = batch.speed[rows]
+        self.heading[v] = batch.heading[rows]
+        self.acc[v] = batch.acc[rows]
+        self.has[v] = True
+        self.changed_seq[v] = self.seq
+        return int(rows.shape[0])
+
+    def alarm(self, event: AlarmEvent) -> list[int]:
+        """Take in one alarm change; queue its frame to every client that sees the vehicle.
+
+        Events found in back-fill are recorded elsewhere and never shown live.
+        Returns the clients whose outbox grew.
+        """
+        if event.backfill:
+            return []
+        v = event.vehicle
+        if not 0 <= v < self._n:
+            raise Misuse(f"alarm for vehicle index {v} outside the registry")
+        was_open = event.id in self._alarms and self._alarms[event.id]["state"] == "open"
+        item = self._alarm_item(event)
+        if event.action == "close":
+            if was_open:
+                self.alarms_open[v] -= 1
+            if item["ack"] is None:
+                self._alarms[event.id] = item
+                self._closed[event.id] = None
+                self._trim_closed()
+            else:
+                self._alarms.pop(event.id, None)
+        else:
+            if not was_open:
+                self.alarms_open[v] += 1
+            self._alarms[event.id] = item
+        return self._publish_alarm(v, item)
+
+    def acknowledge(self, alarm_id: str, ack: dict[str, Any]) -> list[int]:
+        """Record that an operator acknowledged (or handled) an alarm and tell every desk.
+
+        ``ack`` is what the page shows (``by``, ``at``, ``note``...). Returns the
+        clients whose outbox grew; an alarm the feed no longer holds only keeps the ack.
+        """
+        self._acks[alarm_id] = dict(ack)
+        item = self._alarms.get(alarm_id)
+        if item is None:
+            return []
+        item = {**item, "ack": dict(ack)}
+        if item["state"] == "closed":
+            self._alarms.pop(alarm_id, None)
+            self._closed.pop(alarm_id, None)
+        else:
+            self._alarms[alarm_id] = item
+        v = self.registry.by_id(item["vehicle"])
+        return self._publish_alarm(v if v is not None else 0, item)
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def connect(
+        self, client: int, visible_org: str, now_ms: int, last_seq: int | None = None
+    ) -> None:
+        """Register a client allowed to see ``visible_org``'s subtree; queue its snapshot.
+
+        With ``last_seq``, the alarm frames after it still in the ring follow the snapshot.
+        """
+        if client in self._clients:
+            raise Misuse(f"client {client} is already connected")
+        if visible_org not in self.registry.orgs.ids:
+            raise Misuse(f"unknown organisation {visible_org!r}")
+        self._now_ms = now_ms
+        c = self._new_client(visible_org, Subscription())
+        self._clients[client] = c
+        self.stats.clients = len(self._clients)
+        self._queue_snapshot(client, c, now_ms)
+        if last_seq is not None:
+            for entry in self._ring:
+                if entry.seq > last_seq and c.visible[entry.vehicle]:
+                    self._push(client, c, "alarm", entry.seq, entry.frame)
+
+    def subscribe(self, client: int, sub: Subscription, now_ms: int) -> None:
+        """Change what a client follows; queue a fresh snapshot. Raises :class:`BadRecord`."""
+        c = self._client(client)
+        known = self.registry.orgs.ids
+        for o in sub.orgs:
+            if o not in known:
+                raise BadRecord("bad_subscription", f"unknown organisation {o!r}")
+        for vid in sub.vehicles:
+            if self.registry.by_id(vid) is None:
+                raise BadRecord("bad_subscription", f"unknown vehicle {vid!r}")
+        org = c.key[0]
+        fresh = self._new_client(org, sub)
+        fresh.last_frame_ms = c.last_frame_ms
+        # A pending position frame was built for the old filter; the snapshot replaces it.
+        fresh.outbox = deque(f for f in c.outbox if f[0] == "alarm")
+        self._clients[client] = fresh
+        self._queue_snapshot(client, fresh, now_ms)
+
+    def disconnect(self, client: int) -> None:
+        self._clients.pop(client, None)
+        self._ready.discard(client)
+        self.stats.clients = len(self._clients)
+
+    def drain(self, client: int) -> list[bytes]:
+        """Hand over everything queued for ``client``, oldest first (seq order)."""
+        c = self._clients.get(client)
+        if c is None or not c.outbox:
+            return []
+        out = []
+        for kind, seq, frame in c.outbox:
+            if kind != "alarm":
+                c.basis = max(c.basis, seq)
+            out.append(frame)
+        c.outbox.clear()
+        self._ready.discard(client)
+        return out
+
+    def take_ready(self) -> set[int]:
+        """Clients with a non-empty outbox since the last call."""
+        ready, self._ready = self._ready, set()
+        return ready
+
+    def take_closing(self) -> list[int]:
+        """Clients whose outbox overflowed: close them (they are already disconnected here)."""
+        out, self._closing = self._closing, []
+        return out
+
+    def pending(self, client: int) -> int:
+        c = self._clients.get(client)
+        return len(c.outbox) if c else 0
+
+    @property
+    def clients(self) -> Sequence[int]:
+        return list(self._clients)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def frames_due(self, now_ms: int) -> list[tuple[int, bytes]]:
+        """Build the position frames due at ``now_ms`` and queue them to their clients.
+
+        At most one frame per client per ``interval_ms``, holding the latest item of
+        each vehicle that changed since the client's last delivered frame and that
+        it may see. Clients with nothing new get nothing. Returns ``(client, frame)``.
+        """
+        self._now_ms = now_ms
+        self._refresh_states(now_ms)
+        shared: dict[tuple[Any, ...], bytes | None] = {}
+        out: list[tuple[int, bytes]] = []
+        for cid, c in list(self._clients.items()):
+            if now_ms - c.last_frame_ms < self.interval_ms or self.seq <= c.basis:
+                continue
+            gk = (c.key, c.basis)
+            if gk in shared:
+                frame = shared[gk]
+            else:
+                idx = self._dirty(c, c.basis)
+                frame = self._positions_frame(idx) if idx.shape[0] else None
+                shared[gk] = frame
+            if frame is None:
+                continue
+            if any(kind == "positions" for kind, _, _ in c.outbox):
+                # Built from the same basis, this frame holds everything the waiting one did.
+                c.outbox = deque(f for f in c.outbox if f[0] != "positions")
+                self.stats.superseded += 1
+            c.last_frame_ms = now_ms
+            self._push(cid, c, "positions", self.seq, frame)
+            self.stats.frames_positions += 1
+            out.append((cid, frame))
+        return out
+
+    def next_due_ms(self) -> int | None:
+        """The earliest time a client may get its next position frame, or None if no client."""
+        if not self._clients:
+            return None
+        return min(c.last_frame_ms for c in self._clients.values()) + self.interval_ms
+
+    def snapshot_items(self, visible: Array | None = None) -> list[dict[str, Any]]:
+        """The latest item of every (visible) vehicle that has reported, as dicts."""
+        mask = self.has if visible is None else self.has & visible
+        idx = np.flatnonzero(mask)
+        self._encode(idx)
+        return [orjson.loads(self._items[i]) for i in idx.tolist()]
+
+    def alarm_items(self, visible: Array | None = None) -> list[dict[str, Any]]:
+        """Open alarms, and closed ones not yet acknowledged, oldest first."""
+        out = []
+        for item in self._alarms.values():
+            v = self.registry.by_id(item["vehicle"])
+            if visible is None or (v is not None and visible[v]):
+                out.append(item)
+        return sorted(out, key=lambda a: (a["started_at"], a["id"]))
+
+    def state_codes(self, now_ms: int) -> Array:
+        """Current state code per vehicle (index into :data:`STATES`; offline if never seen)."""
+        return self._compute_states(now_ms)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _client(self, client: int) -> _Client:
+        c = self._clients.get(client)
+        if c is None:
+            raise Misuse(f"client {client} is not connected")
+        return c
+
+    def _new_client(self, visible_org: str, sub: Subscription) -> _Client:
+        key = (visible_org, tuple(sorted(sub.orgs)), tuple(sorted(sub.vehicles)), sub.bbox)
+        mask = self._masks.get(key[:3])
+        if mask is None:
+            reg = self.registry
+            mask = reg.visible_mask(visible_org)
+            if sub.orgs:
+                org_mask = np.zeros(len(reg.orgs.ids), dtype=bool)
+                for o in sub.orgs:
+                    org_mask |= reg.orgs.subtree_mask(o)
+                mask = mask & org_mask[reg.org_index]
+            if sub.vehicles:
+                vm = np.zeros(self._n, dtype=bool)
+                vm[[i for i in (reg.by_id(v) for v in sub.vehicles) if i is not None]] = True
+                mask = mask & vm
+            if len(self._masks) > 1024:
+                self._masks.clear()
+            self._masks[key[:3]] = mask
+        return _Client(visible=mask, sub=sub, key=key)
+
+    def _in_bbox(self, idx: Array, bbox: BBox) -> Array:
+        w, s, e, n = bbox
+        lat, lon = self.lat[idx], self.lon[idx]
+        return idx[(lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)]
+
+    def _dirty(self, c: _Client, basis: int) -> Array:
+        idx = np.flatnonzero(c.visible & self.has & (self.changed_seq > basis))
+        if c.sub.bbox is not None:
+            idx = self._in_bbox(idx, c.sub.bbox)
+        return idx
+
+    def _compute_states(self, now_ms: int) -> Array:
+        st = np.where(self.speed >= self.moving_kmh, MOVING, PARKED).astype(np.int8)
+        st[~self.has | (now_ms - self.ts > self.offline_after_ms)] = OFFLINE
+        st[self.alarms_open > 0] = ALARM
+        return st
+
+    def _refresh_states(self, now_ms: int) -> None:
+        st = self._compute_states(now_ms)
+        changed = (st != self.state) & self.has
+        if changed.any():
+            self.seq += 1
+            self.changed_seq[changed] = self.seq
+        self.state = st
+
+    def _encode(self, idx: Array) -> None:
+        stale = idx[self._item_seq[idx] != self.changed_seq[idx]]
+        if stale.shape[0] == 0:
+            return
+        reg = self.registry
+        st = self._compute_states(self._now_ms)[stale].tolist()
+        with np.errstate(over="ignore", invalid="ignore"):  # garbage in stays garbage, no crash
+            lat = np.round(self.lat[stale], 6).tolist()
+            lon = np.round(self.lon[stale], 6).tolist()
+            speed = np.round(self.speed[stale].astype(np.float64), 1).tolist()
+        for i, v in enumerate(stale.tolist()):
+            self._items[v] = orjson.dumps(
+                {
+                    "vehicle": reg.ids[v],
+                    "plate": reg.plates[v],
+                    "org": self._org_ids[v],
+                    "ts": int(self.ts[v]),
+                    "lat": lat[i],
+                    "lon": lon[i],
+                    "speed": speed[i],
+                    "heading": int(self.heading[v]),
+                    "acc": bool(self.acc[v]),
+                    "state": STATES[st[i]],
+                }
+            )
+        self._item_seq[stale] = self.changed_seq[stale]
+        self.stats.encodes += int(stale.shape[0])
+
+    def _positions_frame(self, idx: Array) -> bytes:
+        self._encode(idx)
+        items = self._items
+        self.stats.items_sent += int(idx.shape[0])
+        return b"".join(
+            (
+                b'{"type":"positions","seq":',
+                str(self.seq).encode(),
+                b',"items":[',
+                b",".join([items[i] for i in idx.tolist()]),
+                b"]}",
+            )
+        )
+
+    def _queue_snapshot(self, cid: int, c: _Client, now_ms: int) -> None:
+        self._refresh_states(now_ms)
+        idx = np.flatnonzero(c.visible & self.has)
+        if c.sub.bbox is not None:
+            idx = self._in_bbox(idx, c.sub.bbox)
+        self._encode(idx)
+        alarms = orjson.dumps(self.alarm_items(c.visible))
+        frame = b"".join(
+            (
+                b'{"type":"snapshot","seq":',
+                str(self.seq).encode(),
+                b',"vehicles":[',
+                b",".join([self._items[i] for i in idx.tolist()]),
+                b'],"alarms":',
+                alarms,
+                b"}",
+            )
+        )
+        self.stats.frames_snapshot += 1
+        c.basis = self.seq  # a snapshot is never dropped: count it as delivered
+        self._push(cid, c, "snapshot", self.seq, frame)
+
+    def _alarm_item(self, e: AlarmEvent) -> dict[str, Any]:
+        v = e.vehicle
+        return {
+            "id": e.id,
+            "vehicle": e.vehicle_id,
+            "plate": self.registry.plates[v],
+            "org": self._org_ids[v],
+            "kind": e.kind,
+            "state": e.state,
+            "started_at": e.started_at,
+            "ended_at": e.ended_at,
+            "lat": e.lat,
+            "lon": e.lon,
+            "detail": {**e.detail, "severity": e.severity, "covered": e.covered},
+            "ack": self._acks.get(e.id),
+        }
+
+    def _trim_closed(self) -> None:
+        while len(self._closed) > self._closed_kept:
+            old, _ = self._closed.popitem(last=False)
+            self._alarms.pop(old, None)
+
+    def _publish_alarm(self, v: int, item: dict[str, Any]) -> list[int]:
+        self.seq += 1
+        frame = orjson.dumps({"type": "alarm", "seq": self.seq, "alarm": item})
+        self._ring.append(_RingEntry(self.seq, v, frame))
+        woke = []
+        for cid, c in list(self._clients.items()):
+            if c.visible[v]:
+                self._push(cid, c, "alarm", self.seq, frame)
+                self.stats.frames_alarm += 1
+                woke.append(cid)
+        if woke and self.on_ready is not None:
+            self.on_ready()
+        return woke
+
+    def _push(self, cid: int, c: _Client, kind: str, seq: int, frame: bytes) -> None:
+        c.outbox.append((kind, seq, frame))
+        self._ready.add(cid)
+        if len(c.outbox) > self.client_buffer and not c.overflow:
+            c.overflow = True
+            self.stats.slow_disconnects += 1
+            self._closing.append(cid)
+            self.disconnect(cid)
+
+
+def parse_client_message(raw: str | bytes) -> dict[str, Any]:
+    """Decode one client text frame into a dict. Raises :class:`BadRecord`."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord("invalid_json", str(exc)) from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
+        raise BadRecord("bad_message", 'expected an object with "op"')
+    return msg

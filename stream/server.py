@@ -1,0 +1,266 @@
+"""The asyncio adapter of the live feed: the ``/ws/live`` endpoint and the frame ticker.
+
+A thin layer over :class:`stream.feed.FeedCore` for Starlette (served by uvicorn,
+whose websocket implementation is the ``websockets`` library). The token comes
+as the ``token`` query parameter, or in a first message ``{"op": "auth",
+"token": ..., "last_seq": ...}`` within five seconds; ``last_seq`` may also be a
+query parameter. Close codes: 4401 no or bad token, 4408 too slow (outbox
+overflow), 1011 server error.
+
+Start :meth:`FeedServer.run` as a task (``create_app`` does it in its lifespan),
+route ``/ws/live`` to :meth:`FeedServer.endpoint`, then feed positions and alarms
+to the core from the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from fleetwatch.errors import BadRecord
+from stream.feed import FeedCore, Subscription, parse_client_message
+
+__all__ = ["Authenticate", "FeedCollector", "FeedServer"]
+
+log = logging.getLogger(__name__)
+
+#: Maps a token to the organisation whose subtree its holder may see, or None if refused.
+Authenticate = Callable[[str], Awaitable[str | None]]
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+AUTH_TIMEOUT_S = 5.0
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Conn:
+    ws: WebSocket
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: list[bytes] = field(default_factory=list)
+    too_slow: bool = False
+
+
+class FeedServer:
+    """Serves :class:`FeedCore` frames to websocket clients."""
+
+    def __init__(
+        self,
+        core: FeedCore,
+        authenticate: Authenticate,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.core = core
+        self.authenticate = authenticate
+        self.clock_ms = clock_ms
+        self._ids = itertools.count(1)
+        self._conns: dict[int, _Conn] = {}
+        self._kick = asyncio.Event()
+        self._text: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the ticker ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drive frames_due and wake writers until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self.core.on_ready = self._on_ready
+        interval = self.core.interval_ms
+        try:
+            while True:
+                now = self.clock_ms()
+                self.core.frames_due(now)
+                self.wake_ready()
+                due = self.core.next_due_ms()
+                delay = (
+                    interval if due is None else min(max(due - now, interval // 10, 1), interval)
+                )
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), delay / 1000)
+        finally:
+            self.core.on_ready = None
+
+    def wake_ready(self) -> None:
+        """Wake the writer of every client with something queued; flag slow ones."""
+        for cid in self.core.take_closing():
+            conn = self._conns.get(cid)
+            if conn is not None:
+                conn.too_slow = True
+                conn.wake.set()
+        for cid in self.core.take_ready():
+            conn = self._conns.get(cid)
+            if conn is not None:
+                conn.wake.set()
+
+    def _on_ready(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._kick.set()
+        else:
+            loop.call_soon_threadsafe(self._kick.set)
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    # -- one connection -------------------------------------------------------------------------
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        await ws.accept()
+        token = ws.query_params.get("token")
+        last_seq = _as_int(ws.query_params.get("last_seq"))
+        if not token:
+            try:
+                msg = parse_client_message(
+                    await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
+                )
+            except (TimeoutError, BadRecord, WebSocketDisconnect, KeyError):
+                msg = {}
+            if msg.get("op") == "auth" and isinstance(msg.get("token"), str):
+                token = msg["token"]
+                last_seq = _as_int(msg.get("last_seq"))
+        org = await self.authenticate(token) if token else None
+        if org is None:
+            await _refuse(ws, "unauthorized", CLOSE_UNAUTHORIZED)
+            return
+        cid = next(self._ids)
+        conn = _Conn(ws)
+        self._conns[cid] = conn
+        self.core.connect(cid, org, self.clock_ms(), last_seq)
+        conn.wake.set()
+        reader = asyncio.create_task(self._read(cid, conn))
+        writer = asyncio.create_task(self._write(cid, conn))
+        try:
+            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    log.error("live feed client %s failed", cid, exc_info=t.exception())
+        finally:
+            for t in (reader, writer):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.gather(reader, writer, return_exceptions=True)
+            self.core.disconnect(cid)
+            self._conns.pop(cid, None)
+            code = CLOSE_TOO_SLOW if conn.too_slow else 1000
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(code), 1.0)
+
+    async def _read(self, cid: int, conn: _Conn) -> None:
+        while True:
+            msg = await conn.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            raw = msg.get("text") or msg.get("bytes") or b""
+            try:
+                req = parse_client_message(raw)
+                op = req["op"]
+                if op == "subscribe":
+                    self.core.subscribe(cid, Subscription.from_message(req), self.clock_ms())
+                elif op == "ping":
+                    conn.errors.append(orjson.dumps({"type": "pong", "seq": self.core.seq}))
+                elif op != "auth":
+                    raise BadRecord("bad_message", f"unknown op {op!r}")
+            except BadRecord as exc:
+                conn.errors.append(
+                    orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail})
+                )
+            conn.wake.set()
+
+    async def _write(self, cid: int, conn: _Conn) -> None:
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            if conn.too_slow:
+                return
+            frames = self.core.drain(cid)
+            if conn.errors:
+                frames, conn.errors = [*frames, *conn.errors], []
+            for frame in frames:
+                await conn.ws.send_text(self._as_text(frame))
+
+    def _as_text(self, frame: bytes) -> str:
+        """Decode a shared frame once, not once per client (ASGI wants str for text frames)."""
+        hit = self._text.get(id(frame))
+        if hit is not None and hit[0] is frame:
+            return hit[1]
+        text = frame.decode()
+        self._text[id(frame)] = (frame, text)
+        if len(self._text) > 64:
+            self._text.popitem(last=False)
+        return text
+
+
+async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(orjson.dumps({"type": "error", "reason": reason}).decode())
+        await ws.close(code)
+
+
+def _as_int(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.lstrip("-").isdigit():
+        return int(v)
+    return None
+
+
+class FeedCollector(Collector):
+    """Exposes the feed's counters to Prometheus (register on the app's CollectorRegistry)."""
+
+    def __init__(self, core: FeedCore) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[Any]:
+        s = self.core.stats
+        yield GaugeMetricFamily(
+            "fleetwatch_ws_clients", "Live feed websocket clients connected", value=s.clients
+        )
+        frames = CounterMetricFamily(
+            "fleetwatch_feed_frames", "Frames queued to live feed clients", labels=["type"]
+        )
+        frames.add_metric(["positions"], s.frames_positions)
+        frames.add_metric(["alarm"], s.frames_alarm)
+        frames.add_metric(["snapshot"], s.frames_snapshot)
+        yield frames
+        yield CounterMetricFamily(
+            "fleetwatch_feed_items", "Vehicle items sent in position frames", value=s.items_sent
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_superseded",
+            "Position frames dropped because a newer one replaced them (slow client)",
+            value=s.superseded,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_slow_disconnects",
+            "Clients disconnected because their outbox overflowed",
+            value=s.slow_disconnects,
+        )
+        yield GaugeMetricFamily(
+            "fleetwatch_feed_seq", "Live feed sequence number", value=self.core.seq
+        )
