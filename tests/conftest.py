@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+pytest_plugins = ["tests.brokers"]  # the own-broker fixture
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 SERVICES = {
