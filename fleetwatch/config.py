@@ -22,6 +22,7 @@ from fleetwatch.errors import ConfigError
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
 from ingest.jt808.config import GatewayConfig
+from notify.config import NotifyConfig
 from rules.config import RulesConfig
 from store.config import LiveConfig, StoreConfig
 from web.config import WebConfig
@@ -76,6 +77,7 @@ class Config(_Frozen):
     live: LiveConfig = LiveConfig()
     web: WebConfig = WebConfig()
     rules: RulesConfig = RulesConfig()
+    notify: NotifyConfig = NotifyConfig()
     orgs: list[OrgConfig] = Field(default_factory=list)
     vehicles: list[VehicleConfig] = Field(default_factory=list)
     vehicles_csv: str | None = Field(
@@ -207,6 +209,22 @@ def _check_references(cfg: Config) -> None:
             raise ConfigError(
                 src, f"fences[{i}].org", f"unknown organisation {f.org!r}", _FIXES["org"]
             )
+    for i, r in enumerate(cfg.notify.routes):
+        for j, o in enumerate(r.orgs):
+            if o not in orgs:
+                raise ConfigError(
+                    src,
+                    f"notify.routes[{i}].orgs[{j}]",
+                    f"unknown organisation {o!r}",
+                    _FIXES["org"],
+                )
+    if cfg.notify.enabled and cfg.store.kind == "memory":
+        raise ConfigError(
+            src,
+            "notify.enabled",
+            "notifications need a history store",
+            'set [store] kind = "sqlite" or "postgres"',
+        )
     for i, ff in enumerate(cfg.fence_files):
         if ff.org not in orgs:
             raise ConfigError(

@@ -52,6 +52,7 @@ class Service:
     engine: Any
     fences: Any
     app: Any
+    notifier: Any = None
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -124,6 +125,21 @@ def build_service(cfg: Config) -> Service:
         cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
     )
     history = _history(cfg)
+    notifier = None
+    if cfg.notify.enabled and history is not None:
+        from notify.routing import Router
+        from notify.worker import build_notifier
+
+        router = Router(
+            cfg.notify,
+            registry,
+            timezone=cfg.service.timezone,
+            public_url=cfg.service.public_url,
+            source=cfg.source,
+        )
+        # Queued in the alarm write's own transaction (the spool wrapper keeps the inner store).
+        getattr(history, "inner", history).notify_router = router
+        notifier = build_notifier(cfg.notify, cfg.store)
     live = _live(cfg)
     feed = FeedCore(
         registry, interval_ms=cfg.web.feed_interval_ms, client_buffer=cfg.web.feed_client_buffer
@@ -155,7 +171,18 @@ def build_service(cfg: Config) -> Service:
         store_queue=ic.queue_batches,
     )
     svc = Service(
-        cfg, registry, metrics, ingest, pipeline, feed, history, live, engine, fences, app=None
+        cfg,
+        registry,
+        metrics,
+        ingest,
+        pipeline,
+        feed,
+        history,
+        live,
+        engine,
+        fences,
+        app=None,
+        notifier=notifier,
     )
     ctx = AppContext(
         config=cfg,
@@ -206,6 +233,7 @@ async def run_service(
             host=cfg.web.host,
             port=cfg.web.port,
             ws="websockets-sansio",
+            ws_per_message_deflate=False,
             log_level="warning",
             lifespan="on",
             loop="none",
@@ -217,6 +245,7 @@ async def run_service(
             tg.create_task(svc.ingest.run(stop))
             pipe = tg.create_task(svc.pipeline.run())
             tg.create_task(_rule_state_saver(svc, stop))
+            notifier = tg.create_task(svc.notifier.run()) if svc.notifier is not None else None
             while not server.started and not web.done():
                 await asyncio.sleep(0.02)
             log.info("FleetWatch serving on http://%s:%s/", cfg.web.host, cfg.web.port)
@@ -224,6 +253,8 @@ async def run_service(
                 started.set()
             await pipe
             await _save_rule_state(svc)
+            if notifier is not None:
+                svc.notifier.stop()
             server.should_exit = True
     finally:
         await svc.live.close()

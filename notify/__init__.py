@@ -13,26 +13,12 @@ Pure parts: :mod:`notify.routing` (routes, quiet hours, storms, back-off),
 :mod:`notify.message` (Chinese text), :mod:`notify.channels` (requests and
 signatures). I/O: :mod:`notify.outbox` (SQL), :mod:`notify.http`,
 :mod:`notify.smtp`, :mod:`notify.worker` (asyncio).
+
+Only the configuration is imported here: ``fleetwatch.config`` imports it, and the
+outbox and router import the registry, which imports ``fleetwatch.config``. Import
+the rest from its module (``notify.outbox``, ``notify.routing``, ``notify.worker``).
 """
 
 from notify.config import NotifyConfig
-from notify.outbox import (
-    OUTBOX_DDL_POSTGRES,
-    OUTBOX_DDL_SQLITE,
-    enqueue_postgres,
-    enqueue_postgres_sync,
-    enqueue_sqlite,
-    outbox_ddl_postgres,
-)
-from notify.routing import Router
 
-__all__ = [
-    "OUTBOX_DDL_POSTGRES",
-    "OUTBOX_DDL_SQLITE",
-    "NotifyConfig",
-    "Router",
-    "enqueue_postgres",
-    "enqueue_postgres_sync",
-    "enqueue_sqlite",
-    "outbox_ddl_postgres",
-]
+__all__ = ["NotifyConfig"]

@@ -41,6 +41,8 @@ from psycopg import sql
 from fleetwatch.batch import PositionBatch
 from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
+from notify.outbox import enqueue_postgres, outbox_ddl_postgres
+from notify.routing import Router
 from rules.events import AlarmEvent
 from store import pgcopy, timescale
 from store.config import StoreConfig
@@ -165,7 +167,10 @@ class PostgresHistory:
         self._dense_by_key: dict[int, int] = {}
         self._partitions: set[int] = set()  # UTC day numbers that have a partition
 
-    # -- connections ------------------------------------------------------------------------
+        # -- connections ------------------------------------------------------------------------
+        # When set, alarm events to notify are queued in the alarm write's own transaction.
+        self.notify_router: Router | None = None
+
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
             return await psycopg.AsyncConnection.connect(
@@ -246,6 +251,7 @@ class PostgresHistory:
         )
         await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
         await cur.execute(sql.SQL(_TABLES_DDL).format(s=s))
+        await cur.execute(outbox_ddl_postgres(self.schema))
         suffix = "" if available else " PARTITION BY RANGE (ts)"
         await cur.execute(
             sql.SQL(
@@ -436,7 +442,10 @@ class PostgresHistory:
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
             async with conn.transaction():
-                await conn.cursor().executemany(stmt, rows)
+                cur = conn.cursor()
+                await cur.executemany(stmt, rows)
+                if self.notify_router is not None:
+                    await enqueue_postgres(cur, events, self.notify_router, self.schema)
 
         await self._on("write", write)
 

@@ -23,6 +23,8 @@ import numpy.typing as npt
 from fleetwatch.batch import PositionBatch
 from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
+from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
+from notify.routing import Router
 from rules.events import AlarmEvent
 from store.config import StoreConfig
 from store.figures import project_m, simplify
@@ -131,6 +133,8 @@ class SQLiteHistory:
         self._registry: Registry | None = None
         self._keys = np.empty(0, dtype=np.int32)
         self._dense_by_key: dict[int, int] = {}
+        # When set, alarm events to notify are queued in the alarm write's own transaction.
+        self.notify_router: Router | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -160,6 +164,7 @@ class SQLiteHistory:
             db.execute(f"PRAGMA synchronous={sync}")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            db.executescript(OUTBOX_DDL_SQLITE)
             db.execute("BEGIN")
             db.executemany(
                 "INSERT OR IGNORE INTO vehicles (id) VALUES (?)", [(v,) for v in registry.ids]
@@ -263,6 +268,8 @@ class SQLiteHistory:
                     " WHERE excluded.ts >= alarms.ts",
                     rows,
                 )
+                if self.notify_router is not None:
+                    enqueue_sqlite(db, events, self.notify_router)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

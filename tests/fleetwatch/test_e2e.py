@@ -19,6 +19,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.services
 
 TOKEN = "e2e-room-token-123"
+WORKDAY_10AM = 1_763_949_600_000  # Monday 2025-11-24 10:00 +08:00, a workday
 
 
 def config(tmp_path: Path, prefix: str, web_port: int, n: int = 3) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def config(tmp_path: Path, prefix: str, web_port: int, n: int = 3) -> dict[str, 
             "jt808_topic": f"{prefix}/jt808/+/up",
             "persistent_session": False,
         },
-        "ingest": {"batch_max_age_ms": 20},
+        "ingest": {"batch_max_age_ms": 20, "max_past_days": 36500},
         "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
         "web": {
             "port": web_port,
@@ -75,7 +76,7 @@ async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
         async with websockets.connect(f"ws://127.0.0.1:{web_port}/ws/live?token={TOKEN}") as ws:
             first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first["type"] == "snapshot"
-            t0 = int(time.time() * 1000) - 60_000
+            t0 = WORKDAY_10AM  # inside working hours: speeding is the only rule that applies
             async with aiomqtt.Client(*mosquitto) as pub:
                 topic = f"e2e{unique}/fleet/13900000001/position"
                 # 40 s above the limit (one report per 5 s), then 30 s below: one episode.
