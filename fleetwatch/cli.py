@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "rules": "rules.bench",
     "store": "store.bench",
     "feed": "stream.bench",
+    "notify": "notify.bench",
     "e2e": "simulator.bench",
 }
 

@@ -13,7 +13,9 @@ import pytest
 import websockets
 
 from fleetwatch.config import parse_config
+from fleetwatch.replay import replay_history
 from fleetwatch.service import build_service, run_service
+from rules.replay import episodes
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.services
@@ -37,7 +39,10 @@ def config(tmp_path: Path, prefix: str, web_port: int, n: int = 3) -> dict[str, 
             "feed_interval_ms": 100,
             "tokens": [{"token": TOKEN, "org": "c", "role": "operator"}],
         },
-        "rules": {"speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80}},
+        "rules": {
+            "speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80},
+            "offline": {"enabled": False},  # positions are from the past: all would be offline
+        },
         "orgs": [{"id": "c", "name": "City"}],
         "vehicles": [
             {"id": f"v{i}", "plate": f"川X0000{i}", "terminal": f"1390000000{i}", "org": "c"}
@@ -114,3 +119,6 @@ async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
         stop.set()
         await asyncio.wait_for(task, 20)
     assert svc.pipeline.positions_stored == 15
+    # Replay over the stored history finds the same episode, with the same id.
+    replayed = episodes(await replay_history(cfg, WORKDAY_10AM - 60_000, WORKDAY_10AM + 3_600_000))
+    assert [(e.id, e.state) for e in replayed] == [(alarms[-1]["id"], "closed")]
