@@ -45,11 +45,13 @@ $(VENDOR): web/package.json web/package-lock.json web/build_assets.py $(VENV)/.r
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	$(BIN)/python web/build_assets.py
 
-# Debian packages the browser tests need (the machines run as root).
+# Debian packages the browser tests need (the machines run as root): chromium, and a CJK
+# font so the Chinese page renders in screenshots.
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium for the browser tests"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 && dpkg -s fonts-wqy-zenhei >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium and a CJK font for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; }
 
 # PostGIS, for the geofence benchmark's baseline only.
 bench-deps:

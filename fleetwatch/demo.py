@@ -65,8 +65,12 @@ async def demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
             waiter.cancel()
             service.result()  # raises why it could not start
             return
-        url = f"http://127.0.0.1:{args.port}/?token=demo-room-token"
-        print(f"\nFleetWatch demo: open {url}\n(Ctrl-C stops everything)\n", flush=True)
+        url = f"http://127.0.0.1:{args.port}/"
+        print(
+            f"\nFleetWatch demo: open {url} and log in as demo / demo"
+            " (a county viewer: wusheng / demo)\n(Ctrl-C stops everything)\n",
+            flush=True,
+        )
         sim = asyncio.create_task(publish_fleet(spec, "127.0.0.1", args.mqtt_port, stop=stop))
         if args.duration:
             asyncio.get_running_loop().call_later(args.duration, stop.set)

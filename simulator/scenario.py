@@ -117,6 +117,11 @@ def fleet_config(
             "host": "127.0.0.1",
             "port": web_port,
             "tokens": [{"token": token, "org": "ga", "role": "operator", "name": "监控室"}],
+            # Demo accounts (plain passwords are accepted for demos only; see web.config).
+            "users": [
+                {"username": "demo", "password": "demo", "org": "ga", "role": "operator"},
+                {"username": "wusheng", "password": "demo", "org": "ga-ws", "role": "viewer"},
+            ],
             "center": [spec.center_lat, spec.center_lon],
         },
         "rules": {
