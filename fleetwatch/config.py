@@ -35,9 +35,11 @@ class _Frozen(BaseModel):
 
 
 class ServiceConfig(_Frozen):
-    name: str = "FleetWatch 公务用车监控"
-    timezone: str = "Asia/Shanghai"
-    public_url: str = "http://127.0.0.1:8080"
+    name: str = Field("FleetWatch 公务用车监控", description="shown on the page and in messages")
+    timezone: str = Field(
+        "Asia/Shanghai", description="working hours and holidays are evaluated here"
+    )
+    public_url: str = Field("http://127.0.0.1:8080", description="links in notifications")
 
     @field_validator("timezone")
     @classmethod
@@ -52,20 +54,20 @@ class ServiceConfig(_Frozen):
 class OrgConfig(_Frozen):
     """An organisation: the city, a district/county (区县), or a unit (单位)."""
 
-    id: str = Field(min_length=1, max_length=64)
-    name: str
-    parent: str | None = None
+    id: str = Field(min_length=1, max_length=64, description="stable id used by other keys")
+    name: str = Field(description="e.g. 广安市, 武胜县, 县教育局")
+    parent: str | None = Field(None, description="id of the parent; none for the city")
 
 
 class VehicleConfig(_Frozen):
     """A vehicle with its terminal. ``plate`` is the licence plate (车牌号)."""
 
-    id: str = Field(min_length=1, max_length=64)
-    plate: str = Field(min_length=1, max_length=16)
+    id: str = Field(min_length=1, max_length=64, description="stable vehicle id")
+    plate: str = Field(min_length=1, max_length=16, description="licence plate, 车牌号")
     terminal: str = Field(min_length=1, max_length=20, description="terminal id / SIM phone")
-    org: str
-    type: str = "car"
-    speed_limit_kmh: float | None = Field(None, gt=0, le=250)
+    org: str = Field(description="organisation id")
+    type: str = Field("car", description="vehicle type (limits by type: rules.speeding)")
+    speed_limit_kmh: float | None = Field(None, gt=0, le=250, description="overrides the type")
 
 
 class Config(_Frozen):
