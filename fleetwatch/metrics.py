@@ -62,6 +62,15 @@ class Metrics:
         self.dropped = Counter(
             "fleetwatch_dropped_total", "messages dropped by a named policy", ["policy"], registry=r
         )
+        self.degraded = Gauge(
+            "fleetwatch_degraded",
+            "1 while a service is down and FleetWatch runs degraded",
+            ["service"],
+            registry=r,
+        )
+        self.spooled_rows = Gauge(
+            "fleetwatch_spooled_rows", "positions waiting in the local spool", registry=r
+        )
         self.store_errors = Counter(
             "fleetwatch_store_errors_total", "failed history writes", ["what"], registry=r
         )

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from fleetwatch.config import Config
+from fleetwatch.errors import ServiceUnavailable
 from fleetwatch.metrics import Metrics
 from fleetwatch.pipeline import Pipeline
 from fleetwatch.registry import Registry
@@ -56,18 +57,48 @@ class Service:
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
+        """``/healthz``: ``ok`` is false while anything is down or degraded, with the reason.
+
+        A degraded history (PostgreSQL down, positions spooling to disk) or live state
+        (Redis down, in-process fallback) keeps the live feed and alarms working; the
+        monitoring room still needs to know, so it shows here and in ``/metrics``.
+        """
         mqtt_ok = self.ingest.connected.is_set()
-        hist = getattr(self.history, "status", None)
+        history_degraded = bool(getattr(self.history, "degraded", False))
+        live_degraded = bool(getattr(self.live, "degraded", False))
+        problems = [
+            what
+            for what, bad in (
+                ("mqtt disconnected", not mqtt_ok),
+                ("history degraded: positions spooling to local disk", history_degraded),
+                ("live state degraded: Redis unreachable, serving from memory", live_degraded),
+            )
+            if bad
+        ]
         out: dict[str, Any] = {
-            "ok": mqtt_ok,
+            "ok": not problems,
+            "problems": problems,
             "mqtt": "connected" if mqtt_ok else "disconnected",
             "uptime_s": round(time.time() - self.started_at, 1),
             "positions_processed": self.pipeline.positions_processed,
             "positions_stored": self.pipeline.positions_stored,
+            "dropped_qos0": self.ingest.dropped_qos0,
         }
-        if callable(hist):
-            out["history"] = hist()
+        status = getattr(self.history, "status", None)
+        if callable(status):
+            out["history"] = status()
         return out
+
+    def register_gauges(self) -> None:
+        """Degradation gauges, read when ``/metrics`` is scraped."""
+        m = self.metrics
+        m.degraded.labels("history").set_function(
+            lambda: float(bool(getattr(self.history, "degraded", False)))
+        )
+        m.degraded.labels("live").set_function(
+            lambda: float(bool(getattr(self.live, "degraded", False)))
+        )
+        m.spooled_rows.set_function(lambda: float(getattr(self.history, "spooled_rows", 0)))
 
 
 class _Server(uvicorn.Server):
@@ -196,12 +227,18 @@ def build_service(cfg: Config) -> Service:
         health=svc.health,
     )
     svc.app = create_app(ctx)
+    svc.register_gauges()
     return svc
 
 
 async def _save_rule_state(svc: Service) -> None:
-    if svc.history is not None:
+    """Persist the engine's per-vehicle state; a database outage only postpones it."""
+    if svc.history is None:
+        return
+    try:
         await svc.history.save_rule_state(RULE_STATE_KEY, svc.engine.state_bytes())
+    except ServiceUnavailable as exc:
+        log.warning("rule state not saved (%s); will try again", exc)
 
 
 async def _rule_state_saver(svc: Service, stop: asyncio.Event) -> None:

@@ -166,10 +166,10 @@ class PostgresHistory:
         self._keys = np.empty(0, dtype=np.int32)
         self._dense_by_key: dict[int, int] = {}
         self._partitions: set[int] = set()  # UTC day numbers that have a partition
-
-        # -- connections ------------------------------------------------------------------------
         # When set, alarm events to notify are queued in the alarm write's own transaction.
         self.notify_router: Router | None = None
+
+    # -- connections ------------------------------------------------------------------------
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         try:
@@ -187,18 +187,24 @@ class PostgresHistory:
             raise Misuse("PostgresHistory used before open() or after close()")
         lock = self._write_lock if which == "write" else self._read_lock
         async with lock:
-            conn = self._write_conn if which == "write" else self._read_conn
-            if conn is None or conn.closed:
-                conn = await self._connect()
-                if which == "write":
-                    self._write_conn = conn
-                else:
-                    self._read_conn = conn
-            try:
-                return await fn(conn)
-            except _UNAVAILABLE as exc:
-                await self._drop(which)
-                raise ServiceUnavailable("postgresql", str(exc)) from exc
+            # A kept connection may have died with a server restart we did not see: then
+            # try once more on a fresh one (every write here is idempotent).
+            for attempt in (1, 2):
+                conn = self._write_conn if which == "write" else self._read_conn
+                fresh = conn is None or conn.closed
+                if conn is None or conn.closed:
+                    conn = await self._connect()
+                    if which == "write":
+                        self._write_conn = conn
+                    else:
+                        self._read_conn = conn
+                try:
+                    return await fn(conn)
+                except _UNAVAILABLE as exc:
+                    await self._drop(which)
+                    if fresh or attempt == 2:
+                        raise ServiceUnavailable("postgresql", str(exc)) from exc
+            raise AssertionError("unreachable")
 
     async def _drop(self, which: str) -> None:
         conn = self._write_conn if which == "write" else self._read_conn

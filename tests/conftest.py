@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.brokers"]  # the own-broker fixture
+pytest_plugins = ["tests.brokers", "tests.private_services"]  # own servers to stop/start
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -17,6 +18,13 @@ import websockets
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).parents[2] / "artifacts"
+# vehicle id -> [lat, lng] of every marker on the map, read through the page's own hook.
+_POSITIONS_JS = (
+    "(() => { const out = {}; for (const [k, v] of window.fw.state.vehicles)"
+    " { const p = v.marker.getLatLng(); out[k] = [p.lat, p.lng]; } return out; })()"
+)
 
 
 def start_demo(tmp_path, vehicles: int = 50) -> tuple[subprocess.Popen[bytes], int]:
@@ -65,6 +73,36 @@ def stop_demo(proc: subprocess.Popen[bytes]) -> str:
         proc.kill()
         out = proc.communicate()[0]
     return out.decode(errors="replace")
+
+
+@pytest.mark.browser
+async def test_demo_shows_moving_vehicles_in_chromium(tmp_path, chromium) -> None:
+    proc, port = start_demo(tmp_path, vehicles=200)
+    try:
+        page = await chromium.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        started = time.monotonic()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.fill("#login-user", "demo")
+        await page.fill("#login-pass", "demo")
+        await page.click("#login-submit")
+        await page.wait_for_selector("#main:not(.hidden)")
+        await page.wait_for_function("window.fw.markerCount() >= 100", timeout=30_000)
+        first = await page.evaluate(_POSITIONS_JS)
+        await page.wait_for_function(
+            f"(() => {{ const a = {orjson.dumps(first).decode()}; const b = ({_POSITIONS_JS});"
+            " return Object.keys(b).filter(k => a[k] && (a[k][0] !== b[k][0]"
+            " || a[k][1] !== b[k][1])).length >= 5; }})()",
+            timeout=30_000,
+        )
+        assert time.monotonic() - started < 30
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "demo-map.png"))
+        assert errors == []
+    finally:
+        out = stop_demo(proc)
+    assert proc.returncode == 0, out[-3000:]
 
 
 def test_demo_serves_page_and_moving_vehicles(tmp_path) -> None:

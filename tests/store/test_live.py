@@ -15,7 +15,7 @@ from rules.events import Action, AlarmEvent
 from store.config import LiveConfig
 from store.fanout import Fanout
 from store.live import LiveState, MemoryLiveState, RedisLiveState
-from tests.store.conftest import PrivateRedis
+from tests.private_services import PrivateRedis
 
 NOW = 1_764_034_200_000
 

@@ -18,7 +18,8 @@ from rules.events import AlarmEvent
 from store.config import StoreConfig
 from store.postgres import PostgresHistory
 from store.spool import SpoolingWriter
-from tests.store.conftest import PrivatePostgres, make_registry
+from tests.private_services import PrivatePostgres
+from tests.store.conftest import make_registry
 from tests.store.test_history import drive
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
