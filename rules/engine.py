@@ -485,6 +485,37 @@ class RulesEngine:
             return []
         return self.book.cover(order, self.orders.type_bits[order.type])
 
+    def close_episode(self, alarm_id: str, now_ms: int) -> list[AlarmEvent]:
+        """Close an open episode by hand (an operator's decision); ``[]`` if it is not open.
+
+        Emits the same ``close`` event the rule itself would (``ended_at = now_ms``,
+        ``detail.closed_by_hand``) and resets that rule's state for the vehicle, so the
+        condition must be seen anew — with its debounce — to open a new episode. An
+        offline episode of a vehicle that is still silent therefore reopens at the next
+        :meth:`tick` (with the same id: its start is still the last report).
+        """
+        found = next(((k, e) for k, e in self.book.open.items() if e.id == alarm_id), None)
+        if found is None:
+            return []
+        (v, key), prev = found
+        st = self.state
+        lat, lon = float(st.last_lat[v]), float(st.last_lon[v])
+        if np.isnan(lat) or np.isnan(lon):
+            lat, lon = prev.lat, prev.lon
+        ev = self.book.apply(
+            Raw(v, key, "close", now_ms, 0, now_ms, lat, lon, {"closed_by_hand": True})
+        )
+        if key == "offline":
+            st.off_open[v] = False
+        else:
+            m = st.machine(key)
+            m.open[v] = False
+            m.runval[v] = False
+            m.runstart[v] = 0
+            m.started[v] = 0
+            m.acc[v] = 0
+        return [ev]
+
     def open_episodes(self) -> list[AlarmEvent]:
         return sorted(self.book.open.values(), key=lambda e: (e.vehicle, e.kind, e.id))
 

@@ -334,6 +334,19 @@ class FeedCore:
         self._clients[client] = fresh
         self._queue_snapshot(client, fresh, now_ms)
 
+    def resync(self, now_ms: int) -> int:
+        """Queue a fresh snapshot to every client (after the feed missed changes, e.g. a
+        Redis outage between nodes). Pending position frames are superseded by it; alarm
+        frames already queued stay. Returns the number of clients."""
+        for cid, c in list(self._clients.items()):
+            if any(kind == "positions" for kind, _, _ in c.outbox):
+                c.outbox = deque(f for f in c.outbox if f[0] != "positions")
+                self.stats.superseded += 1
+            self._queue_snapshot(cid, c, now_ms)
+        if self._clients and self.on_ready is not None:
+            self.on_ready()
+        return len(self._clients)
+
     def disconnect(self, client: int) -> None:
         self._clients.pop(client, None)
         self._ready.discard(client)

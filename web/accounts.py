@@ -94,6 +94,14 @@ class Accounts:
             raise Misuse("Accounts.open() was not called")
         return self._db
 
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (which uses :meth:`database`) in a worker thread."""
+        return await self._run(fn)
+
+    def database(self) -> _Db:
+        """The open connection, for other ``web_`` tables (:mod:`web.records`)."""
+        return self._conn()
+
     async def open(self) -> None:
         """Connect, create the tables, and add the users from ``[[web.users]]`` that are missing."""
         st = self.config.store

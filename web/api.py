@@ -8,10 +8,12 @@ log before the response is sent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
+import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,6 +29,7 @@ from stream.feed import STATES
 from web.accounts import Accounts
 from web.auth import ROLES, LoginLimiter, Principal, role_at_least
 from web.context import AppContext
+from web.records import Records
 
 __all__ = ["API", "JSON", "ApiState", "Route"]
 
@@ -43,7 +46,7 @@ class ApiState:
     ctx: AppContext
     accounts: Accounts
     limiter: LoginLimiter
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: Records
 
     @property
     def registry(self) -> Any:
@@ -144,6 +147,54 @@ def today(st: ApiState) -> dt.date:
 
 async def audit(st: ApiState, p: Principal, action: str, target: str, **detail: Any) -> None:
     await st.accounts.audit(p, action, target, detail)
+
+
+async def broadcast(st: ApiState, op: str, **fields: Any) -> None:
+    """Tell the other nodes' engines (``ctx.commands``; nothing on a single node)."""
+    if st.ctx.commands is not None:
+        await st.ctx.commands.publish(op, **fields)
+
+
+async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
+    """Apply another node's command (:mod:`web.commands`) to this node's engine."""
+    from web.fences_api import restore_fences
+
+    op = cmd.get("op")
+    if op == "orders":
+        found = [await st.records.order(str(i)) for i in cmd.get("ids") or ()]
+        await apply_orders(st, [o for o in found if o is not None])
+    elif op == "close":
+        closer = getattr(st.ctx.rules, "close_episode", None)
+        if callable(closer):
+            extra = {"closed_by": cmd.get("by"), "note": cmd.get("note", "")}
+            events = [
+                dataclasses.replace(e, detail={**e.detail, **extra})
+                for e in closer(str(cmd["id"]), int(cmd["at"]))
+            ]
+            await publish_events(st, events)
+    elif op == "fences":
+        await restore_fences(st)
+    elif op == "resync":
+        await restore_fences(st)
+        await apply_orders(st, await st.records.orders())
+
+
+async def publish_events(st: ApiState, events: list[AlarmEvent]) -> None:
+    """Alarm events the web caused: to ``ctx.on_events`` (the pipeline), or written here."""
+    if not events:
+        return
+    ctx = st.ctx
+    if ctx.on_events is not None:
+        res = ctx.on_events(events)
+        if inspect.isawaitable(res):
+            await res
+        return
+    if ctx.history is not None:
+        await ctx.history.write_alarm_events(events)
+    for ev in events:
+        ctx.feed.alarm(ev)
+    if ctx.live is not None:
+        await ctx.live.update_alarms(events)
 
 
 def str_field(
@@ -474,7 +525,10 @@ async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     ):
         raise fail(404, f"no alarm {alarm_id!r}")
     ack = {"user": p.name, "at": now, "note": note, "handled": handled}
-    st.ctx.feed.acknowledge(alarm_id, ack)
+    if st.ctx.relay is not None:
+        st.ctx.relay.acknowledge(alarm_id, ack)  # every node's desks, this one's included
+    else:
+        st.ctx.feed.acknowledge(alarm_id, ack)
     await audit(st, p, "alarm.handle" if handled else "alarm.ack", alarm_id, note=note)
     return {"ok": True, "ack": ack}
 
@@ -502,25 +556,39 @@ async def close_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     if item is None:
         raise fail(404, f"no alarm {alarm_id!r}")
     if item["state"] != "closed":
-        event = AlarmEvent(
-            id=alarm_id,
-            vehicle=v,
-            vehicle_id=st.registry.ids[v],
-            kind=item["kind"],
-            action="close",
-            started_at=int(item["started_at"]),
-            ts=now,
-            ended_at=now,
-            lat=float(item["lat"]),
-            lon=float(item["lon"]),
-            detail={**(item.get("detail") or {}), "closed_by": p.name},
-        )
         closer = getattr(st.ctx.rules, "close_episode", None)
-        if callable(closer):
-            closer(alarm_id, now)
-        if st.ctx.history is not None:
-            await st.ctx.history.write_alarm_events([event])
-        st.ctx.feed.alarm(event)
+        events: list[AlarmEvent] = list(closer(alarm_id, now)) if callable(closer) else []
+        if not events:
+            # Not open in this engine (another node's vehicle, or before a restart): the
+            # record and the desks are closed all the same.
+            detail = {k: v for k, v in (item.get("detail") or {}).items()}
+            detail.pop("severity", None)
+            detail.pop("covered", None)
+            events = [
+                AlarmEvent(
+                    id=alarm_id,
+                    vehicle=v,
+                    vehicle_id=st.registry.ids[v],
+                    kind=item["kind"],
+                    action="close",
+                    started_at=int(item["started_at"]),
+                    ts=now,
+                    ended_at=now,
+                    lat=float(item["lat"]),
+                    lon=float(item["lon"]),
+                    severity=(item.get("detail") or {}).get("severity")
+                    or item.get("severity")
+                    or "warning",
+                    covered=bool((item.get("detail") or {}).get("covered") or item.get("covered")),
+                    detail={**detail, "closed_by_hand": True},
+                )
+            ]
+        events = [
+            dataclasses.replace(e, detail={**e.detail, "closed_by": p.name, "note": note})
+            for e in events
+        ]
+        await publish_events(st, events)
+        await broadcast(st, "close", id=alarm_id, at=now, by=p.name, note=note)
     await audit(st, p, "alarm.close", alarm_id, note=note)
     return {"ok": True}
 
@@ -546,15 +614,10 @@ def _order_visible(st: ApiState, p: Principal, o: dict[str, Any]) -> bool:
     return i is not None and st.registry.org_of(i) in visible(st, p)
 
 
-def _book(st: ApiState) -> Any:
-    rules = st.ctx.rules
-    return getattr(rules, "orders", None) if rules is not None else None
-
-
-async def _apply_order(st: ApiState, o: dict[str, Any]) -> None:
+def _dispatch_order(o: dict[str, Any]) -> Any:
     from rules.orders import DispatchOrder
 
-    order = DispatchOrder(
+    return DispatchOrder(
         id=o["id"],
         vehicle_id=o["vehicle"],
         type=o["type"],
@@ -563,21 +626,28 @@ async def _apply_order(st: ApiState, o: dict[str, Any]) -> None:
         approved=True,
         approved_at=o.get("approved_at"),
     )
-    rules = st.ctx.rules
-    adder = getattr(rules, "add_order", None)
-    if callable(adder):
-        res = adder(order)
-        if inspect.isawaitable(res):
-            await res
-        return
-    book = _book(st)
-    if book is not None and hasattr(book, "add"):
-        book.add(order)
+
+
+async def apply_orders(st: ApiState, orders: list[dict[str, Any]]) -> int:
+    """Give approved orders to the rules engine; publish the episodes they cover after the
+    fact. Returns how many the engine took (it ignores ids it knows)."""
+    adder = getattr(st.ctx.rules, "add_order", None)
+    if not callable(adder):
+        return 0
+    events: list[AlarmEvent] = []
+    for o in orders:
+        if o["approved"]:
+            res = adder(_dispatch_order(o))
+            if inspect.isawaitable(res):
+                res = await res
+            events.extend(res or [])
+    await publish_events(st, events)
+    return sum(1 for o in orders if o["approved"])
 
 
 @route("GET", "/api/orders", "viewer", "Dispatch orders (派车单)", tag="orders")
 async def list_orders(request: Request, st: ApiState, p: Principal) -> Any:
-    return {"orders": [o for o in st.orders.values() if _order_visible(st, p, o)]}
+    return {"orders": [o for o in await st.records.orders() if _order_visible(st, p, o)]}
 
 
 def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool) -> dict[str, Any]:
@@ -594,9 +664,10 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
     start, end = data.get("start"), data.get("end")
     if not isinstance(start, int) or not isinstance(end, int) or end < start:
         raise fail(400, "start and end must be epoch ms with start <= end")
-    oid = data.get("id") or f"web-{st.now()}-{len(st.orders)}"
-    if not isinstance(oid, str) or oid in st.orders:
-        raise fail(409, f"order {oid!r} exists")
+    oid = data.get("id") or f"web-{st.now()}-{secrets.token_hex(3)}"
+    if not isinstance(oid, str) or not 0 < len(oid) <= 64:
+        raise fail(400, "id must be a string of at most 64 characters")
+    now = st.now()
     return {
         "id": oid,
         "vehicle": vid,
@@ -605,9 +676,10 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
         "end": end,
         "reason": str_field(data, "reason", required=False),
         "created_by": p.name,
+        "created_at": now,
         "approved": approved,
         "approved_by": p.name if approved else None,
-        "approved_at": st.now() if approved else None,
+        "approved_at": now if approved else None,
     }
 
 
@@ -621,7 +693,8 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
 )
 async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     o = _new_order(st, p, await body_json(request), approved=False)
-    st.orders[o["id"]] = o
+    if not await st.records.add_order(o):
+        raise fail(409, f"order {o['id']!r} exists")
     await audit(st, p, "order.create", o["id"], vehicle=o["vehicle"], type=o["type"])
     return o
 
@@ -634,12 +707,14 @@ async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     tag="orders",
 )
 async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
-    o = st.orders.get(request.path_params["id"])
+    o = await st.records.order(request.path_params["id"])
     if o is None or not _order_visible(st, p, o):
         raise fail(404, "no such order")
     if not o["approved"]:
-        o.update(approved=True, approved_by=p.name, approved_at=st.now())
-        await _apply_order(st, o)
+        o = await st.records.approve_order(o["id"], p.name, st.now())
+        assert o is not None
+        await apply_orders(st, [o])
+        await broadcast(st, "orders", ids=[o["id"]])
     await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"])
     return o
 
@@ -660,6 +735,7 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
         parsed = parse_orders_csv(text, st.registry, timezone=st.ctx.config.service.timezone)
     except BadRecord as exc:
         raise fail(400, exc.detail or exc.reason) from None
+    now = st.now()
     out: list[dict[str, Any]] = []
     for d in parsed:
         o: dict[str, Any] = {
@@ -670,17 +746,18 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
             "end": d.end,
             "reason": "",
             "created_by": p.name,
+            "created_at": now,
             "approved": d.approved,
             "approved_by": p.name if d.approved else None,
-            "approved_at": (d.approved_at or st.now()) if d.approved else None,
+            "approved_at": (d.approved_at or now) if d.approved else None,
         }
         if not _order_visible(st, p, o):
             raise fail(403, f"order {d.id}: vehicle {d.vehicle_id} is outside your organisation")
         out.append(o)
-    for o in out:
-        st.orders[o["id"]] = o
-        if o["approved"]:
-            await _apply_order(st, o)
+    await st.records.put_orders(out)
+    await apply_orders(st, out)
+    if any(o["approved"] for o in out):
+        await broadcast(st, "orders", ids=[o["id"] for o in out if o["approved"]])
     await audit(st, p, "order.import", f"{len(out)} orders", ids=[o["id"] for o in out])
     return {"imported": len(out), "orders": out}
 

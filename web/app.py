@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,19 +21,22 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-import web.fences_api  # noqa: F401  - registers the fence routes in API
+import web.fences_api  # registers the fence routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts
-from web.api import API, JSON, ApiState, map_error
+from web.api import API, JSON, ApiState, apply_orders, handle_command, map_error
 from web.api import Route as ApiRoute
 from web.auth import LoginLimiter, Principal
 from web.context import AppContext
 from web.openapi import openapi_document
+from web.records import Records
 
 __all__ = ["STATIC", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
+
+log = logging.getLogger(__name__)
 
 
 def _token(request: Request) -> str | None:
@@ -68,11 +72,27 @@ def _endpoint(r: ApiRoute, st: ApiState) -> Any:
     return handle
 
 
+async def _restore(st: ApiState) -> None:
+    """What the API changed before a restart: fence changes over the configuration's
+    fences, then the approved orders to the rules engine (their covers published)."""
+    n_fences = await web.fences_api.restore_fences(st)
+    orders = await st.records.orders()
+    n_orders = await apply_orders(st, orders)
+    if n_fences or orders:
+        log.info(
+            "restored %d fence changes, %d orders (%d approved) from the web database",
+            n_fences,
+            len(orders),
+            n_orders,
+        )
+
+
 def create_app(ctx: AppContext) -> Starlette:
     """The whole web server for one service instance."""
     cfg = ctx.config
     accounts = Accounts(cfg, ctx.clock_ms)
-    st = ApiState(ctx, accounts, LoginLimiter(cfg.web.login_attempts_per_min))
+    records = Records(accounts)
+    st = ApiState(ctx, accounts, LoginLimiter(cfg.web.login_attempts_per_min), records)
 
     async def feed_auth(token: str) -> str | None:
         p = await accounts.principal(token)
@@ -115,13 +135,23 @@ def create_app(ctx: AppContext) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.open()
-        ticker = asyncio.create_task(feed_server.run(), name="live-feed-ticker")
+        await records.open()
+        await _restore(st)
+        tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
+        if ctx.commands is not None:
+
+            async def handle(cmd: dict[str, Any]) -> None:
+                await handle_command(st, cmd)
+
+            tasks.append(asyncio.create_task(ctx.commands.listen(handle), name="web-commands"))
         try:
             yield
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             await accounts.close()
 
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from fleetwatch.config import Config
 from fleetwatch.registry import Registry
+from rules.events import AlarmEvent
 from stream.feed import FeedCore
 
 __all__ = ["AppContext"]
@@ -29,6 +30,16 @@ class AppContext:
     (``store.live``), ``rules`` the :class:`rules.engine.RulesEngine` and ``fences``
     the :class:`geofence.index.LiveFences` — typed loosely here so that the web
     layer does not import the pipeline.
+
+    ``on_events(events)`` (sync or async) takes alarm events the web caused — an
+    order approved after the fact covering episodes, an operator closing one — to
+    the feed, the live state and history, as the pipeline does with its own; when
+    None the web writes them there itself. ``relay`` is a :class:`stream.relay.RelayOut`
+    when several nodes serve one feed: operator acknowledgements then reach every
+    node's desks through it instead of only this node's :class:`FeedCore`.
+    ``commands`` is a :class:`web.commands.RedisCommands` when several nodes each run
+    an engine for their shard: approved orders, fence changes and closes by hand
+    then reach every node's engine.
     """
 
     config: Config
@@ -43,3 +54,6 @@ class AppContext:
     )
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"ok": True})
     clock_ms: Callable[[], int] = _now_ms
+    on_events: Callable[[list[AlarmEvent]], Any] | None = None
+    relay: Any = None
+    commands: Any = None

@@ -9,17 +9,21 @@ with ``?datum=gcj02`` converts AMap/DataV coordinates to WGS-84 first.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from fleetwatch.errors import FleetWatchError
-from web.api import ApiState, body_json, fail, need, route, visible
+from web.api import ApiState, body_json, broadcast, fail, need, route, visible
 from web.auth import Principal
 
-__all__ = ["fence_from_feature", "fence_to_feature"]
+__all__ = ["fence_from_feature", "fence_to_feature", "restore_fences"]
+
+log = logging.getLogger(__name__)
 
 _FEATURE = {"type": "object", "description": "a GeoJSON Feature or FeatureCollection"}
 
@@ -161,7 +165,9 @@ async def create_fences(request: Request, st: ApiState, p: Principal) -> Any:
     def apply() -> None:
         fences.replace_all([*fences.index.fences, *made])
 
+    await st.records.put_fences([fence_to_feature(f) for f in made], p.name, st.now())
     await asyncio.to_thread(apply)
+    await broadcast(st, "fences")
     await st.accounts.audit(
         p, "fence.create", ",".join(f.id for f in made), {"names": [f.name for f in made]}
     )
@@ -198,7 +204,9 @@ async def replace_fence(request: Request, st: ApiState, p: Principal) -> Any:
     f = fence_from_feature(data, old.org, request.query_params.get("datum", "wgs84"))
     if f.org not in visible(st, p):
         raise fail(403, f"organisation {f.org!r} is outside yours")
+    await st.records.put_fences([fence_to_feature(f)], p.name, st.now())
     await asyncio.to_thread(st.ctx.fences.replace, f)
+    await broadcast(st, "fences")
     await st.accounts.audit(p, "fence.update", fid, {"name": f.name})
     return fence_to_feature(f)
 
@@ -207,6 +215,45 @@ async def replace_fence(request: Request, st: ApiState, p: Principal) -> Any:
 async def delete_fence(request: Request, st: ApiState, p: Principal) -> Any:
     fid = request.path_params["id"]
     f = _own_fence(st, p, fid)
+    await st.records.delete_fence(fid, p.name, st.now())
     await asyncio.to_thread(st.ctx.fences.delete, fid)
+    await broadcast(st, "fences")
     await st.accounts.audit(p, "fence.delete", fid, {"name": f.name})
     return {"ok": True}
+
+
+async def restore_fences(st: ApiState) -> int:
+    """Lay the fence changes stored by this API over the configuration's fences (start-up).
+
+    Returns how many stored changes were applied; a stored fence that no longer
+    builds (e.g. its organisation left the configuration) is logged and skipped.
+    """
+    from web.records import apply_fence_changes
+
+    fences = st.ctx.fences
+    if fences is None:
+        return 0
+    changes = await st.records.fence_changes()
+    if not changes:
+        return 0
+    orgs = set(st.registry.orgs.ids)
+    default_org = st.registry.orgs.ids[0]
+
+    def rebuild() -> int:
+        good: list[tuple[str, Any]] = []
+        for ch in changes:
+            f = None
+            if ch.feature is not None:
+                try:
+                    f = fence_from_feature(ch.feature, default_org)
+                except HTTPException as exc:
+                    log.error("stored fence %s not applied: %s", ch.fence_id, exc.detail)
+                    continue
+                if f.org not in orgs:
+                    log.error("stored fence %s not applied: no organisation %r", ch.fence_id, f.org)
+                    continue
+            good.append((ch.fence_id, f))
+        fences.replace_all(apply_fence_changes(fences.index.fences, good))
+        return len(good)
+
+    return await asyncio.to_thread(rebuild)

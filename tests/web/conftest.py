@@ -24,10 +24,10 @@ PASSWORD = "correct horse 42"
 # plain password (allowed for demos) and hashed at start-up.
 
 
-def web_config(tmp: Path, **web: Any) -> Config:
+def web_config(tmp: Path, store: dict[str, Any] | None = None, **web: Any) -> Config:
     return parse_config(
         {
-            "store": {"kind": "sqlite", "sqlite_path": str(tmp / "history.db")},
+            "store": store or {"kind": "sqlite", "sqlite_path": str(tmp / "history.db")},
             "orgs": [
                 {"id": "city", "name": "广安市"},
                 {"id": "wusheng", "name": "武胜县", "parent": "city"},
