@@ -54,6 +54,9 @@ class Service:
     fences: Any
     app: Any
     notifier: Any = None
+    relay: Any = None
+    fanout: Any = None
+    commands: Any = None
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -188,13 +191,26 @@ def build_service(cfg: Config) -> Service:
         max_age_ms=ic.batch_max_age_ms,
         jt808_decoder=_jt808_decoder(cfg),
     )
+    # Several nodes: positions and alarms go through Redis so every node's feed sees the fleet.
+    relay = fanout = commands = None
+    pipeline_feed: Any = feed
+    if cfg.live.kind == "redis":
+        from store.fanout import Fanout
+        from stream.relay import RelayCollector, RelayOut
+        from web.commands import RedisCommands
+
+        fanout = Fanout(cfg.live.redis_url, cfg.live.key_prefix)
+        relay = RelayOut(fanout, registry, local=feed)
+        commands = RedisCommands(cfg.live.redis_url, cfg.live.key_prefix, node=relay.node)
+        metrics.registry.register(RelayCollector(relay.stats))
+        pipeline_feed = relay
     q_in: asyncio.Queue[Flush | None] = asyncio.Queue(ic.queue_batches)
     ingest = MqttIngest(cfg.mqtt, core, q_in, metrics)
     pipeline = Pipeline(
         q_in=q_in,
         engine=engine,
         history=history,
-        feed=feed,
+        feed=pipeline_feed,
         live=live,
         metrics=metrics,
         ack=ingest.ack,
@@ -214,6 +230,9 @@ def build_service(cfg: Config) -> Service:
         fences,
         app=None,
         notifier=notifier,
+        relay=relay,
+        fanout=fanout,
+        commands=commands,
     )
     ctx = AppContext(
         config=cfg,
@@ -225,6 +244,9 @@ def build_service(cfg: Config) -> Service:
         fences=fences,
         metrics=metrics.registry,
         health=svc.health,
+        on_events=pipeline.inject_events,
+        relay=relay,
+        commands=commands,
     )
     svc.app = create_app(ctx)
     svc.register_gauges()
@@ -283,6 +305,22 @@ async def run_service(
             pipe = tg.create_task(svc.pipeline.run())
             tg.create_task(_rule_state_saver(svc, stop))
             notifier = tg.create_task(svc.notifier.run()) if svc.notifier is not None else None
+            relay_tasks = []
+            if svc.relay is not None:
+                from stream.relay import relay_in
+
+                relay_tasks = [
+                    tg.create_task(svc.relay.run()),
+                    tg.create_task(
+                        relay_in(
+                            svc.fanout,
+                            svc.feed,
+                            live=svc.live,
+                            node=svc.relay.node,
+                            stats=svc.relay.stats,
+                        )
+                    ),
+                ]
             while not server.started and not web.done():
                 await asyncio.sleep(0.02)
             log.info("FleetWatch serving on http://%s:%s/", cfg.web.host, cfg.web.port)
@@ -290,10 +328,18 @@ async def run_service(
                 started.set()
             await pipe
             await _save_rule_state(svc)
+            if svc.relay is not None:
+                await svc.relay.drained(5.0)
+            for t in relay_tasks:
+                t.cancel()
             if notifier is not None:
                 svc.notifier.stop()
             server.should_exit = True
     finally:
+        if svc.fanout is not None:
+            await svc.fanout.close()
+        if svc.commands is not None:
+            await svc.commands.close()
         await svc.live.close()
         if svc.history is not None:
             await svc.history.close()

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import orjson
@@ -101,6 +103,9 @@ async def test_alarm_from_mqtt_reaches_the_desk_and_is_acknowledged(
             await item.first.wait_for(timeout=3_000)
             seen_after = time.monotonic() - sent
         assert seen_after < 3.0
+        # Times show in the fleet's zone (Asia/Shanghai), whatever the browser's zone is.
+        started = datetime.fromtimestamp((now - 50_000) / 1000, ZoneInfo("Asia/Shanghai"))
+        assert started.strftime("%Y-%m-%d %H:%M") in (await item.first.text_content() or "")
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "e2e-alarm-desk.png"))
         await item.first.locator(".ack-btn").click()

@@ -91,9 +91,9 @@ async def test_demo_shows_moving_vehicles_in_chromium(tmp_path, chromium) -> Non
         await page.wait_for_function("window.fw.markerCount() >= 100", timeout=30_000)
         first = await page.evaluate(_POSITIONS_JS)
         await page.wait_for_function(
-            f"(() => {{ const a = {orjson.dumps(first).decode()}; const b = ({_POSITIONS_JS});"
-            " return Object.keys(b).filter(k => a[k] && (a[k][0] !== b[k][0]"
-            " || a[k][1] !== b[k][1])).length >= 5; }})()",
+            "(a) => { const b = " + _POSITIONS_JS + "; return Object.keys(b).filter("
+            "k => a[k] && (a[k][0] !== b[k][0] || a[k][1] !== b[k][1])).length >= 5; }",
+            arg=first,
             timeout=30_000,
         )
         assert time.monotonic() - started < 30

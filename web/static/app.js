@@ -65,12 +65,26 @@
     return e;
   }
   function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+  // Times are shown in the fleet's time zone (service.timezone), whatever the browser's is.
+  function tzParts(ms) {
+    var tz = (S.me && S.me.timezone) || "Asia/Shanghai";
+    var f = new Intl.DateTimeFormat("en-CA", { timeZone: tz, hourCycle: "h23", year: "numeric",
+      month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    var o = {};
+    f.formatToParts(new Date(ms)).forEach(function (p) { o[p.type] = p.value; });
+    return o;
+  }
   function fmtTime(ms) {
     if (ms == null) { return "—"; }
-    var d = new Date(ms);
-    function p(n) { return n < 10 ? "0" + n : "" + n; }
-    return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
-      p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
+    var o = tzParts(ms);
+    return o.year + "-" + o.month + "-" + o.day + " " + o.hour + ":" + o.minute + ":" + o.second;
+  }
+  // Epoch ms of 00:00 of an ISO day (YYYY-MM-DD) in the fleet's time zone.
+  function dayStartMs(iso) {
+    var guess = Date.parse(iso + "T00:00:00Z");
+    var o = tzParts(guess);
+    var offset = Date.UTC(+o.year, +o.month - 1, +o.day, +o.hour, +o.minute, +o.second) - guess;
+    return guess - offset;
   }
 
   function api(method, path, body) {
@@ -425,7 +439,7 @@
       if (!$("playback-day").value) { $("playback-day").value = isoDay(new Date()); }
     });
   }
-  function isoDay(d) { function p(n) { return n < 10 ? "0" + n : "" + n; } return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()); }
+  function isoDay(d) { var o = tzParts(d.getTime()); return o.year + "-" + o.month + "-" + o.day; }
   document.querySelectorAll("[data-close]").forEach(function (b) {
     b.addEventListener("click", function () {
       $(b.dataset.close).classList.add("hidden");
@@ -436,16 +450,15 @@
   // -- track playback ------------------------------------------------------------------------
   $("playback-load").addEventListener("click", function () {
     if (!S.selected) { return; }
-    var day = $("playback-day").value ? new Date($("playback-day").value + "T00:00:00") : new Date();
-    day.setHours(0, 0, 0, 0);
-    var from = day.getTime(), to = from + 86400000;
+    var dayIso = $("playback-day").value || isoDay(new Date());
+    var from = dayStartMs(dayIso), to = from + 86400000;
     api("GET", "/api/vehicles/" + encodeURIComponent(S.selected) + "/track?from=" + from + "&to=" + to + "&simplify_m=2")
       .then(function (tr) {
         stopTrack();
         S.track = tr;
         $("playback").classList.remove("hidden");
         var v = S.vehicles.get(tr.vehicle);
-        $("playback-title").textContent = (v ? v.item.plate : tr.vehicle) + " · " + isoDay(day) +
+        $("playback-title").textContent = (v ? v.item.plate : tr.vehicle) + " · " + dayIso +
           (tr.points.ts.length ? "" : " · " + t("noTrack"));
         drawTrack();
         if (tr.points.ts.length) { S.map.fitBounds(S.trackLayer.getBounds(), { padding: [40, 40] }); }
