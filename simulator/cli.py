@@ -4,6 +4,7 @@
 
     fleetwatch simulate --vehicles 200                       # JSON over MQTT, real time
     fleetwatch simulate --protocol jt808 --speedup 60        # JT/T 808 frames, an hour a minute
+    fleetwatch simulate --transport tcp --gateway 127.0.0.1:6808   # terminals of the gateway
     fleetwatch simulate --scenario office --write-config sim.toml
     fleetwatch simulate --verify [--speedup 600] [--day 2026-11-24]   # score FleetWatch
 """
@@ -16,7 +17,9 @@ import datetime as dt
 import json
 import signal
 import sys
+import time
 from dataclasses import replace
+from typing import Literal
 
 from simulator.fleet import FleetSpec
 
@@ -36,7 +39,32 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--qos", type=int, choices=(0, 1), default=0)
     sim.add_argument("--lat", type=float, default=30.456)
     sim.add_argument("--lon", type=float, default=106.633)
-    sim.add_argument("--protocol", choices=("json", "jt808"), default="json")
+    sim.add_argument(
+        "--protocol",
+        choices=("json", "jt808"),
+        default=None,
+        help="payload format: json (default over MQTT) or jt808 (the only one over TCP)",
+    )
+    sim.add_argument(
+        "--transport",
+        choices=("mqtt", "tcp"),
+        default="mqtt",
+        help="mqtt: publish to the broker; tcp: each vehicle a JT/T 808 terminal connected "
+        "to the gateway (fleetwatch gateway)",
+    )
+    sim.add_argument(
+        "--gateway", default="127.0.0.1:6808", metavar="HOST:PORT", help="with --transport tcp"
+    )
+    sim.add_argument(
+        "--heartbeat", type=float, default=60.0, help="terminal heartbeat interval, wall s (tcp)"
+    )
+    sim.add_argument(
+        "--jt808-version",
+        type=int,
+        choices=(2011, 2013, 2019),
+        default=2013,
+        help="JT/T 808 edition the terminals speak (tcp)",
+    )
     sim.add_argument("--max-rate", type=float, default=None, help="messages per second at most")
     sim.add_argument(
         "--scenario",
@@ -51,7 +79,11 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the scenario through an in-process service and score its alarms",
     )
-    sim.add_argument("--json", action="store_true", help="with --verify: print the report")
+    sim.add_argument(
+        "--json",
+        action="store_true",
+        help="with --verify: print the report; with --transport tcp: print the counters",
+    )
     sim.add_argument(
         "--write-config",
         metavar="FILE",
@@ -90,8 +122,86 @@ def _print_report(rep: dict[str, object]) -> None:
     print(f"precision {rep['precision']}, recall {rep['recall']}")
 
 
+def _protocol(args: argparse.Namespace) -> Literal["json", "jt808"] | None:
+    """The payload format for the transport, or None (after saying why) if they do not fit."""
+    if args.transport == "tcp":
+        if args.protocol == "json":
+            print("--transport tcp speaks JT/T 808: drop --protocol json", file=sys.stderr)
+            return None
+        if args.verify:
+            print("--verify publishes over MQTT: drop --transport tcp", file=sys.stderr)
+            return None
+        return "jt808"
+    return "jt808" if args.protocol == "jt808" else "json"
+
+
+def _simulate_tcp(args: argparse.Namespace, spec: FleetSpec) -> int:
+    from fleetwatch.errors import Misuse, ServiceUnavailable
+    from simulator.tcp import TcpOptions, TerminalStats, parse_hostport, run_fleet_tcp
+
+    try:
+        host, port = parse_hostport(args.gateway)
+        opts = TcpOptions(
+            host=host, port=port, heartbeat_s=args.heartbeat, version=args.jt808_version
+        )
+    except Misuse as exc:
+        print(f"--gateway/--heartbeat: {exc}", file=sys.stderr)
+        return 2
+    stats = TerminalStats()
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        shown = [0.0]
+
+        def progress(n: int) -> None:
+            if time.monotonic() - shown[0] < 0.5:
+                return
+            shown[0] = time.monotonic()
+            sys.stderr.write(
+                f"\r{n} reports, {stats.frames} frames, {stats.acked} acknowledged, "
+                f"{stats.authenticated}/{stats.terminals} terminals online"
+            )
+
+        await run_fleet_tcp(
+            spec,
+            opts,
+            stop=stop,
+            speedup=args.speedup or 1.0,
+            duration_s=args.duration,
+            max_rate=args.max_rate,
+            on_progress=progress,
+            stats=stats,
+        )
+        sys.stderr.write("\n")
+
+    try:
+        asyncio.run(go())
+    except ServiceUnavailable as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
+    summary = stats.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{stats.terminals} terminals sent {stats.frames} frames ({stats.positions} positions, "
+            f"{stats.backfill_positions} back-filled, {stats.heartbeats} heartbeats): "
+            f"{stats.acked} acknowledged, {stats.refused} refused, {stats.late} late, "
+            f"{stats.unacknowledged} unacknowledged, {stats.failed} terminals failed to log in"
+        )
+    ok = stats.failed == stats.refused == stats.unacknowledged == stats.dropped == 0
+    return 0 if ok else 1
+
+
 def simulate_main(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    protocol = _protocol(args)
+    if protocol is None:
+        return 2
     if args.write_config:
         from simulator.scenario import fleet_config
         from simulator.toml import dumps
@@ -107,7 +217,7 @@ def simulate_main(args: argparse.Namespace) -> int:
         opts = VerifyOptions(
             host=args.host,
             port=args.port,
-            protocol=args.protocol,
+            protocol=protocol,
             speedup=args.speedup or 600.0,
             day=dt.date.fromisoformat(args.day) if args.day else None,
             qos=args.qos,
@@ -124,6 +234,9 @@ def simulate_main(args: argparse.Namespace) -> int:
         else:
             _print_report(rep)
         return 0 if rep["precision"] == 1.0 and rep["recall"] == 1.0 else 1
+
+    if args.transport == "tcp":
+        return _simulate_tcp(args, spec)
 
     from simulator.mqtt import publish_fleet
 
@@ -145,7 +258,7 @@ def simulate_main(args: argparse.Namespace) -> int:
             qos=args.qos,
             duration_s=args.duration,
             on_progress=progress,
-            protocol=args.protocol,
+            protocol=protocol,
             max_rate=args.max_rate,
         )
         sys.stderr.write("\n")
