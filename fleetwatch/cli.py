@@ -78,6 +78,16 @@ def _print_json(obj: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # decode and gateway own their options; argparse's REMAINDER cannot pass "--flag" first.
+    if argv[:1] == ["decode"]:
+        from ingest.jt808.cli import decode_main
+
+        return decode_main(argv[1:])
+    if argv[:1] == ["gateway"]:
+        from ingest.jt808.tcp import gateway_main
+
+        return gateway_main(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
