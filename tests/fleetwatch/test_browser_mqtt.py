@@ -7,7 +7,6 @@ acknowledgement is audited.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +17,9 @@ import aiomqtt
 import orjson
 import pytest
 
-from fleetwatch.config import parse_config
-from fleetwatch.service import build_service, run_service
+from fleetwatch.config import Config
 from tests.conftest import free_port
+from tests.fleetwatch.conftest import running_service, service_config
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
@@ -29,37 +28,25 @@ ARTIFACTS = ROOT / "artifacts"
 N = 20
 
 
-def config(tmp_path: Path, prefix: str, web_port: int) -> Any:
-    return parse_config(
-        {
-            "mqtt": {
-                "client_id": f"fw-br-{prefix}",
-                "json_topic": f"{prefix}/fleet/+/position",
-                "jt808_topic": f"{prefix}/jt808/+/up",
-                "persistent_session": False,
-            },
-            "ingest": {"batch_max_age_ms": 20},
-            "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
-            "web": {
-                "port": web_port,
-                "feed_interval_ms": 200,
-                "tiles": [{"name": "none", "url": ""}],
-                "users": [{"username": "op", "password": "pw", "org": "c", "role": "operator"}],
-            },
-            "rules": {
-                "speeding": {"min_duration_s": 10, "close_after_s": 30},
-                # Positions carry the wall clock: only speeding should fire in this test.
-                "off_hours": {"enabled": False},
-                "offline": {"enabled": False},
-                "fatigue": {"enabled": False},
-            },
-            "orgs": [{"id": "c", "name": "广安市"}],
-            "vehicles": [
-                {"id": f"v{i}", "plate": f"川X1{i:04d}", "terminal": f"1390000{i:04d}", "org": "c"}
-                for i in range(N)
-            ],
+def config(tmp_path: Path, prefix: str, web_port: int) -> Config:
+    return service_config(
+        tmp_path,
+        prefix,
+        web_port,
+        vehicles=[(f"v{i}", f"1390000{i:04d}", f"川X1{i:04d}") for i in range(N)],
+        token="browser-mqtt-token",
+        web={
+            "feed_interval_ms": 200,
+            "tiles": [{"name": "none", "url": ""}],
+            "users": [{"username": "op", "password": "pw", "org": "c", "role": "operator"}],
         },
-        source=str(tmp_path / "fleet.toml"),
+        rules={
+            "speeding": {"min_duration_s": 10, "close_after_s": 30},
+            # Positions carry the wall clock: only speeding should fire in this test.
+            "off_hours": {"enabled": False},
+            "offline": {"enabled": False},
+            "fatigue": {"enabled": False},
+        },
     )
 
 
@@ -74,13 +61,7 @@ async def test_alarm_from_mqtt_reaches_the_desk_and_is_acknowledged(
     prefix = f"br{unique}"
     port = free_port()
     cfg = config(tmp_path, prefix, port)
-    stop = asyncio.Event()
-    started = asyncio.Event()
-    svc = build_service(cfg)
-    task = asyncio.create_task(run_service(cfg, stop, started=started, service=svc))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await asyncio.wait_for(svc.ingest.connected.wait(), 10)
+    async with running_service(cfg) as svc:
         now = int(time.time() * 1000)
         async with aiomqtt.Client(*mosquitto) as pub:
             for i in range(N):
@@ -118,6 +99,3 @@ async def test_alarm_from_mqtt_reaches_the_desk_and_is_acknowledged(
         assert [a["kind"] for a in alarms] == ["speeding"]
         assert alarms[0]["ack"]["note"] == "已电话联系驾驶员，减速"
         assert errors == []
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)

@@ -17,42 +17,15 @@ import psycopg
 import pytest
 import websockets
 
-from fleetwatch.config import parse_config
-from fleetwatch.service import build_service, run_service
 from tests.conftest import free_port
+from tests.fleetwatch.conftest import WORKDAY_10AM, frames_until, running_service, service_config
 from tests.private_services import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 TOKEN = "degrade-room-token"
-T0 = 1_763_949_600_000  # Monday 2025-11-24 10:00 +08:00: working hours
-
-
-def config(tmp_path: Path, prefix: str, web_port: int, **over: Any) -> Any:
-    doc: dict[str, Any] = {
-        "mqtt": {
-            "client_id": f"fw-dg-{prefix}",
-            "json_topic": f"{prefix}/fleet/+/position",
-            "jt808_topic": "",
-            "persistent_session": False,
-        },
-        "ingest": {"batch_max_age_ms": 20, "max_past_days": 36500},
-        "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
-        "web": {
-            "port": web_port,
-            "feed_interval_ms": 100,
-            "tokens": [{"token": TOKEN, "org": "c", "role": "operator"}],
-        },
-        "rules": {"speeding": {"min_duration_s": 10}, "offline": {"enabled": False}},
-        "orgs": [{"id": "c", "name": "City"}],
-        "vehicles": [
-            {"id": f"v{i}", "plate": f"川X2{i:04d}", "terminal": f"1380000{i:04d}", "org": "c"}
-            for i in range(3)
-        ],
-    }
-    for k, v in over.items():
-        doc[k] = {**doc.get(k, {}), **v}
-    return parse_config(doc)
+T0 = WORKDAY_10AM
+VEHICLES = [(f"v{i}", f"1380000{i:04d}", f"川X2{i:04d}") for i in range(3)]
 
 
 async def publish(prefix: str, port: int, k0: int, n: int, speed: float) -> None:
@@ -60,19 +33,6 @@ async def publish(prefix: str, port: int, k0: int, n: int, speed: float) -> None
         for k in range(k0, k0 + n):
             body = {"ts": T0 + k * 5000, "lat": 30.45, "lon": 106.63 + k * 1e-4, "speed": speed}
             await pub.publish(f"{prefix}/fleet/13800000001/position", orjson.dumps(body), qos=1)
-
-
-async def frames_until(ws: Any, pred: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got.append(orjson.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic())))
-        except TimeoutError:
-            break
-        if pred(got):
-            return got
-    raise AssertionError(f"not seen within {timeout}s: {got[-3:]}")
 
 
 def _count(dsn: str, schema: str) -> int:
@@ -88,10 +48,12 @@ async def test_postgres_outage_spools_positions_and_keeps_alarms_live(
     private_postgres: PrivatePostgres, mosquitto: tuple[str, int], tmp_path: Path, unique: str
 ) -> None:
     prefix, port = f"dg{unique}", free_port()
-    cfg = config(
+    cfg = service_config(
         tmp_path,
         prefix,
         port,
+        vehicles=VEHICLES,
+        token=TOKEN,
         store={
             "kind": "postgres",
             "postgres_dsn": private_postgres.dsn,
@@ -101,12 +63,7 @@ async def test_postgres_outage_spools_positions_and_keeps_alarms_live(
             "connect_timeout_s": 1,
         },
     )
-    stop, started = asyncio.Event(), asyncio.Event()
-    svc = build_service(cfg)
-    task = asyncio.create_task(run_service(cfg, stop, started=started, service=svc))
-    try:
-        await asyncio.wait_for(started.wait(), 20)
-        await asyncio.wait_for(svc.ingest.connected.wait(), 10)
+    async with running_service(cfg) as svc:
         await publish(prefix, mosquitto[1], 0, 3, 40.0)
         deadline = time.monotonic() + 10
         while _count(private_postgres.dsn, "fw") < 3 and time.monotonic() < deadline:
@@ -143,27 +100,21 @@ async def test_postgres_outage_spools_positions_and_keeps_alarms_live(
         assert svc.health()["ok"] is True
         alarms = await svc.history.alarms()
         assert [a["kind"] for a in alarms] == ["speeding"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_redis_outage_falls_back_to_memory_and_recovers(
     private_redis: PrivateRedis, mosquitto: tuple[str, int], tmp_path: Path, unique: str
 ) -> None:
     prefix, port = f"dr{unique}", free_port()
-    cfg = config(
+    cfg = service_config(
         tmp_path,
         prefix,
         port,
+        vehicles=VEHICLES,
+        token=TOKEN,
         live={"kind": "redis", "redis_url": private_redis.url, "retry_interval_s": 0.3},
     )
-    stop, started = asyncio.Event(), asyncio.Event()
-    svc = build_service(cfg)
-    task = asyncio.create_task(run_service(cfg, stop, started=started, service=svc))
-    try:
-        await asyncio.wait_for(started.wait(), 20)
-        await asyncio.wait_for(svc.ingest.connected.wait(), 10)
+    async with running_service(cfg) as svc:
         await publish(prefix, mosquitto[1], 0, 2, 40.0)
         await asyncio.sleep(0.5)
         private_redis.stop()
@@ -190,6 +141,3 @@ async def test_redis_outage_falls_back_to_memory_and_recovers(
             await asyncio.sleep(0.3)
         assert not svc.live.degraded
         assert svc.health()["ok"] is True
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)

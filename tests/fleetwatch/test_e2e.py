@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,72 +11,29 @@ import orjson
 import pytest
 import websockets
 
-from fleetwatch.config import parse_config
 from fleetwatch.replay import replay_history
-from fleetwatch.service import build_service, run_service
 from rules.replay import episodes
 from tests.conftest import free_port
+from tests.fleetwatch.conftest import WORKDAY_10AM, frames_until, running_service, service_config
 
 pytestmark = pytest.mark.services
 
 TOKEN = "e2e-room-token-123"
-WORKDAY_10AM = 1_763_949_600_000  # Monday 2025-11-24 10:00 +08:00, a workday
-
-
-def config(tmp_path: Path, prefix: str, web_port: int, n: int = 3) -> dict[str, Any]:
-    return {
-        "mqtt": {
-            "client_id": f"fw-e2e-{prefix}",
-            "json_topic": f"{prefix}/fleet/+/position",
-            "jt808_topic": f"{prefix}/jt808/+/up",
-            "persistent_session": False,
-        },
-        "ingest": {"batch_max_age_ms": 20, "max_past_days": 36500},
-        "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
-        "web": {
-            "port": web_port,
-            "feed_interval_ms": 100,
-            "tokens": [{"token": TOKEN, "org": "c", "role": "operator"}],
-        },
-        "rules": {
-            "speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80},
-            "offline": {"enabled": False},  # positions are from the past: all would be offline
-        },
-        "orgs": [{"id": "c", "name": "City"}],
-        "vehicles": [
-            {"id": f"v{i}", "plate": f"川X0000{i}", "terminal": f"1390000000{i}", "org": "c"}
-            for i in range(n)
-        ],
-    }
-
-
-async def recv_until(ws: Any, pred: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
-        except TimeoutError:
-            break
-        frame = orjson.loads(raw)
-        got.append(frame)
-        if pred(got):
-            return got
-    raise AssertionError(f"condition not met within {timeout}s; got {got[-5:]}")
 
 
 async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
     tmp_path: Path, mosquitto: tuple[str, int], unique: str
 ) -> None:
     web_port = free_port()
-    cfg = parse_config(config(tmp_path, f"e2e{unique}", web_port))
-    stop = asyncio.Event()
-    started = asyncio.Event()
-    svc = build_service(cfg)
-    task = asyncio.create_task(run_service(cfg, stop, started=started, service=svc))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await asyncio.wait_for(svc.ingest.connected.wait(), 10)
+    cfg = service_config(
+        tmp_path,
+        f"e2e{unique}",
+        web_port,
+        vehicles=[(f"v{i}", f"1390000000{i}", f"川X0000{i}") for i in range(3)],
+        token=TOKEN,
+        rules={"speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80}},
+    )
+    async with running_service(cfg) as svc:
         async with websockets.connect(f"ws://127.0.0.1:{web_port}/ws/live?token={TOKEN}") as ws:
             first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first["type"] == "snapshot"
@@ -106,7 +62,7 @@ async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
                 }
                 return "川X00001" in plates and any(a["state"] == "closed" for a in alarms)
 
-            frames = await recv_until(ws, done, timeout=10)
+            frames = await frames_until(ws, done, timeout=10)
         items = [i for f in frames if f["type"] == "positions" for i in f["items"]]
         assert any(i["plate"] == "川X00001" for i in items)
         alarms = [f["alarm"] for f in frames if f["type"] == "alarm"]
@@ -115,9 +71,6 @@ async def test_positions_reach_the_feed_and_speeding_raises_one_episode(
         assert alarms[-1]["state"] == "closed"
         # The broken payload was counted and kept, its neighbours were not lost.
         assert svc.ingest.core.rejected["invalid_json"] == 1
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
     assert svc.pipeline.positions_stored == 15
     # Replay over the stored history finds the same episode, with the same id.
     replayed = episodes(await replay_history(cfg, WORKDAY_10AM - 60_000, WORKDAY_10AM + 3_600_000))

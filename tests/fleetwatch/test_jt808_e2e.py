@@ -24,49 +24,34 @@ import orjson
 import pytest
 import websockets
 
-from fleetwatch.config import parse_config
-from fleetwatch.service import build_service, run_service
+from fleetwatch.config import Config
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.messages import Location
 from ingest.jt808.tcp import GatewayStats, run_gateway
 from simulator.tcp import TcpOptions, TerminalClient, TerminalStats
 from tests.conftest import free_port
+from tests.fleetwatch.conftest import WORKDAY_10AM, running_service, service_config
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
 
 TOKEN = "jt808-e2e-room-token"
-WORKDAY_10AM = 1_763_949_600_000  # Monday 2025-11-24 10:00 +08:00, a workday
 SOS = 1 << 0  # JT/T 808 table 24, bit 0: emergency alarm
 ACC_FIXED = 0b11  # JT/T 808 table 25, bit 0 ACC on, bit 1 positioned
 PLATES = {1: "川X00001", 2: "川X00002", 3: "川X00003"}
 
 
-def config(tmp_path: Path, prefix: str, web_port: int) -> dict[str, Any]:
-    return {
-        "mqtt": {
-            "client_id": f"fw-e2e808-{prefix}",
-            "json_topic": f"{prefix}/fleet/+/position",
-            "jt808_topic": f"{prefix}/jt808/+/up",
-            "persistent_session": False,
-        },
-        "ingest": {"batch_max_age_ms": 20, "max_past_days": 36500},
-        "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
-        "web": {
-            "port": web_port,
-            "feed_interval_ms": 100,
-            "tokens": [{"token": TOKEN, "org": "c", "role": "operator"}],
-        },
-        "rules": {
+def config(tmp_path: Path, prefix: str, web_port: int) -> Config:
+    return service_config(
+        tmp_path,
+        prefix,
+        web_port,
+        vehicles=[(f"v{i}", f"1390000000{i}", p) for i, p in PLATES.items()],
+        token=TOKEN,
+        rules={
             "speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80},
             "terminal_alarm": {"close_after_s": 10},
-            "offline": {"enabled": False},  # positions are from the past: all would be offline
         },
-        "orgs": [{"id": "c", "name": "City"}],
-        "vehicles": [
-            {"id": f"v{i}", "plate": p, "terminal": f"1390000000{i}", "org": "c"}
-            for i, p in PLATES.items()
-        ],
-    }
+    )
 
 
 def at(k: int, *, speed: float, alarm: int = 0, step_s: int = 5, lat0: float = 30.45) -> Location:
@@ -169,14 +154,8 @@ async def test_terminals_over_tcp_reach_the_feed_and_backfill_stays_quiet(
 ) -> None:
     prefix = f"e2e808{unique}"
     web_port = free_port()
-    cfg = parse_config(config(tmp_path, prefix, web_port))
-    stop = asyncio.Event()
-    started = asyncio.Event()
-    svc = build_service(cfg)
-    task = asyncio.create_task(run_service(cfg, stop, started=started, service=svc))
-    try:
-        await asyncio.wait_for(started.wait(), 10)
-        await asyncio.wait_for(svc.ingest.connected.wait(), 10)
+    cfg = config(tmp_path, prefix, web_port)
+    async with running_service(cfg) as svc:
         url = f"ws://127.0.0.1:{web_port}/ws/live?token={TOKEN}"
         async with websockets.connect(url) as ws, gateway(mosquitto, prefix) as addr:
             first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -209,9 +188,6 @@ async def test_terminals_over_tcp_reach_the_feed_and_backfill_stays_quiet(
                 r = await http.get("/api/alarms", params={"limit": 100})
                 r.raise_for_status()
                 stored_alarms = r.json()["alarms"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
     # Every frame over TCP was acknowledged by the gateway (after the broker took it).
     s = stats.summary()
