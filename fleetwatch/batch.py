@@ -204,9 +204,10 @@ class BatchBuilder:
         self._parts = []
         self._part_rows = 0
         if cols["ts"]:
-            parts.append(
-                PositionBatch(
-                    **{name: np.array(values, dtype=FIELDS[name]) for name, values in cols.items()}
-                )
-            )
+            # A float beyond float32 (a garbage odometer reading) becomes inf, quietly.
+            with np.errstate(over="ignore"):
+                arrays = {
+                    name: np.array(values, dtype=FIELDS[name]) for name, values in cols.items()
+                }
+            parts.append(PositionBatch(**arrays))
         return PositionBatch.concat(parts)

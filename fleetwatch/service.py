@@ -30,7 +30,7 @@ from fleetwatch.pipeline import Pipeline
 from fleetwatch.registry import Registry
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits
-from ingest.mqtt import MqttIngest
+from ingest.mqtt import MqttIngestBase, make_ingest
 
 __all__ = ["Service", "build_service", "run_service", "serve_forever"]
 
@@ -45,7 +45,7 @@ class Service:
     cfg: Config
     registry: Registry
     metrics: Metrics
-    ingest: MqttIngest
+    ingest: MqttIngestBase
     pipeline: Pipeline
     feed: Any
     history: Any
@@ -205,7 +205,7 @@ def build_service(cfg: Config) -> Service:
         metrics.registry.register(RelayCollector(relay.stats))
         pipeline_feed = relay
     q_in: asyncio.Queue[Flush | None] = asyncio.Queue(ic.queue_batches)
-    ingest = MqttIngest(cfg.mqtt, core, q_in, metrics)
+    ingest = make_ingest(cfg.mqtt, core, q_in, metrics)
     pipeline = Pipeline(
         q_in=q_in,
         engine=engine,

@@ -6,9 +6,11 @@ size or age; call :meth:`IngestCore.flush` to get the columnar batch, the dead
 letters and the ack tokens of every message it covers. The MQTT adapter acks
 those tokens only after the flush has been durably written.
 
-JSON payloads are decoded as they arrive; JT/T 808 payloads are kept raw and
-decoded together at flush time, where the batch decoder can vectorize across
-frames.
+JSON payloads are parsed as they arrive (orjson) and checked together at
+flush time, column by column (:func:`~ingest.json_codec.decode_objects`);
+JT/T 808 payloads are kept raw and decoded together at flush time, where the
+batch decoder can vectorize across frames. What a topic means (format,
+terminal, registry index) is worked out once per topic and remembered.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
 from fleetwatch.errors import BadRecord
 from fleetwatch.registry import Registry
 from ingest.deadletter import DeadLetter
-from ingest.json_codec import JsonLimits, decode_json_payload
+from ingest.json_codec import JsonLimits, decode_objects
 
 __all__ = ["Flush", "IngestCore", "topic_kind"]
 
@@ -57,6 +60,14 @@ def topic_kind(topic: str) -> tuple[str, str] | None:
 
 Jt808Decoder = Callable[[list[bytes]], Any]
 
+_TOPIC_CACHE_MAX = 200_000  # distinct topics remembered; past that the memo starts again
+
+
+# Where a parsed JSON object came from, for its dead letter should it be bad:
+# (topic, terminal, payload, recv_ms, vehicle, item number or -1 for a single object).
+_Source = tuple[str, str, bytes, int, int, int]
+_UNSEEN = ("", "", None)
+
 
 class IngestCore:
     """Accumulates decoded positions between flushes. Not thread-safe; one per worker."""
@@ -76,16 +87,26 @@ class IngestCore:
         self.max_age_ms = max_age_ms
         self._jt808_decoder = jt808_decoder
         self._builder = BatchBuilder()
+        # JSON objects parsed since the last flush, with their source, vehicle and item number.
+        self._objs: list[Any] = []
+        self._obj_src: list[_Source] = []
+        self._topics: dict[str, tuple[str, str, int | None] | None] = {}
         self._dead: list[DeadLetter] = []
         self._acks: list[Hashable] = []
         self._raw808: list[tuple[bytes, str, int, str]] = []  # payload, phone, recv_ms, topic
         self._first_recv: int | None = None
         self._messages = 0
         self.rejected: Counter[str] = Counter()  # by reason, since start
+        self._received = {"json": 0, "jt808": 0, "unknown": 0}
+
+    @property
+    def received(self) -> dict[str, int]:
+        """Messages taken since start, by format: ``json``, ``jt808``, ``unknown`` (topic)."""
+        return dict(self._received)
 
     def __len__(self) -> int:
         """Positions (and raw JT/T 808 payloads) waiting for the next flush."""
-        return len(self._builder) + len(self._raw808)
+        return len(self._builder) + len(self._objs) + len(self._raw808)
 
     @property
     def pending(self) -> bool:
@@ -99,8 +120,11 @@ class IngestCore:
         if self._first_recv is None:
             self._first_recv = recv_ms
         self._messages += 1
-        kind = topic_kind(topic)
+        kind = self._topics.get(topic, _UNSEEN)
+        if kind is _UNSEEN:
+            kind = self._learn_topic(topic)
         if kind is None:
+            self._received["unknown"] += 1
             self._reject(
                 DeadLetter(
                     recv_ms,
@@ -112,27 +136,69 @@ class IngestCore:
                 )
             )
             return
-        fmt, terminal = kind
+        fmt, terminal, vehicle = kind
+        self._received[fmt] += 1
+        if len(payload) > self.limits.max_payload_bytes:
+            detail = f"{len(payload)} bytes"
+            if fmt == "json":
+                detail += f" > {self.limits.max_payload_bytes}"
+            self._reject(DeadLetter(recv_ms, topic, terminal, "oversized", detail, payload))
+            return
         if fmt == "jt808":
-            if len(payload) > self.limits.max_payload_bytes:
-                self._reject(
-                    DeadLetter(
-                        recv_ms, topic, terminal, "oversized", f"{len(payload)} bytes", payload
-                    )
-                )
-                return
             self._raw808.append((payload, terminal, recv_ms, topic))
             return
-        errors = decode_json_payload(
-            payload,
-            terminal=terminal,
-            vehicle=self.registry.by_terminal(terminal),
-            recv_ts=recv_ms,
-            limits=self.limits,
-            out=self._builder,
-        )
-        for err in errors:
-            self._reject(DeadLetter(recv_ms, topic, terminal, err.reason, err.detail, payload))
+        if vehicle is None:
+            self._reject(
+                DeadLetter(
+                    recv_ms,
+                    topic,
+                    terminal,
+                    "unknown_terminal",
+                    f"terminal {terminal[:32]!r} is not registered",
+                    payload,
+                )
+            )
+            return
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            self._reject(
+                DeadLetter(recv_ms, topic, terminal, "invalid_json", str(exc)[:200], payload)
+            )
+            return
+        if type(doc) is not list:
+            self._objs.append(doc)
+            self._obj_src.append((topic, terminal, payload, recv_ms, vehicle, -1))
+            return
+        if len(doc) > self.limits.max_positions:
+            detail = f"{len(doc)} > {self.limits.max_positions}"
+            self._reject(
+                DeadLetter(recv_ms, topic, terminal, "too_many_positions", detail, payload)
+            )
+            return
+        self._objs += doc
+        self._obj_src += [(topic, terminal, payload, recv_ms, vehicle, i) for i in range(len(doc))]
+
+    def _learn_topic(self, topic: str) -> tuple[str, str, int | None] | None:
+        if len(self._topics) >= _TOPIC_CACHE_MAX:
+            self._topics.clear()
+        kind = topic_kind(topic)
+        known = None if kind is None else (kind[0], kind[1], self.registry.by_terminal(kind[1]))
+        self._topics[topic] = known
+        return known
+
+    def _decode_json(self) -> None:
+        objs, srcs = self._objs, self._obj_src
+        self._objs, self._obj_src = [], []
+        n = len(srcs)
+        vehicle = np.fromiter((s[4] for s in srcs), dtype=np.int32, count=n)
+        recv = np.fromiter((s[3] for s in srcs), dtype=np.int64, count=n)
+        batch, errors = decode_objects(objs, vehicle, recv, self.limits)
+        self._builder.extend(batch)
+        for i, err in errors:
+            topic, terminal, payload, recv_ms, _, item = srcs[i]
+            detail = f"item {item}: {err.detail}" if item >= 0 else err.detail
+            self._reject(DeadLetter(recv_ms, topic, terminal, err.reason, detail, payload))
 
     def _reject(self, dl: DeadLetter) -> None:
         self.rejected[dl.reason] += 1
@@ -147,6 +213,8 @@ class IngestCore:
     def flush(self) -> Flush:
         """Everything pending as one :class:`Flush`; the core starts empty again."""
         others: list[tuple[str, Any]] = []
+        if self._objs:
+            self._decode_json()
         if self._raw808:
             others = self._decode_jt808()
         out = Flush(

@@ -32,7 +32,9 @@ TOTAL = VEHICLES * PER_VEHICLE
 T0 = int(time.time() * 1000) - 2 * 86_400_000  # two days ago: inside the accepted window
 
 
-def write_config(tmp_path: Path, port: int, web_port: int, schema: str, unique: str) -> Path:
+def write_config(
+    tmp_path: Path, port: int, web_port: int, schema: str, unique: str, client: str
+) -> Path:
     doc = {
         "mqtt": {
             "port": port,
@@ -40,6 +42,7 @@ def write_config(tmp_path: Path, port: int, web_port: int, schema: str, unique: 
             "ack": "after_store",
             "protocol": "5",
             "persistent_session": True,
+            "client": client,
         },
         "store": {
             "kind": "postgres",
@@ -116,12 +119,13 @@ def stored(schema: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@pytest.mark.parametrize("client", ["aiomqtt", "fast"])
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
-    broker: Broker, postgres: tuple[str, int], tmp_path: Path, unique: str
+    broker: Broker, postgres: tuple[str, int], tmp_path: Path, unique: str, client: str
 ) -> None:
     schema = f"noloss_{unique}"
     web_port = free_port()
-    config = write_config(tmp_path, broker.port, web_port, schema, unique)
+    config = write_config(tmp_path, broker.port, web_port, schema, unique, client)
     log = tmp_path / "serve.log"
     proc = serve(config, log)
     try:

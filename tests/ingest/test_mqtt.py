@@ -15,14 +15,21 @@ from fleetwatch.registry import Registry
 from ingest.config import MqttConfig
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits
-from ingest.mqtt import MqttIngest
+from ingest.mqtt import MqttIngestBase, make_ingest
 
 pytestmark = pytest.mark.services
+
+
+@pytest.fixture(params=["aiomqtt", "fast"])
+def client(request: pytest.FixtureRequest) -> str:
+    """Both ingest clients pass the same tests."""
+    return str(request.param)
+
 
 NOW_MS = 1_764_034_200_000
 
 
-def make(prefix: str, client_id: str, *, ack: str = "after_store"):
+def make(prefix: str, client_id: str, *, client: str, ack: str = "after_store"):
     cfg = parse_config(
         {
             "orgs": [{"id": "c", "name": "City"}],
@@ -36,9 +43,13 @@ def make(prefix: str, client_id: str, *, ack: str = "after_store"):
     core = IngestCore(registry, limits=JsonLimits(max_past_ms=10**13), max_rows=100, max_age_ms=20)
     q: asyncio.Queue[Flush | None] = asyncio.Queue(4)
     mcfg = MqttConfig(
-        client_id=client_id, json_topic=f"{prefix}/fleet/+/position", jt808_topic="", ack=ack
-    )  # type: ignore[arg-type]
-    return MqttIngest(mcfg, core, q, Metrics()), q
+        client_id=client_id,
+        json_topic=f"{prefix}/fleet/+/position",
+        jt808_topic="",
+        ack=ack,
+        client=client,
+    )
+    return make_ingest(mcfg, core, q, Metrics()), q
 
 
 async def publish(prefix: str, n: int, port: int) -> None:
@@ -49,7 +60,7 @@ async def publish(prefix: str, n: int, port: int) -> None:
 
 
 async def collect(
-    q: asyncio.Queue[Flush | None], n: int, ingest: MqttIngest | None, timeout: float = 10.0
+    q: asyncio.Queue[Flush | None], n: int, ingest: MqttIngestBase | None, timeout: float = 10.0
 ) -> list[int]:
     seen: list[int] = []
     async with asyncio.timeout(timeout):
@@ -63,9 +74,9 @@ async def collect(
 
 
 async def test_batches_arrive_and_shutdown_sends_the_final_none(
-    mosquitto: tuple[str, int], unique: str
+    mosquitto: tuple[str, int], unique: str, client: str
 ) -> None:
-    ingest, q = make(f"m{unique}", f"fw-m-{unique}")
+    ingest, q = make(f"m{unique}", f"fw-m-{unique}", client=client)
     stop = asyncio.Event()
     task = asyncio.create_task(ingest.run(stop))
     await asyncio.wait_for(ingest.connected.wait(), 5)
@@ -79,10 +90,10 @@ async def test_batches_arrive_and_shutdown_sends_the_final_none(
 
 
 async def test_unacknowledged_messages_are_redelivered_after_a_crash(
-    mosquitto: tuple[str, int], unique: str
+    mosquitto: tuple[str, int], unique: str, client: str
 ) -> None:
     prefix, cid = f"r{unique}", f"fw-r-{unique}"
-    first, q1 = make(prefix, cid)
+    first, q1 = make(prefix, cid, client=client)
     task = asyncio.create_task(first.run(asyncio.Event()))
     await asyncio.wait_for(first.connected.wait(), 5)
     await publish(prefix, 120, mosquitto[1])
@@ -92,7 +103,7 @@ async def test_unacknowledged_messages_are_redelivered_after_a_crash(
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
-    second, q2 = make(prefix, cid)
+    second, q2 = make(prefix, cid, client=client)
     stop = asyncio.Event()
     task2 = asyncio.create_task(second.run(stop))
     again = await collect(q2, 120, second)
@@ -102,7 +113,7 @@ async def test_unacknowledged_messages_are_redelivered_after_a_crash(
     await asyncio.wait_for(task2, 5)
 
     # Everything was acknowledged this time: a third session gets nothing.
-    third, q3 = make(prefix, cid)
+    third, q3 = make(prefix, cid, client=client)
     stop3 = asyncio.Event()
     task3 = asyncio.create_task(third.run(stop3))
     await asyncio.wait_for(third.connected.wait(), 5)
