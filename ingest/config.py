@@ -35,7 +35,7 @@ class MqttConfig(_Frozen):
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version")
     client: Literal["aiomqtt", "fast"] = Field(
         "aiomqtt",
-        description="aiomqtt (~20k msg/s here) or the lean built-in client (>50k msg/s)",
+        description="aiomqtt, or the lean built-in client for large fleets (BENCHMARKS.md)",
     )
     qos: Literal[0, 1] = Field(1, description="subscription QoS")
     persistent_session: bool = Field(

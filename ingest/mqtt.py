@@ -6,13 +6,13 @@ reconnects, shutdown); ``mqtt.client`` picks one:
 
 * ``"aiomqtt"`` (default) — :class:`MqttIngest`, aiomqtt owning the connection
   (connect, keep-alive, socket I/O on the event loop). Messages go straight from
-  paho's ``on_message`` into the core — no per-message queue hop or task.
-  Carries about 20,000 messages/s on this 2-core machine (the paho client loop
-  is the ceiling: three ``recv`` calls and an object per message).
+  paho's ``on_message`` into the core — no per-message queue hop or task. The
+  paho client loop is its ceiling (three ``recv`` calls and an object per
+  message, one PUBACK write each).
 * ``"fast"`` — :class:`ingest.mqtt_fast.FastMqttIngest`, a lean client on an
   asyncio protocol over the sans-I/O :class:`ingest.mqtt_wire.MqttWire`:
-  whole socket reads parsed in one pass, PUBACKs many per write. Measured above
-  50,000 messages/s end to end (BENCHMARKS.md). For large fleets.
+  whole socket reads parsed in one pass, PUBACKs many per write. Measured at
+  55,000 messages/s end to end (BENCHMARKS.md). For large fleets.
 
 **Acknowledgement is manual** in both. With ``mqtt.ack = "after_store"`` a QoS
 1 message is acknowledged only after the pipeline wrote the batch holding it
