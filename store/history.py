@@ -20,6 +20,7 @@ reach its database raises :class:`~fleetwatch.errors.ServiceUnavailable`.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -40,6 +41,7 @@ __all__ = [
     "AlarmQuery",
     "DeadLetter",
     "HistoryStore",
+    "alarm_from_columns",
     "assemble_daily_stats",
     "day_bounds_ms",
 ]
@@ -326,4 +328,32 @@ def stats_from_keys(
         speed,
         acc.astype(bool),
         [(str(a), str(b), int(c)) for a, b, c in alarm_counts],
+    )
+
+
+def alarm_from_columns(r: Sequence[Any]) -> dict[str, Any]:
+    """An alarm as a dict from a row in the stores' column order (SELECT of the alarm columns).
+
+    SQLite hands back 0/1 and JSON text where PostgreSQL hands back bools and jsonb.
+    """
+    return alarm_row(
+        id=r[0],
+        vehicle_id=r[1],
+        plate=r[2],
+        org=r[3],
+        kind=r[4],
+        state=r[5],
+        started_at=r[6],
+        ended_at=r[7],
+        ts=r[8],
+        lat=r[9],
+        lon=r[10],
+        severity=r[11],
+        backfill=bool(r[12]),
+        covered=bool(r[13]),
+        detail=json.loads(r[14]) if isinstance(r[14], str) else r[14],
+        ack_user=r[15],
+        ack_at=r[16],
+        ack_note=r[17],
+        handled=r[18],
     )

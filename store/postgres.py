@@ -53,7 +53,7 @@ from store.history import (
     UPSERT_SET,
     AlarmQuery,
     DeadLetter,
-    alarm_row,
+    alarm_from_columns,
     day_bounds_ms,
     dedupe_batch,
     stats_from_keys,
@@ -553,30 +553,7 @@ class PostgresHistory:
             cur = await conn.execute(stmt, params)
             return await cur.fetchall()
 
-        return [
-            alarm_row(
-                id=r[0],
-                vehicle_id=r[1],
-                plate=r[2],
-                org=r[3],
-                kind=r[4],
-                state=r[5],
-                started_at=r[6],
-                ended_at=r[7],
-                ts=r[8],
-                lat=r[9],
-                lon=r[10],
-                severity=r[11],
-                backfill=r[12],
-                covered=r[13],
-                detail=r[14],
-                ack_user=r[15],
-                ack_at=r[16],
-                ack_note=r[17],
-                handled=r[18],
-            )
-            for r in await self._on("read", read)
-        ]
+        return [alarm_from_columns(r) for r in await self._on("read", read)]
 
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None

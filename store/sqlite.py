@@ -34,7 +34,7 @@ from store.history import (
     UPSERT_SET,
     AlarmQuery,
     DeadLetter,
-    alarm_row,
+    alarm_from_columns,
     day_bounds_ms,
     dedupe_batch,
     stats_from_keys,
@@ -362,7 +362,7 @@ class SQLiteHistory:
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return db.execute(sql, params).fetchall()
 
-        return [_alarm_dict(r) for r in await self._run(read)]
+        return [alarm_from_columns(r) for r in await self._run(read)]
 
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
@@ -447,27 +447,3 @@ class SQLiteHistory:
             return {"positions": p, "alarms": a, "dead_letters": d}
 
         return await self._run(write)
-
-
-def _alarm_dict(r: Sequence[Any]) -> dict[str, Any]:
-    return alarm_row(
-        id=r[0],
-        vehicle_id=r[1],
-        plate=r[2],
-        org=r[3],
-        kind=r[4],
-        state=r[5],
-        started_at=r[6],
-        ended_at=r[7],
-        ts=r[8],
-        lat=r[9],
-        lon=r[10],
-        severity=r[11],
-        backfill=bool(r[12]),
-        covered=bool(r[13]),
-        detail=json.loads(r[14]) if isinstance(r[14], str) else r[14],
-        ack_user=r[15],
-        ack_at=r[16],
-        ack_note=r[17],
-        handled=r[18],
-    )
