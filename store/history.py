@@ -41,6 +41,7 @@ __all__ = [
     "AlarmQuery",
     "DeadLetter",
     "HistoryStore",
+    "alarm_event_rows",
     "alarm_from_columns",
     "assemble_daily_stats",
     "day_bounds_ms",
@@ -357,3 +358,37 @@ def alarm_from_columns(r: Sequence[Any]) -> dict[str, Any]:
         ack_note=r[17],
         handled=r[18],
     )
+
+
+def alarm_event_rows(
+    events: Sequence[AlarmEvent], registry: Registry, keys: npt.NDArray[Any]
+) -> list[tuple[Any, ...]]:
+    """The alarm table's row for each event, in the stores' insert column order.
+
+    ``keys`` maps the registry's dense vehicle index to the store's persistent
+    vehicle key; an event of a vehicle the registry does not hold gets key -1.
+    """
+    rows = []
+    for e in events:
+        known = 0 <= e.vehicle < len(registry)
+        rows.append(
+            (
+                e.id,
+                int(keys[e.vehicle]) if known else -1,
+                e.vehicle_id,
+                registry.plates[e.vehicle] if known else None,
+                registry.org_of(e.vehicle) if known else None,
+                e.kind,
+                e.state,
+                e.started_at,
+                e.ended_at,
+                e.ts,
+                e.lat,
+                e.lon,
+                e.severity,
+                e.backfill,
+                e.covered,
+                json.dumps(e.detail, ensure_ascii=False),
+            )
+        )
+    return rows

@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import psycopg
 from psycopg import sql
 
@@ -53,6 +52,7 @@ from store.history import (
     UPSERT_SET,
     AlarmQuery,
     DeadLetter,
+    alarm_event_rows,
     alarm_from_columns,
     day_bounds_ms,
     dedupe_batch,
@@ -415,30 +415,7 @@ class PostgresHistory:
     async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
-        reg = self.registry
-        rows = []
-        for e in events:
-            known = 0 <= e.vehicle < len(reg)
-            rows.append(
-                (
-                    e.id,
-                    int(self._keys[e.vehicle]) if known else -1,
-                    e.vehicle_id,
-                    reg.plates[e.vehicle] if known else None,
-                    reg.org_of(e.vehicle) if known else None,
-                    e.kind,
-                    e.state,
-                    e.started_at,
-                    e.ended_at,
-                    e.ts,
-                    e.lat,
-                    e.lon,
-                    e.severity,
-                    e.backfill,
-                    e.covered,
-                    orjson.dumps(e.detail).decode(),
-                )
-            )
+        rows = alarm_event_rows(events, self.registry, self._keys)
         stmt = sql.SQL(
             "INSERT INTO {}.alarms AS alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
             " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from store.history import (
     UPSERT_SET,
     AlarmQuery,
     DeadLetter,
+    alarm_event_rows,
     alarm_from_columns,
     day_bounds_ms,
     dedupe_batch,
@@ -231,31 +231,7 @@ class SQLiteHistory:
     async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
-        reg = self.registry
-        rows = []
-        for e in events:
-            plate = reg.plates[e.vehicle] if 0 <= e.vehicle < len(reg) else None
-            org = reg.org_of(e.vehicle) if 0 <= e.vehicle < len(reg) else None
-            rows.append(
-                (
-                    e.id,
-                    int(self._keys[e.vehicle]) if plate is not None else -1,
-                    e.vehicle_id,
-                    plate,
-                    org,
-                    e.kind,
-                    e.state,
-                    e.started_at,
-                    e.ended_at,
-                    e.ts,
-                    e.lat,
-                    e.lon,
-                    e.severity,
-                    e.backfill,
-                    e.covered,
-                    json.dumps(e.detail, ensure_ascii=False),
-                )
-            )
+        rows = alarm_event_rows(events, self.registry, self._keys)
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("BEGIN")
