@@ -69,6 +69,13 @@ async def publish_fleet(
     called after each tick's messages are handed to the client."""
     wall0 = clock()
     sim0 = int(wall0 * 1000) if start_ms is None else start_ms
+    if start_ms is None and speedup > 1:
+        # Accelerated time must not run into the future (ingest rejects positions more than
+        # ingest.max_future_s ahead): start in the past and stop when it catches up with now.
+        behind_s = duration_s * (speedup - 1) if duration_s is not None else 86_400.0
+        sim0 = int((wall0 - behind_s) * 1000)
+        end_ms = int(wall0 * 1000) if end_ms is None else end_ms
+        log.info("accelerated x%g: simulated time starts %.0f s ago, ends now", speedup, behind_s)
     fleet = fleet or Fleet(spec, sim0)
     serials: dict[int, int] = {}
     cid = client_id or f"fleetwatch-sim-{spec.seed}-{int(wall0 * 1000) % 1_000_000}"
