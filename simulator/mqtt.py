@@ -19,13 +19,12 @@ from typing import Literal
 import paho.mqtt.client as paho
 
 from simulator.fleet import Fleet, FleetSpec
+from simulator.pacing import hold_rate, sim_window, wait_tick
 from simulator.wire import json_messages, jt808_messages
 
 __all__ = ["connect", "publish_fleet"]
 
 log = logging.getLogger(__name__)
-
-TICK_S = 0.05
 
 
 def connect(host: str, port: int, client_id: str, *, max_inflight: int = 1000) -> paho.Client:
@@ -68,14 +67,7 @@ async def publish_fleet(
     reached ``end_ms``; return the number of messages sent. ``on_step(sim_now_ms, sent)`` is
     called after each tick's messages are handed to the client."""
     wall0 = clock()
-    sim0 = int(wall0 * 1000) if start_ms is None else start_ms
-    if start_ms is None and speedup > 1:
-        # Accelerated time must not run into the future (ingest rejects positions more than
-        # ingest.max_future_s ahead): start in the past and stop when it catches up with now.
-        behind_s = duration_s * (speedup - 1) if duration_s is not None else 86_400.0
-        sim0 = int((wall0 - behind_s) * 1000)
-        end_ms = int(wall0 * 1000) if end_ms is None else end_ms
-        log.info("accelerated x%g: simulated time starts %.0f s ago, ends now", speedup, behind_s)
+    sim0, end_ms = sim_window(wall0, speedup, duration_s, start_ms, end_ms)
     fleet = fleet or Fleet(spec, sim0)
     serials: dict[int, int] = {}
     cid = client_id or f"fleetwatch-sim-{spec.seed}-{int(wall0 * 1000) % 1_000_000}"
@@ -99,10 +91,8 @@ async def publish_fleet(
             for topic, body in msgs:
                 client.publish(topic, body, qos=qos)
                 sent += 1
-                if max_rate is not None and sent % 100 == 0:
-                    ahead = sent / max_rate - (clock() - wall0)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+                if sent % 100 == 0:
+                    await hold_rate(sent, max_rate, wall0, clock)
             if on_step is not None:
                 on_step(sim_now, sent)
             if on_progress is not None:
@@ -110,10 +100,7 @@ async def publish_fleet(
             if last:
                 break
             k += 1
-            delay = wall0 + k * TICK_S - clock()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+            await wait_tick(stop, wall0, k, clock)
         await asyncio.to_thread(drain, client)
     finally:
         client.loop_stop()

@@ -58,6 +58,7 @@ from ingest.jt808.messages import (
     RegistrationReply,
 )
 from simulator.fleet import Fleet, FleetSpec, terminal_id
+from simulator.pacing import TICK_S, hold_rate, sim_window, wait_tick
 from simulator.scenario import plate
 from simulator.wire import Columns, groups
 
@@ -73,7 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.05
 # A 0x0704 item is about 36 bytes (28-byte block, mileage item, length); 20 stay well
 # inside the 1,023-byte body limit (JT/T 808-2013 table 2, 10-bit length).
 BATCH_MAX = 20
@@ -649,7 +649,7 @@ async def run_fleet_tcp(
     try:
         await _logins(ready, stop, login_timeout_s)
         wall0 = clock()
-        sim0 = int(wall0 * 1000) if start_ms is None else start_ms
+        sim0, end_ms = sim_window(wall0, speedup, duration_s, start_ms, end_ms)
         fleet = fleet or Fleet(spec, sim0)
         # Simulated time advances at most two ticks' worth per tick: when the terminals
         # cannot keep up, the run slows down instead of stepping ever larger chunks.
@@ -673,10 +673,8 @@ async def run_fleet_tcp(
                 sent += 1
                 if sent % 256 == 0:
                     await asyncio.sleep(0)  # let the terminals send while the queues fill
-                if max_rate is not None and sent % 10 == 0:
-                    ahead = sent / max_rate - (clock() - wall0)
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
+                if sent % 10 == 0:
+                    await hold_rate(sent, max_rate, wall0, clock)
             if on_step is not None:
                 on_step(sim_now, sent)
             if on_progress is not None:
@@ -684,10 +682,7 @@ async def run_fleet_tcp(
             if last:
                 break
             k += 1
-            delay = wall0 + k * TICK_S - clock()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+            await wait_tick(stop, wall0, k, clock)
     finally:
         cut = stop.is_set() or (end_ms is None or sim_now < end_ms)
         for q in inboxes:
