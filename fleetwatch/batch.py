@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from fleetwatch.errors import Misuse
 
-__all__ = ["FIELDS", "BatchBuilder", "PositionBatch"]
+__all__ = ["FIELDS", "BatchBuilder", "PositionBatch", "latest_rows"]
 
 FIELDS: Mapping[str, np.dtype[Any]] = {
     "vehicle": np.dtype(np.int32),
@@ -211,3 +211,16 @@ class BatchBuilder:
                 }
             parts.append(PositionBatch(**arrays))
         return PositionBatch.concat(parts)
+
+
+def latest_rows(vehicle: Array, ts: Array) -> Array:
+    """Row index of each distinct vehicle's latest point (the later row on equal ts).
+
+    Returned in ascending vehicle order.
+    """
+    if vehicle.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    order = np.lexsort((ts, vehicle))  # stable: equal (vehicle, ts) keep row order
+    v = vehicle[order]
+    last = np.r_[v[1:] != v[:-1], True]
+    return np.asarray(order[last], dtype=np.int64)

@@ -18,26 +18,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import PositionBatch
+from fleetwatch.batch import PositionBatch, latest_rows
 from fleetwatch.registry import Registry
 
 __all__ = ["LatestPositions", "latest_rows", "latest_rows_reference", "vehicle_states"]
 
 NEVER = np.iinfo(np.int64).min
 Array = npt.NDArray[Any]
-
-
-def latest_rows(vehicle: Array, ts: Array) -> Array:
-    """Row index of each distinct vehicle's latest point (the later row on equal ts).
-
-    Returned in ascending vehicle order.
-    """
-    if vehicle.shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
-    order = np.lexsort((ts, vehicle))  # stable: equal (vehicle, ts) keep row order
-    v = vehicle[order]
-    last = np.r_[v[1:] != v[:-1], True]
-    return np.asarray(order[last], dtype=np.int64)
 
 
 def latest_rows_reference(vehicle: Array, ts: Array) -> Array:

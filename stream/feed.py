@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from fleetwatch.batch import PositionBatch
+from fleetwatch.batch import PositionBatch, latest_rows
 from fleetwatch.errors import BadRecord, Misuse
 from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
@@ -72,13 +72,7 @@ def latest_per_vehicle(vehicle: Array, ts: Array, current_ts: Array) -> Array:
     row. The winner is kept only if ``ts >= current_ts[vehicle]`` (a back-filled
     older point never moves the live marker back). Returns indices in vehicle order.
     """
-    if vehicle.shape[0] == 0:
-        return np.empty(0, dtype=np.intp)
-    order = np.lexsort((ts, vehicle))  # stable: equal (vehicle, ts) keep batch order
-    v = vehicle[order]
-    last = np.ones(v.shape[0], dtype=bool)
-    last[:-1] = v[1:] != v[:-1]
-    rows = order[last]
+    rows = latest_rows(vehicle, ts)
     return rows[ts[rows] >= current_ts[vehicle[rows]]]
 
 
