@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return decode_main(argv[1:])
     if argv[:1] == ["gateway"]:
-        from ingest.jt808.tcp import gateway_main
-
-        return gateway_main(argv[1:])
+        return _gateway(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -102,12 +100,37 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _gateway(argv: list[str]) -> int:
+    """``fleetwatch gateway``: the whole configuration file is read here, so that the
+    gateway knows the provisioned terminals (the registry's vehicles)."""
+    from fleetwatch.config import load_config
+    from ingest.jt808.tcp import gateway_main
+
+    try:
+        return gateway_main(argv, load_config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _gateway_problems(cfg: Any) -> list[str]:
+    """check-config: what a production gateway cannot run without (``auth_secret``)."""
+    from ingest.jt808.config import gateway_problems
+
+    return gateway_problems(cfg.gateway)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "check-config":
         from fleetwatch.config import load_config
 
         cfg = load_config(args.file)
+        problems = _gateway_problems(cfg)
+        for problem in problems:
+            print(f"{args.file}: error: {problem}", file=sys.stderr)
+        if problems:
+            return 1
         print(
             f"{args.file}: OK — {len(cfg.orgs)} organisations, {len(cfg.vehicles)} vehicles, "
             f"{len(cfg.fences) + len(cfg.fence_files)} fence entries"
@@ -118,9 +141,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return decode_main(args.args)
     if cmd == "gateway":
-        from ingest.jt808.tcp import gateway_main
-
-        return gateway_main(args.args)
+        return _gateway(args.args)
     if cmd == "bench":
         mod = importlib.import_module(BENCHES[args.name])
         result = mod.run(quick=args.quick)

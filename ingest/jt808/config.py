@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
 
-__all__ = ["GatewayConfig"]
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["MIN_SECRET_CHARS", "GatewayConfig", "gateway_problems"]
+
+# An HMAC key shorter than this is guessable from a few auth codes offline.
+MIN_SECRET_CHARS = 16
 
 
 class GatewayConfig(BaseModel):
@@ -21,21 +26,64 @@ class GatewayConfig(BaseModel):
     mqtt_client_id: str = Field("fleetwatch-gateway", min_length=1, max_length=64)
     topic_prefix: str = Field("jt808", min_length=1, description="publishes to PREFIX/{phone}/up")
     mqtt_max_inflight: int = Field(1000, ge=1, le=65535, description="QoS 1 publishes in flight")
-    heartbeat_s: float = Field(60.0, gt=0, description="terminal heartbeat interval; idle = 3x")
+    heartbeat_s: float = Field(
+        60.0, gt=0, description="terminal heartbeat interval; closed after 3x without a frame"
+    )
+    first_frame_timeout_s: float = Field(
+        30.0, gt=0, description="a connection with no accepted frame this long is closed"
+    )
     max_frame_bytes: int = Field(4096, ge=64, le=1 << 20, description="escaped, with delimiters")
+    max_junk_bytes: int = Field(
+        4096, ge=0, description="bytes outside any frame (no 0x7E) before closing"
+    )
     max_connections: int = Field(20_000, ge=1)
     rate_per_s: float = Field(50.0, gt=0, description="frames per second per connection")
     rate_burst: int = Field(200, ge=1, description="frames a connection may send at once")
-    max_bad_frames: int = Field(20, ge=1, description="consecutive bad frames before closing")
+    max_bad_frames: int = Field(
+        20, ge=1, description="consecutive bad or refused frames before closing"
+    )
     write_timeout_s: float = Field(10.0, gt=0, description="a terminal that reads no replies")
+    split_max_pending: int = Field(
+        16, ge=1, le=4096, description="unfinished split messages per connection"
+    )
+    split_max_bytes: int = Field(
+        256 * 1024, ge=4096, description="bytes of unfinished split messages per connection"
+    )
+    split_max_age_s: float = Field(
+        60.0, gt=0, description="an unfinished split message older than this is dropped"
+    )
     require_auth: bool = Field(True, description="positions only after 0x0102 authentication")
     auth_secret: str | None = Field(
         None,
-        description="HMAC key for auth codes; None = random per process",
+        min_length=MIN_SECRET_CHARS,
+        description="HMAC key for auth codes, the same on every gateway node; "
+        "required by `fleetwatch gateway` (None = random per process: tests, demo)",
+    )
+    registrations: str = Field(
+        "sqlite:var/gateway/registrations.sqlite3",
+        description="where registered terminals are kept: sqlite:PATH (one host) "
+        "or redis://HOST:PORT/DB (several gateway nodes)",
+    )
+    registrations_prefix: str = Field(
+        "fleetwatch:gateway:", min_length=1, description="Redis key prefix of registrations"
+    )
+    registration_match: tuple[Literal["plate", "vin", "maker"], ...] = Field(
+        (),
+        description="what a 0x0100 must carry as provisioned, besides a known phone: "
+        "plate, vin (plate colour 0), maker (manufacturer id)",
     )
     lenient_terminals: tuple[str, ...] = Field(
         (), description="phones whose quirks are accepted (bad checksum, raw 0x7D, ...)"
     )
+
+    @field_validator("registrations")
+    @classmethod
+    def _known_store(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "redis://", "rediss://", "unix://")):
+            raise ValueError(f"registrations must be sqlite:PATH or redis://..., got {v!r}")
+        if v.startswith("sqlite:") and not v.removeprefix("sqlite:").lstrip("/"):
+            raise ValueError("registrations = sqlite:PATH needs a path")
+        return v
 
     def is_lenient(self, phone: str) -> bool:
         """Whether ``phone`` is listed in ``lenient_terminals`` (leading zeros ignored)."""
@@ -48,3 +96,16 @@ class GatewayConfig(BaseModel):
     @property
     def idle_timeout_s(self) -> float:
         return 3 * self.heartbeat_s
+
+
+def gateway_problems(cfg: GatewayConfig) -> list[str]:
+    """What ``fleetwatch check-config`` reports as errors for a production gateway."""
+    out: list[str] = []
+    if cfg.require_auth and cfg.auth_secret is None:
+        out.append(
+            "gateway.auth_secret: 未设置；网关重启后终端鉴权码失效 / not set: auth codes would not "
+            "survive a gateway restart and differ between nodes — fix: set a random string of "
+            f"at least {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`), "
+            "the same on every gateway node"
+        )
+    return out

@@ -1,17 +1,18 @@
 """``fleetwatch gateway``: JT/T 808 terminals over TCP → MQTT ``jt808/{phone}/up``.
 
-Per connection: cut the stream into frames (:class:`FrameSplitter`), decode
-each, publish the raw frame with QoS 1, and only once the broker has taken it
-(its PUBACK completes the future :meth:`MqttPublisher.publish` returned) reply
-0x8001 (or 0x8100 to a registration). Sub-packages
-of a split message are held until the last one arrives, then published
-together as one payload and acknowledged one by one.
+The thin asyncio adapter around :class:`~ingest.jt808.session.TerminalSession`
+(the sans-I/O core that decides everything: who may register and speak, the
+limits, the replies). Per connection this module reads bytes into the
+session, carries out what it answers — publish the raw frame with QoS 1 and
+only once the broker has taken it (its PUBACK completes the future
+:meth:`MqttPublisher.publish` returned) write the 0x8001 / 0x8100 reply; ask
+the registration store (:mod:`ingest.jt808.registrations`); close — and wakes
+the session at its deadline.
 
-Each connection is its own task with its own limits — idle timeout (three
-heartbeat intervals), maximum frame size, a token-bucket rate limit that slows
-only that reader, a write timeout — so one slow or hostile terminal never
-holds up another. If the broker goes away, terminals are disconnected (their
-unacknowledged frames will be resent) and the gateway reconnects with backoff.
+Each connection is its own task with its own limits, so one slow or hostile
+terminal never holds up another. If the broker goes away, terminals are
+disconnected (their unacknowledged frames will be resent) and the gateway
+reconnects with backoff.
 
 Performance (5,000 terminals every 10 s, see ``python -m ingest.jt808.bench
 --gateway``): the process runs on uvloop with :func:`tune_gc`; the MQTT side is
@@ -24,39 +25,33 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import hashlib
-import hmac
 import logging
 import secrets
 import signal
 import socket
 import sys
 import threading
-import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from fleetwatch.errors import ConfigError, FrameError, ServiceUnavailable
-from ingest.jt808.codec import (
-    Decoded,
-    decode_frame,
-    encode_platform_reply,
-    encode_registration_reply,
-)
+from fleetwatch.errors import ConfigError, ServiceUnavailable
 from ingest.jt808.config import GatewayConfig
-from ingest.jt808.framing import FrameSplitter
-from ingest.jt808.messages import (
-    MSG_AUTHENTICATION,
-    MSG_LOGOUT,
-    MSG_REGISTRATION,
-    Authentication,
-    SplitPart,
+from ingest.jt808.registrations import RegistrationStore, open_registrations
+from ingest.jt808.session import (
+    Action,
+    Close,
+    GatewayStats,
+    Provisioning,
+    Publish,
+    Register,
+    Send,
+    TerminalSession,
+    canonical_phone,
 )
 
 __all__ = [
@@ -64,15 +59,13 @@ __all__ = [
     "GatewayStats",
     "MqttPublisher",
     "gateway_main",
+    "reset_terminal",
     "run_gateway",
     "tune_gc",
 ]
 
 log = logging.getLogger("fleetwatch.gateway")
 
-# 0x8001 results (JT/T 808-2019 §8.2)
-_OK, _FAIL, _BAD = 0, 1, 2
-_MAX_PENDING_SPLITS = 16
 # Await drain() only past this much unsent reply data: the common case stays a plain write.
 _WRITE_HIGH_WATER = 64 * 1024
 _KEEPALIVE_S = 60
@@ -249,53 +242,25 @@ class MqttPublisher:
             await asyncio.sleep(1)
 
 
-@dataclass
-class GatewayStats:
-    """Counters, for /metrics and tests."""
-
-    connections: int = 0
-    connections_total: int = 0
-    frames: int = 0
-    published: int = 0
-    bad_frames: int = 0
-    unauthenticated: int = 0
-    rate_limited: int = 0
-    oversize: int = 0
-    idle_closed: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-
-
-class _Bucket:
-    """Token bucket; :meth:`delay` says how long to wait before the next frame."""
-
-    __slots__ = ("burst", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, burst: int, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.last = rate, float(burst), float(burst), now
-
-    def delay(self, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        self.tokens -= 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
 class Gateway:
     """The JT/T 808 server around one MQTT client. Use :func:`run_gateway`."""
 
     def __init__(
-        self, cfg: GatewayConfig, broker: MqttPublisher, stats: GatewayStats | None = None
+        self,
+        cfg: GatewayConfig,
+        broker: MqttPublisher,
+        provisioning: Provisioning,
+        registrations: RegistrationStore,
+        stats: GatewayStats | None = None,
     ) -> None:
         self.cfg = cfg
         self.broker = broker
+        self.provisioning = provisioning
+        self.registrations = registrations
         self.stats = stats if stats is not None else GatewayStats()
-        self._secret = (cfg.auth_secret or secrets.token_hex(16)).encode()
+        self.secret = (cfg.auth_secret or secrets.token_hex(16)).encode()
         self._tasks: set[asyncio.Task[None]] = set()
         self.broker_lost = asyncio.Event()
-
-    def auth_code(self, phone: str) -> str:
-        """The authentication code given to ``phone`` at registration."""
-        return hmac.new(self._secret, phone.encode(), hashlib.sha256).hexdigest()[:16]
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -309,12 +274,15 @@ class Gateway:
             if st.connections > self.cfg.max_connections:
                 log.warning("refusing %s: %d connections", peer, st.connections)
                 return
-            await _Connection(self, reader, writer).run()
+            await _Connection(self, reader, writer, peer).run()
         except (ConnectionError, TimeoutError) as exc:
             log.debug("connection %s ended: %r", peer, exc)
         except ServiceUnavailable as exc:
-            log.error("broker lost while serving %s: %s", peer, exc)
-            self.broker_lost.set()
+            if exc.service.startswith("MQTT"):
+                log.error("broker lost while serving %s: %s", peer, exc)
+                self.broker_lost.set()
+            else:  # the registration store: this terminal retries later, others go on
+                log.error("serving %s: %s", peer, exc)
         finally:
             st.connections -= 1
             writer.close()
@@ -331,193 +299,154 @@ class Gateway:
 
 
 class _Connection:
+    """Moves bytes between one socket and its :class:`TerminalSession`; decides nothing."""
+
     def __init__(
-        self, gw: Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        gw: Gateway,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: object,
     ) -> None:
         self.gw = gw
-        self.cfg = gw.cfg
         self.reader = reader
         self.writer = writer
-        self.splitter = FrameSplitter(gw.cfg.max_frame_bytes)
-        self.bucket = _Bucket(gw.cfg.rate_per_s, gw.cfg.rate_burst, time.monotonic())
-        self.serial = 0
-        self.authenticated: set[str] = set()
-        self.bad_in_row = 0
-        self.splits: dict[tuple[str, int, int, int], list[tuple[Decoded, bytes]]] = {}
+        self.loop = asyncio.get_running_loop()
+        self.session = TerminalSession(
+            gw.cfg, gw.provisioning, gw.secret, gw.stats, self.loop.time(), peer=peer
+        )
 
-    def _next_serial(self) -> int:
-        self.serial = (self.serial + 1) & 0xFFFF
-        return self.serial
+    async def run(self) -> None:
+        session, clock, read = self.session, self.loop.time, self.reader.read
+        while True:
+            try:
+                async with asyncio.timeout_at(session.deadline):
+                    data = await read(65536)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                return
+            now = clock()
+            if data is None or now >= session.deadline:
+                closed = session.poll(now)
+                if closed is not None:
+                    await self._close(closed)
+                    return
+                if data is None:
+                    continue
+            for raw in session.receive_data(data, now):
+                wait = session.rate_delay(clock())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                action = session.receive_frame(raw, clock())
+                if action is not None and not await self._act(action):
+                    return
+            if session.closed is not None:
+                await self._close(session.closed)
+                return
+
+    async def _act(self, action: Action) -> bool:
+        """Carry out one answer of the session; False once the connection is to close."""
+        while True:
+            if isinstance(action, Publish):
+                await self._publish(action)
+                return True
+            if isinstance(action, Send):
+                await self._send(action.frame)
+                return True
+            if isinstance(action, Close):
+                await self._close(action)
+                return False
+            store, now = self.gw.registrations, self.loop.time
+            if isinstance(action, Register):
+                action = self.session.registered(action, await store.claim(action.phone), now())
+            else:
+                number = await store.current(action.phone)
+                action = self.session.authenticate(action, number, now())
+
+    async def _publish(self, p: Publish) -> None:
+        broker = self.gw.broker
+        await broker.slot()
+        await broker.publish(f"{self.gw.cfg.topic_prefix}/{p.phone}/up", p.payload)
+        self.gw.stats.published += 1
+        for reply in p.replies:
+            await self._send(reply)
 
     async def _send(self, frame: bytes) -> None:
         self.writer.write(frame)
         if self.writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-            await asyncio.wait_for(self.writer.drain(), self.cfg.write_timeout_s)
+            await asyncio.wait_for(self.writer.drain(), self.gw.cfg.write_timeout_s)
 
-    async def _reply(self, d: Decoded, result: int) -> None:
-        h = d.header
-        await self._send(
-            encode_platform_reply(
-                h.phone,
-                self._next_serial(),
-                reply_serial=h.serial,
-                reply_msg_id=h.msg_id,
-                result=result,
-                version=h.version,
-            )
-        )
-
-    async def _publish(self, phone: str, payload: bytes) -> None:
-        broker = self.gw.broker
-        await broker.slot()
-        await broker.publish(f"{self.cfg.topic_prefix}/{phone}/up", payload)
-        self.gw.stats.published += 1
-
-    async def run(self) -> None:
-        st = self.gw.stats
-        while True:
-            try:
-                async with asyncio.timeout(self.cfg.idle_timeout_s):
-                    data = await self.reader.read(65536)
-            except TimeoutError:
-                st.idle_closed += 1
-                return
-            if not data:
-                return
-            frames = self.splitter.feed(data)
-            if self.splitter.errors:
-                st.oversize += len(self.splitter.errors)
-                self.splitter.errors.clear()
-                return  # a frame beyond the limit: not a terminal we want to talk to
-            for raw in frames:
-                wait = self.bucket.delay(time.monotonic())
-                if wait > 0:
-                    st.rate_limited += 1
-                    await asyncio.sleep(wait)
-                if not await self._frame(raw):
-                    return
-
-    async def _frame(self, raw: bytes) -> bool:
-        """Handle one frame; False closes the connection."""
-        st = self.gw.stats
-        st.frames += 1
-        try:
-            d = decode_frame(raw, lenient=self.cfg.is_lenient)
-        except FrameError as exc:
-            st.bad_frames += 1
-            st.by_reason[exc.reason] = st.by_reason.get(exc.reason, 0) + 1
-            self.bad_in_row += 1
-            log.debug("bad frame from %s: %s", self.writer.get_extra_info("peername"), exc)
-            return self.bad_in_row < self.cfg.max_bad_frames
-        self.bad_in_row = 0
-        h, msg = d.header, d.message
-        if isinstance(msg, SplitPart):
-            return await self._split(d, raw)
-        if h.msg_id == MSG_REGISTRATION:
-            await self._publish(h.phone, raw)
-            await self._send(
-                encode_registration_reply(
-                    h.phone,
-                    self._next_serial(),
-                    reply_serial=h.serial,
-                    result=0,
-                    auth_code=self.gw.auth_code(h.phone),
-                    version=h.version,
-                )
-            )
-            return True
-        if h.msg_id == MSG_AUTHENTICATION:
-            ok = isinstance(msg, Authentication) and hmac.compare_digest(
-                msg.code, self.gw.auth_code(h.phone)
-            )
-            if ok:
-                self.authenticated.add(h.phone)
-                await self._publish(h.phone, raw)
-            await self._reply(d, _OK if ok else _FAIL)
-            return True
-        if self.cfg.require_auth and h.phone not in self.authenticated:
-            st.unauthenticated += 1
-            await self._reply(d, _FAIL)
-            return True
-        await self._publish(h.phone, raw)
-        await self._reply(d, _OK)
-        if h.msg_id == MSG_LOGOUT:
-            self.authenticated.discard(h.phone)
-        return True
-
-    async def _split(self, d: Decoded, raw: bytes) -> bool:
-        part = d.message
-        assert isinstance(part, SplitPart)
-        h = d.header
-        if self.cfg.require_auth and h.phone not in self.authenticated:
-            self.gw.stats.unauthenticated += 1
-            await self._reply(d, _FAIL)
-            return True
-        first = (h.serial - (part.index - 1)) & 0xFFFF
-        key = (h.phone, part.msg_id, part.total, first)
-        group = self.splits.setdefault(key, [])
-        if len(self.splits) > _MAX_PENDING_SPLITS:
-            return False
-        if any(p.message.index == part.index for p, _ in group):  # type: ignore[union-attr]
-            await self._reply(d, _BAD)
-            return True
-        group.append((d, raw))
-        if len(group) < part.total:
-            return True
-        del self.splits[key]
-        group.sort(key=lambda g: g[0].message.index)  # type: ignore[union-attr]
-        await self._publish(h.phone, b"".join(r for _, r in group))
-        for p, _ in group:
-            await self._reply(p, _OK)
-        return True
+    async def _close(self, c: Close) -> None:
+        log.debug("closing %s (%s)", self.session.peer, c.reason)
+        if c.farewell:
+            self.writer.write(c.farewell)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(self.writer.drain(), 1.0)
 
 
 async def run_gateway(
     cfg: GatewayConfig,
     *,
+    provisioning: Provisioning | None = None,
+    registrations: RegistrationStore | None = None,
     stop: asyncio.Event | None = None,
     started: asyncio.Future[tuple[str, int]] | None = None,
     stats: GatewayStats | None = None,
 ) -> None:
     """Serve until ``stop`` is set. ``started`` receives the bound (host, port).
 
+    ``provisioning``: the terminals that may register (none if not given: every
+    0x0100 is refused with result 4). ``registrations``: where registrations are
+    kept (default: the store ``cfg.registrations`` names, closed at the end).
     ``stats`` (optional) is the counter object to update, kept across reconnects.
 
     Reconnects to the broker with exponential backoff (0.5 s … 30 s); while
     the broker is away no terminal is served.
     """
     stop = stop or asyncio.Event()
+    provisioning = provisioning if provisioning is not None else Provisioning(())
+    own_store = registrations is None
+    store = registrations if registrations is not None else open_registrations(cfg)
     backoff = 0.5
-    while not stop.is_set():
-        broker = MqttPublisher(cfg)
-        try:
-            await broker.connect()
-            backoff = 0.5
-            await _serve(cfg, broker, stop, started, stats)
-        except ServiceUnavailable as exc:
-            log.error("%s", exc)
-        finally:
-            await broker.close()
-        if stop.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), backoff)
-        backoff = min(backoff * 2, 30.0)
+    try:
+        while not stop.is_set():
+            broker = MqttPublisher(cfg)
+            try:
+                await broker.connect()
+                backoff = 0.5
+                gw = Gateway(cfg, broker, provisioning, store, stats)
+                await _serve(gw, stop, started)
+            except ServiceUnavailable as exc:
+                log.error("%s", exc)
+            finally:
+                await broker.close()
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
+    finally:
+        if own_store:
+            await store.close()
 
 
 async def _serve(
-    cfg: GatewayConfig,
-    broker: MqttPublisher,
-    stop: asyncio.Event,
-    started: asyncio.Future[tuple[str, int]] | None,
-    stats: GatewayStats | None,
+    gw: Gateway, stop: asyncio.Event, started: asyncio.Future[tuple[str, int]] | None
 ) -> None:
-    gw = Gateway(cfg, broker, stats)
+    cfg, broker = gw.cfg, gw.broker
     server = await asyncio.start_server(
         gw.handle, cfg.listen_host, cfg.listen_port, backlog=1024, limit=cfg.max_frame_bytes
     )
     host, port = server.sockets[0].getsockname()[:2]
-    log.info("JT/T 808 gateway on %s:%d → mqtt %s:%d", host, port, cfg.mqtt_host, cfg.mqtt_port)
+    log.info(
+        "JT/T 808 gateway on %s:%d → mqtt %s:%d; %d terminals provisioned",
+        host,
+        port,
+        cfg.mqtt_host,
+        cfg.mqtt_port,
+        len(gw.provisioning),
+    )
     if started is not None and not started.done():
         started.set_result((host, port))
     try:
@@ -535,40 +464,65 @@ async def _serve(
         raise ServiceUnavailable("MQTT broker", "connection lost")
 
 
-def _load(argv: list[str]) -> GatewayConfig:
+class _FleetConfig(Protocol):
+    """What the gateway reads from the whole configuration (``fleetwatch.config.Config``)."""
+
+    @property
+    def gateway(self) -> GatewayConfig: ...
+    @property
+    def vehicles(self) -> Any: ...
+
+
+# Reads the whole configuration file; given by the composition root (fleetwatch.cli).
+ConfigLoader = Callable[[str], _FleetConfig]
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetwatch gateway", description=__doc__.splitlines()[0])
-    p.add_argument("--config", help="TOML file; its [gateway] table is read")
+    p.add_argument(
+        "--config", help="TOML file: its [gateway] table, and its vehicles are the terminals"
+    )
     p.add_argument("--listen", help="HOST:PORT to accept terminals on (default 127.0.0.1:6808)")
     p.add_argument("--mqtt", help="broker HOST:PORT (default 127.0.0.1:1883)")
     p.add_argument("--heartbeat", type=float, help="terminal heartbeat interval, seconds")
     p.add_argument("--lenient", action="append", default=[], help="phone of a quirky terminal")
     p.add_argument("--no-auth", action="store_true", help="accept positions before 0x0102")
     p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    return p
+
+
+def _load(
+    args: argparse.Namespace, load_config: ConfigLoader | None
+) -> tuple[GatewayConfig, Provisioning]:
     data: dict[str, object] = {}
+    provisioning = Provisioning(())
     source = "<command line>"
     if args.config:
         source = args.config
-        try:
-            with open(args.config, "rb") as fh:
-                data = dict(tomllib.load(fh).get("gateway", {}))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(
-                args.config, "gateway", str(exc), "give a readable TOML file"
-            ) from exc
-    for key, value in (("listen", args.listen), ("mqtt", args.mqtt)):
+        if load_config is not None:
+            full = load_config(args.config)
+            data = full.gateway.model_dump(exclude_unset=True)
+            provisioning = Provisioning.from_vehicles(full.vehicles)
+        else:  # python -m ingest.jt808.tcp: the [gateway] table only, no terminals
+            try:
+                with open(args.config, "rb") as fh:
+                    data = dict(tomllib.load(fh).get("gateway", {}))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(
+                    args.config, "gateway", str(exc), "give a readable TOML file"
+                ) from exc
+    for key, value in (("listen", getattr(args, "listen", None)), ("mqtt", args.mqtt)):
         if value:
             host, _, port = value.rpartition(":")
             data[f"{key}_host"], data[f"{key}_port"] = host or "127.0.0.1", int(port)
-    if args.heartbeat:
+    if getattr(args, "heartbeat", None):
         data["heartbeat_s"] = args.heartbeat
-    if args.lenient:
+    if getattr(args, "lenient", None):
         data["lenient_terminals"] = [*data.get("lenient_terminals", []), *args.lenient]  # type: ignore[misc]
-    if args.no_auth:
+    if getattr(args, "no_auth", False):
         data["require_auth"] = False
     try:
-        return GatewayConfig.model_validate(data)
+        return GatewayConfig.model_validate(data), provisioning
     except ValueError as exc:
         raise ConfigError(source, "gateway", str(exc), "see GatewayConfig") from exc
 
@@ -588,24 +542,80 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def gateway_main(argv: list[str]) -> int:
-    """Entry point of ``fleetwatch gateway``; returns the exit status."""
+def gateway_main(argv: list[str], load_config: ConfigLoader | None = None) -> int:
+    """Entry point of ``fleetwatch gateway``; returns the exit status.
+
+    ``fleetwatch gateway reset-terminal PHONE --config FILE`` lets a registered
+    terminal register again (an operator's decision: a replaced terminal, a
+    terminal that lost its code); everything else serves terminals.
+    """
+    if argv[:1] == ["reset-terminal"]:
+        return _reset_main(argv[1:], load_config)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
     try:
-        cfg = _load(argv)
+        cfg, provisioning = _load(args, load_config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if cfg.require_auth and cfg.auth_secret is None:
+        print(
+            "gateway.auth_secret: 未设置，网关不能启动 / not set: the auth codes handed to "
+            "terminals would not survive a restart — fix: set [gateway] auth_secret to a random "
+            "string of at least 16 characters, the same on every gateway node "
+            "(or --no-auth for a trial without authentication)",
+            file=sys.stderr,
+        )
+        return 2
+    if not len(provisioning):
+        log.warning("no terminal provisioned: every registration (0x0100) will be refused")
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_gateway(cfg, stop=stop)
+        await run_gateway(cfg, provisioning=provisioning, stop=stop)
 
     tune_gc()
     uvloop.run(main())
     return 0
+
+
+def _reset_main(argv: list[str], load_config: ConfigLoader | None) -> int:
+    p = argparse.ArgumentParser(
+        prog="fleetwatch gateway reset-terminal",
+        description="让已注册的终端可以重新注册 / let a registered terminal register again",
+    )
+    p.add_argument("phone", help="the terminal's phone (SIM) number")
+    p.add_argument("--config", help="TOML file whose [gateway] registrations is used")
+    args = p.parse_args(argv)
+    try:
+        cfg, _ = _load(argparse.Namespace(config=args.config, mqtt=None), load_config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    phone = canonical_phone(args.phone.strip())
+    if not phone.isdigit():
+        print(f"not a terminal phone number: {args.phone!r}", file=sys.stderr)
+        return 2
+    was = asyncio.run(reset_terminal(cfg, phone))
+    if was:
+        print(f"终端 {phone} 已重置，可以重新注册 / terminal {phone} reset: it may register again")
+        return 0
+    print(f"终端 {phone} 未注册 / terminal {phone} was not registered")
+    return 1
+
+
+async def reset_terminal(cfg: GatewayConfig, phone: str) -> bool:
+    """Reset ``phone``'s registration in the store ``cfg.registrations`` names."""
+    store = open_registrations(cfg)
+    try:
+        was = await store.reset(phone)
+    finally:
+        await store.close()
+    log.warning("terminal %s registration reset (was registered: %s)", phone, was)
+    return was
 
 
 if __name__ == "__main__":  # pragma: no cover

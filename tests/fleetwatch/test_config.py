@@ -103,7 +103,8 @@ def test_vehicles_from_csv(tmp_path: Path) -> None:
 
 
 def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(write(tmp_path, BASE))]) == 0
+    secret = '[gateway]\nauth_secret = "0123456789abcdef0123"\n'
+    assert main(["check-config", str(write(tmp_path, BASE + secret))]) == 0
     assert "OK" in capsys.readouterr().out
     assert main(["check-config", str(write(tmp_path, BASE + "[web]\nport = -1\n"))]) == 2
     assert "web.port" in capsys.readouterr().err

@@ -23,6 +23,8 @@ from ingest.jt808.codec import (
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.framing import FrameSplitter
 from ingest.jt808.messages import PlatformReply, RegistrationReply
+from ingest.jt808.registrations import RegistrationStore, SqliteRegistrations
+from ingest.jt808.session import GatewayStats, ProvisionedTerminal, Provisioning
 from ingest.jt808.tcp import MqttPublisher, run_gateway
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(30)]
@@ -47,7 +49,15 @@ class Terminal:
 
 
 @contextlib.asynccontextmanager
-async def gateway(broker: tuple[str, int], **kw: object) -> AsyncIterator[tuple[str, int]]:
+async def gateway(
+    broker: tuple[str, int],
+    *,
+    phones: tuple[str, ...] = (),
+    registrations: RegistrationStore | None = None,
+    stats: GatewayStats | None = None,
+    **kw: object,
+) -> AsyncIterator[tuple[str, int]]:
+    """A gateway on a free port; ``phones`` are provisioned (plate 川X + the last 5 digits)."""
     cfg = GatewayConfig(
         listen_port=0,
         mqtt_host=broker[0],
@@ -55,14 +65,33 @@ async def gateway(broker: tuple[str, int], **kw: object) -> AsyncIterator[tuple[
         mqtt_client_id=f"test-gw-{secrets.token_hex(4)}",
         **kw,
     )
+    provisioning = Provisioning(ProvisionedTerminal(p, f"v{p}", plate_of(p)) for p in phones)
+    store = registrations or SqliteRegistrations(":memory:")
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started))
+    task = asyncio.create_task(
+        run_gateway(
+            cfg,
+            provisioning=provisioning,
+            registrations=store,
+            stop=stop,
+            started=started,
+            stats=stats,
+        )
+    )
     try:
         yield await asyncio.wait_for(started, 10)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+def plate_of(phone: str) -> str:
+    return f"川X{phone[-5:]}"
+
+
+def new_phone() -> str:
+    return f"{secrets.randbelow(10**10) + 13 * 10**9}"
 
 
 async def _connect(addr: tuple[str, int]) -> Terminal:
@@ -74,11 +103,11 @@ async def test_terminal_through_gateway_to_broker(mqtt_broker: tuple[str, int]) 
     received: list[bytes] = []
     async with (
         aiomqtt.Client(*mqtt_broker, identifier=f"test-sub-{secrets.token_hex(4)}") as sub,
-        gateway(mqtt_broker) as addr,
+        gateway(mqtt_broker, phones=(phone,)) as addr,
     ):
         await sub.subscribe(f"jt808/{phone}/up", qos=1)
         t = await _connect(addr)
-        reg = encode_registration(phone, 1, plate="川X12345")
+        reg = encode_registration(phone, 1, plate=plate_of(phone))
         await t.send(reg)
         reply = await t.reply()
         assert isinstance(reply, RegistrationReply) and reply.result == 0 and reply.auth_code
