@@ -2,7 +2,9 @@
 
 Each vehicle is one :class:`TerminalClient` with its own connection to
 ``fleetwatch gateway``: it registers (0x0100, answered by 0x8100 with an
-authentication code), authenticates (0x0102), sends a heartbeat (0x0002)
+authentication code; the gateway registers only terminals it knows, so the
+simulated fleet must be provisioned: :func:`provisioning`, or the vehicles of
+``fleetwatch simulate --write-config``), authenticates (0x0102), sends a heartbeat (0x0002)
 every ``heartbeat_s`` of wall time, a 0x0200 per live report and, when a
 blind area ends, a 0x0704 batch of type 1 (back-fill) after reconnecting, as
 a terminal whose network came back does. Every frame waits for the gateway's
@@ -11,7 +13,10 @@ replies later than ``ack_timeout_s`` and frames never answered are counted in
 :class:`TerminalStats`. A connection that is lost, or whose replies stop for
 ``stall_s``, is reopened (with backoff) and authenticated again with the code
 kept; what was in flight on it counts as unacknowledged (no retransmission:
-the gateway does not drop duplicates).
+the gateway does not drop duplicates). A terminal registers once in its life and
+keeps its code: with ``codes_file`` the codes are kept between runs as a real
+terminal keeps them in flash (the gateway refuses a second registration until an
+operator resets the terminal).
 
 :func:`run_fleet_tcp` paces the fleet like :func:`simulator.mqtt.publish_fleet`
 (simulated time ``speedup`` times the wall clock, ``max_rate`` reports per wall
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import resource
@@ -41,6 +47,7 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fleetwatch.errors import FrameError, Misuse, ServiceUnavailable
@@ -57,7 +64,8 @@ from ingest.jt808.messages import (
     Registration,
     RegistrationReply,
 )
-from simulator.fleet import Fleet, FleetSpec, terminal_id
+from ingest.jt808.session import ProvisionedTerminal, Provisioning
+from simulator.fleet import Fleet, FleetSpec, terminal_id, vehicle_id
 from simulator.pacing import TICK_S, hold_rate, sim_window, wait_tick
 from simulator.scenario import plate
 from simulator.wire import Columns, groups
@@ -68,6 +76,7 @@ __all__ = [
     "TerminalClient",
     "TerminalStats",
     "parse_hostport",
+    "provisioning",
     "reports",
     "run_fleet_tcp",
 ]
@@ -110,6 +119,7 @@ class TcpOptions:
     connect_attempts: int = 5
     reconnect_on_backfill: bool = True  # a blind area ends: new connection, authenticate again
     batch_max: int = BATCH_MAX  # locations per 0x0704 frame
+    codes_file: str | None = None  # JSON {phone: auth code}: kept between runs, like flash
 
     def __post_init__(self) -> None:
         if self.version not in (2011, 2013, 2019):
@@ -161,6 +171,15 @@ class TerminalStats:
             out["reply_p99_ms"] = round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2)
             out["reply_max_ms"] = round(lat[-1], 2)
         return out
+
+
+# 0x8100 results (JT/T 808-2019 table 9)
+_REGISTRATION_RESULTS = {
+    1: "vehicle already registered",
+    2: "no such vehicle (plate/VIN/maker not as provisioned)",
+    3: "terminal already registered (keep its code, or `fleetwatch gateway reset-terminal`)",
+    4: "no such terminal (not provisioned)",
+}
 
 
 @dataclass(slots=True)
@@ -247,9 +266,23 @@ class TerminalClient:
         reply = await self._request(msg)
         self.stats.registrations += 1
         if not isinstance(reply, RegistrationReply) or reply.result != 0:
-            raise ServiceUnavailable("JT/T 808 gateway", f"registration of {self.phone} refused")
+            result = getattr(reply, "result", None)
+            why = _REGISTRATION_RESULTS.get(result, f"result {result}")  # type: ignore[arg-type]
+            raise ServiceUnavailable(
+                "JT/T 808 gateway", f"registration of {self.phone} refused: {why}"
+            )
         self.auth_code = reply.auth_code
         return reply.auth_code
+
+    async def login(self) -> None:
+        """Authenticate with the kept code; register first if there is none or it is
+        refused (as a terminal does). :class:`ServiceUnavailable` if either is refused."""
+        if self.auth_code is not None:
+            with contextlib.suppress(ServiceUnavailable):
+                await self.authenticate()
+                return
+        await self.register()
+        await self.authenticate()
 
     async def authenticate(self) -> None:
         """0x0102 with the kept code → 0x8001 result 0, or :class:`ServiceUnavailable`."""
@@ -462,6 +495,38 @@ def reports(cols: Columns) -> list[Report]:
     ]
 
 
+def provisioning(spec: FleetSpec) -> Provisioning:
+    """The simulated terminals as the registry knows them (the vehicles of
+    :func:`simulator.scenario.fleet_config`), for a gateway that serves them."""
+    return Provisioning(
+        ProvisionedTerminal(terminal_id(i), vehicle_id(i), plate(i)) for i in range(spec.vehicles)
+    )
+
+
+def _load_codes(path: str | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    try:
+        codes = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise Misuse(f"codes_file {path}: not a JSON object of phone → code ({exc})") from exc
+    if not isinstance(codes, dict):
+        raise Misuse(f"codes_file {path}: not a JSON object of phone → code")
+    return {str(k): str(v) for k, v in codes.items()}
+
+
+def _save_codes(path: str | None, clients: Sequence[TerminalClient]) -> None:
+    if path is None:
+        return
+    codes = _load_codes(path)
+    codes.update({c.phone: c.auth_code for c in clients if c.auth_code is not None})
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(codes, indent=0, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
 def _check_descriptors(n: int) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and n + _FD_RESERVE > soft:
@@ -489,10 +554,9 @@ async def _terminal(
     try:
         try:
             await client.connect()
-            await client.register()
-            await client.authenticate()
+            await client.login()
         except (ConnectionError, ServiceUnavailable) as exc:
-            log.debug("terminal %s could not log in: %s", client.phone, exc)
+            log.warning("terminal %s could not log in: %s", client.phone, exc)
             st.failed += 1
             await client.abort()
             return
@@ -636,6 +700,9 @@ async def run_fleet_tcp(
         TerminalClient(terminal_id(i), opts, st, plate=plate(i), connecting=connecting)
         for i in range(n)
     ]
+    codes = _load_codes(opts.codes_file)
+    for c in clients:
+        c.auth_code = codes.get(c.phone)
     st.terminals += n
     loop = asyncio.get_running_loop()
     inboxes: list[asyncio.Queue[Report | None]] = [asyncio.Queue(opts.queue) for _ in range(n)]
@@ -647,7 +714,10 @@ async def run_fleet_tcp(
     sent = 0
     sim_now = 0
     try:
-        await _logins(ready, stop, login_timeout_s)
+        try:
+            await _logins(ready, stop, login_timeout_s)
+        finally:
+            _save_codes(opts.codes_file, clients)
         wall0 = clock()
         sim0, end_ms = sim_window(wall0, speedup, duration_s, start_ms, end_ms)
         fleet = fleet or Fleet(spec, sim0)

@@ -27,6 +27,8 @@ import websockets
 from fleetwatch.config import Config
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.messages import Location
+from ingest.jt808.registrations import SqliteRegistrations
+from ingest.jt808.session import Provisioning
 from ingest.jt808.tcp import GatewayStats, run_gateway
 from simulator.tcp import TcpOptions, TerminalClient, TerminalStats
 from tests.conftest import free_port
@@ -69,7 +71,9 @@ def at(k: int, *, speed: float, alarm: int = 0, step_s: int = 5, lat0: float = 3
 
 
 @contextlib.asynccontextmanager
-async def gateway(broker: tuple[str, int], prefix: str) -> AsyncIterator[tuple[str, int]]:
+async def gateway(
+    broker: tuple[str, int], prefix: str, fleet: Config
+) -> AsyncIterator[tuple[str, int]]:
     cfg = GatewayConfig(
         listen_port=0,
         mqtt_host=broker[0],
@@ -79,7 +83,16 @@ async def gateway(broker: tuple[str, int], prefix: str) -> AsyncIterator[tuple[s
     )
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started, stats=GatewayStats()))
+    task = asyncio.create_task(
+        run_gateway(
+            cfg,
+            provisioning=Provisioning.from_vehicles(fleet.vehicles),  # the registry's terminals
+            registrations=SqliteRegistrations(":memory:"),
+            stop=stop,
+            started=started,
+            stats=GatewayStats(),
+        )
+    )
     try:
         yield await asyncio.wait_for(started, 10)
     finally:
@@ -157,7 +170,7 @@ async def test_terminals_over_tcp_reach_the_feed_and_backfill_stays_quiet(
     cfg = config(tmp_path, prefix, web_port)
     async with running_service(cfg) as svc:
         url = f"ws://127.0.0.1:{web_port}/ws/live?token={TOKEN}"
-        async with websockets.connect(url) as ws, gateway(mosquitto, prefix) as addr:
+        async with websockets.connect(url) as ws, gateway(mosquitto, prefix, cfg) as addr:
             first = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
             assert first["type"] == "snapshot"
             stats = await drive_terminals(addr)

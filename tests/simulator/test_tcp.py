@@ -30,10 +30,20 @@ from ingest.jt808.messages import (
     Location,
     LocationBatch,
 )
+from ingest.jt808.registrations import SqliteRegistrations
 from ingest.jt808.tcp import GatewayStats, run_gateway
 from simulator.fleet import Fleet, FleetSpec, terminal_id
 from simulator.run import _day_start
-from simulator.tcp import TcpOptions, TerminalClient, TerminalStats, reports, run_fleet_tcp
+from simulator.scenario import fleet_config
+from simulator.tcp import (
+    TcpOptions,
+    TerminalClient,
+    TerminalStats,
+    provisioning,
+    reports,
+    run_fleet_tcp,
+)
+from simulator.toml import dumps
 from tests.simulator.conftest import Collector
 
 DAY0 = _day_start(dt.date(2026, 11, 24))
@@ -44,7 +54,7 @@ START, END = DAY0 + 8 * 3_600_000 + 30 * 60_000, DAY0 + 9 * 3_600_000 + 30 * 60_
 
 @contextlib.asynccontextmanager
 async def gateway(
-    broker: tuple[str, int], topic_prefix: str, stats: GatewayStats
+    broker: tuple[str, int], topic_prefix: str, stats: GatewayStats, spec: FleetSpec = SPEC
 ) -> AsyncIterator[tuple[str, int]]:
     cfg = GatewayConfig(
         listen_port=0,
@@ -58,7 +68,16 @@ async def gateway(
     )
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started, stats=stats))
+    task = asyncio.create_task(
+        run_gateway(
+            cfg,
+            provisioning=provisioning(spec),
+            registrations=SqliteRegistrations(":memory:"),
+            stop=stop,
+            started=started,
+            stats=stats,
+        )
+    )
     try:
         yield await asyncio.wait_for(started, 10)
     finally:
@@ -279,6 +298,9 @@ async def test_no_gateway_no_run() -> None:
     assert (stats.failed, stats.authenticated, stats.frames, stats.connect_errors) == (2, 0, 0, 4)
 
 
+GATEWAY_CLI = "import sys; from fleetwatch.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 @pytest.mark.services
 def test_simulate_command_drives_a_gateway_process(
     mosquitto: tuple[str, int], unique: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -287,14 +309,21 @@ def test_simulate_command_drives_a_gateway_process(
     from tests.conftest import free_port, port_open
 
     port = free_port()
-    conf = tmp_path / "gateway.toml"
-    conf.write_text(
-        f'[gateway]\nlisten_port = {port}\nmqtt_host = "{mosquitto[0]}"\n'
-        f'mqtt_port = {mosquitto[1]}\ntopic_prefix = "cli{unique}/jt808"\n'
-        f'mqtt_client_id = "cli-gw-{unique}"\n'
-    )
+    conf = tmp_path / "fleet.toml"
+    # The gateway reads the whole file: its vehicles are the terminals it lets register.
+    doc = fleet_config(FleetSpec(vehicles=5))
+    doc["gateway"] = {
+        "listen_port": port,
+        "mqtt_host": mosquitto[0],
+        "mqtt_port": mosquitto[1],
+        "topic_prefix": f"cli{unique}/jt808",
+        "mqtt_client_id": f"cli-gw-{unique}",
+        "auth_secret": secrets.token_hex(16),
+        "registrations": f"sqlite:{tmp_path / 'registrations.sqlite3'}",
+    }
+    conf.write_text(dumps(doc), encoding="utf-8")
     gw = subprocess.Popen(
-        [sys.executable, "-m", "ingest.jt808.tcp", "--config", str(conf)],
+        [sys.executable, "-c", GATEWAY_CLI, "gateway", "--config", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
