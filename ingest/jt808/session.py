@@ -187,8 +187,8 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish ``payload`` to the terminal's topic (QoS 1); once the broker took it,
-    write ``replies`` in order."""
+    """Publish ``payload`` (QoS 1) to the topic of ``phone`` as the header spells it;
+    once the broker took it, write ``replies`` in order."""
 
     phone: str
     payload: bytes
