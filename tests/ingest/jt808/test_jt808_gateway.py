@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiomqtt
 import pytest
+from jt808_helpers import random_location
 
+from fleetwatch.cli import main
 from fleetwatch.errors import ServiceUnavailable
 from ingest.jt808.bench import run_gateway_load
 from ingest.jt808.codec import (
@@ -19,11 +23,16 @@ from ingest.jt808.codec import (
     encode_heartbeat,
     encode_location,
     encode_registration,
+    encode_split,
 )
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.framing import FrameSplitter
-from ingest.jt808.messages import PlatformReply, RegistrationReply
-from ingest.jt808.registrations import RegistrationStore, SqliteRegistrations
+from ingest.jt808.messages import LocationBatch, PlatformReply, RegistrationReply
+from ingest.jt808.registrations import (
+    RedisRegistrations,
+    RegistrationStore,
+    SqliteRegistrations,
+)
 from ingest.jt808.session import GatewayStats, ProvisionedTerminal, Provisioning
 from ingest.jt808.tcp import MqttPublisher, run_gateway
 
@@ -238,3 +247,199 @@ def test_gateway_load_in_processes(mqtt_broker: tuple[str, int]) -> None:
     assert out["reports"] >= 20
     assert out["gateway"]["published"] == out["reports"]
     assert out["p99_ms"] is not None
+
+
+# -- issue 12 item 2: only provisioned terminals, once, one per connection ----------------------
+
+SECRET = "gateway-test-secret-0123456789"
+
+
+async def _register(addr: tuple[str, int], phone: str, plate: str | None = None) -> object:
+    t = await _connect(addr)
+    try:
+        await t.send(encode_registration(phone, 1, plate=plate or plate_of(phone)))
+        return await t.reply()
+    finally:
+        t.writer.close()
+
+
+async def _authenticate(t: Terminal, phone: str, code: str, serial: int = 2) -> object:
+    await t.send(encode_authentication(phone, serial, code))
+    return await t.reply()
+
+
+async def _closed(t: Terminal, within: float = 5.0) -> bool:
+    """True if the gateway closes ``t`` within ``within`` s (whatever it still sends first)."""
+    try:
+        async with asyncio.timeout(within):
+            while data := await t.reader.read(4096):
+                t.pending += t.splitter.feed(data)
+    except ConnectionError:
+        pass  # reset: closed with our bytes unread
+    finally:
+        with contextlib.suppress(ConnectionError):
+            t.writer.close()
+    return True
+
+
+async def test_registration_only_for_provisioned_terminals_and_only_once(
+    mqtt_broker: tuple[str, int], tmp_path: Path
+) -> None:
+    known, stranger = new_phone(), new_phone()
+    db = tmp_path / "registrations.sqlite3"
+    conf = tmp_path / "fleet.toml"
+    conf.write_text(f'[gateway]\nregistrations = "sqlite:{db}"\n', encoding="utf-8")
+    stats = GatewayStats()
+    async with gateway(
+        mqtt_broker,
+        phones=(known,),
+        registrations=SqliteRegistrations(db),
+        stats=stats,
+        auth_secret=SECRET,
+        registration_match=("plate",),
+    ) as addr:
+        # JT/T 808-2019 table 9: 4 no such terminal, 2 no such vehicle, 3 already registered.
+        assert await _register(addr, stranger) == RegistrationReply(1, 4, "")
+        assert await _register(addr, known, plate="川X00000") == RegistrationReply(1, 2, "")
+        first = await _register(addr, known)
+        assert isinstance(first, RegistrationReply) and first.result == 0 and first.auth_code
+        # Whoever registers the terminal again gets nothing: the code went to the first.
+        assert await _register(addr, known) == RegistrationReply(1, 3, "")
+        # The operator resets it (the command line, on the store the config names) ...
+        rc = await asyncio.to_thread(
+            main, ["gateway", "reset-terminal", known, "--config", str(conf)]
+        )
+        assert rc == 0
+        again = await _register(addr, known)
+        assert isinstance(again, RegistrationReply) and again.result == 0
+        # ... and the old code no longer opens the door; the new one does.
+        assert again.auth_code != first.auth_code
+        t = await _connect(addr)
+        assert await _authenticate(t, known, first.auth_code) == PlatformReply(2, 0x0102, 1)
+        assert await _authenticate(t, known, again.auth_code, 3) == PlatformReply(3, 0x0102, 0)
+        t.writer.close()
+    assert stats.registrations == 2 and stats.registrations_refused == 3
+    assert stats.by_reason["unprovisioned"] == 1 and stats.by_reason["already_registered"] == 1
+
+
+async def test_auth_code_survives_restart_and_works_on_every_node(
+    mqtt_broker: tuple[str, int], redis_server: tuple[str, int], unique: str
+) -> None:
+    phone = new_phone()
+    url = f"redis://{redis_server[0]}:{redis_server[1]}/0"
+    prefix = f"test:{unique}:gw:"
+
+    stores = [RedisRegistrations(url, prefix) for _ in range(3)]
+    try:
+        async with gateway(
+            mqtt_broker, phones=(phone,), registrations=stores[0], auth_secret=SECRET
+        ) as addr:
+            reply = await _register(addr, phone)
+            assert isinstance(reply, RegistrationReply) and reply.result == 0
+        # A restarted gateway, and a second node beside it, take the same code.
+        async with (
+            gateway(
+                mqtt_broker, phones=(phone,), registrations=stores[1], auth_secret=SECRET
+            ) as one,
+            gateway(
+                mqtt_broker, phones=(phone,), registrations=stores[2], auth_secret=SECRET
+            ) as two,
+        ):
+            for addr in (one, two):
+                t = await _connect(addr)
+                assert await _authenticate(t, phone, reply.auth_code) == PlatformReply(2, 0x0102, 0)
+                await t.send(encode_heartbeat(phone, 3))
+                assert await t.reply() == PlatformReply(3, 0x0002, 0)
+                t.writer.close()
+            assert await _register(two, phone) == RegistrationReply(1, 3, "")
+        assert await stores[0].reset(phone)
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_one_connection_speaks_for_one_terminal(mqtt_broker: tuple[str, int]) -> None:
+    a, b = new_phone(), new_phone()
+    stats = GatewayStats()
+    async with (
+        aiomqtt.Client(*mqtt_broker, identifier=f"test-sub-{secrets.token_hex(4)}") as sub,
+        gateway(mqtt_broker, phones=(a, b), stats=stats) as addr,
+    ):
+        await sub.subscribe(f"jt808/{b}/up", qos=1)
+        reply = await _register(addr, a)
+        assert isinstance(reply, RegistrationReply)
+        t = await _connect(addr)
+        assert await _authenticate(t, a, reply.auth_code) == PlatformReply(2, 0x0102, 0)
+        # The authenticated connection of a speaks for b: refused, and closed.
+        await t.send(encode_heartbeat(b, 3))
+        assert await t.reply() == PlatformReply(3, 0x0002, 1)
+        assert await _closed(t)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for message in sub.messages:
+                    raise AssertionError(f"published for {b}: {message.payload!r}")
+    assert stats.other_terminal == 1 and stats.by_reason["closed_other_terminal"] == 1
+
+
+# -- issue 12 item 9: limits that count frames ----------------------------------------------
+
+
+async def test_a_trickle_or_junk_does_not_hold_a_connection(mqtt_broker: tuple[str, int]) -> None:
+    phone = new_phone()
+    stats = GatewayStats()
+    async with gateway(
+        mqtt_broker,
+        stats=stats,
+        require_auth=False,
+        heartbeat_s=0.5,  # idle after 1.5 s without a frame
+        first_frame_timeout_s=0.5,
+        max_junk_bytes=1000,
+    ) as addr:
+        # One byte every 0.2 s (18 s in the field): the frame would take 3 s to arrive.
+        trickle = await _connect(addr)
+        await trickle.send(encode_heartbeat(phone, 1))
+        assert await trickle.reply() == PlatformReply(1, 0x0002, 0)
+        t0 = asyncio.get_running_loop().time()
+        frame = encode_heartbeat(phone, 2)
+        with contextlib.suppress(ConnectionError):
+            for byte in frame:
+                await trickle.send(bytes([byte]))
+                await asyncio.sleep(0.2)
+        assert await _closed(trickle)
+        assert asyncio.get_running_loop().time() - t0 < len(frame) * 0.2
+        assert not trickle.pending  # the trickled frame never got through
+        # Junk with no 0x7E, streamed fast enough that no timer of bytes would fire.
+        junk = await _connect(addr)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(100):
+                await junk.send(b"\x55" * 100)
+                await asyncio.sleep(0.02)
+        assert await _closed(junk)
+        # A stranger that never sends a whole frame is gone after first_frame_timeout_s.
+        silent = await _connect(addr)
+        await silent.send(b"\x7e\x00")
+        assert await _closed(silent, 2.0)
+    assert stats.idle_closed == 2 and stats.junk_closed == 1
+
+
+async def test_unfinished_split_messages_expire(mqtt_broker: tuple[str, int]) -> None:
+    phone = new_phone()
+    stats = GatewayStats()
+    rng = random.Random(3)
+    batch = LocationBatch(1, tuple(random_location(rng) for _ in range(30)))
+    parts = encode_split(batch, phone=phone, serial=10, max_body=300)
+    async with gateway(
+        mqtt_broker, stats=stats, require_auth=False, split_max_age_s=0.3, heartbeat_s=30
+    ) as addr:
+        t = await _connect(addr)
+        await t.send(parts[0])
+        await asyncio.sleep(0.8)  # the first part expires
+        await t.send(b"".join(parts[1:]) + encode_heartbeat(phone, 99))
+        # Only the heartbeat is answered: the split message can no longer be whole.
+        assert await t.reply() == PlatformReply(99, 0x0002, 0)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                assert await t.reply() is None
+        t.writer.close()
+    # Dropped twice: the first part alone, then the rest (which waited 0.3 s for it).
+    assert stats.by_reason["split_incomplete"] == 2 and stats.published == 1
