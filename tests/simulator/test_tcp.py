@@ -390,3 +390,51 @@ async def test_a_dropped_connection_is_reopened_and_its_lost_frames_counted() ->
     assert stats.unacknowledged >= 3 and stats.dropped == stats.refused == 0
     assert stats.frames == stats.acked + stats.unacknowledged
     assert stats.positions == sum(len(r.locations) for r in want)
+
+
+@pytest.mark.services
+@pytest.mark.timeout(60)
+async def test_terminals_register_once_and_keep_their_codes(
+    mosquitto: tuple[str, int], unique: str, tmp_path: Path
+) -> None:
+    """A second run against the same gateway: with their codes kept the terminals only
+    authenticate; without them the gateway refuses the second registration (result 3)."""
+    spec = FleetSpec(vehicles=3, schedule="always", seed=11)
+    codes = tmp_path / "codes.json"
+    store = SqliteRegistrations(tmp_path / "registrations.sqlite3")
+    cfg = GatewayConfig(
+        listen_port=0,
+        mqtt_host=mosquitto[0],
+        mqtt_port=mosquitto[1],
+        mqtt_client_id=f"test-simcodes-{secrets.token_hex(4)}",
+        topic_prefix=f"codes{unique}/jt808",
+        auth_secret=secrets.token_hex(16),
+    )
+    stop = asyncio.Event()
+    started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        run_gateway(
+            cfg, provisioning=provisioning(spec), registrations=store, stop=stop, started=started
+        )
+    )
+    t0 = DAY0 + 10 * 3_600_000
+    try:
+        host, port = await asyncio.wait_for(started, 10)
+
+        async def run(codes_file: str | None) -> TerminalStats:
+            opts = TcpOptions(host=host, port=port, codes_file=codes_file, connect_attempts=2)
+            return await run_fleet_tcp(
+                spec, opts, stop=asyncio.Event(), speedup=600.0, start_ms=t0, end_ms=t0 + 60_000
+            )
+
+        first = await run(str(codes))
+        assert (first.registrations, first.authenticated, first.failed) == (3, 3, 0)
+        assert set(json.loads(codes.read_text())) == {terminal_id(i) for i in range(3)}
+        second = await run(str(codes))
+        assert (second.registrations, second.authenticated, second.failed) == (0, 3, 0)
+        with pytest.raises(ServiceUnavailable, match="no terminal could log in"):
+            await run(None)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await store.close()
