@@ -133,7 +133,12 @@ class Provisioning:
 
     @classmethod
     def from_vehicles(cls, vehicles: Iterable[_VehicleLike]) -> Provisioning:
-        """From the registry's vehicles (``fleetwatch.config.VehicleConfig``)."""
+        """From the registry's vehicles (``fleetwatch.config.VehicleConfig``).
+
+        The vehicle records carry no VIN or terminal maker yet (the records issue adds
+        them as ``vin`` and ``terminal_maker``); until then a ``registration_match`` of
+        ``vin`` or ``maker`` refuses every terminal, which is the safe side.
+        """
         return cls(
             ProvisionedTerminal(
                 v.terminal,

@@ -443,3 +443,22 @@ async def test_unfinished_split_messages_expire(mqtt_broker: tuple[str, int]) ->
         t.writer.close()
     # Dropped twice: the first part alone, then the rest (which waited 0.3 s for it).
     assert stats.by_reason["split_incomplete"] == 2 and stats.published == 1
+
+
+async def test_registration_store_down_closes_only_that_connection(
+    mqtt_broker: tuple[str, int],
+) -> None:
+    phone, other = new_phone(), new_phone()
+    store = RedisRegistrations(f"redis://127.0.0.1:{_closed_port()}/0")
+    try:
+        async with gateway(mqtt_broker, phones=(phone, other), registrations=store) as addr:
+            t = await _connect(addr)
+            await t.send(encode_registration(phone, 1, plate=plate_of(phone)))
+            assert await _closed(t) and not t.pending  # no code, no success: it retries later
+            # The gateway goes on serving the others.
+            t2 = await _connect(addr)
+            await t2.send(encode_heartbeat(other, 5))
+            assert await t2.reply() == PlatformReply(5, 0x0002, 1)  # not authenticated
+            t2.writer.close()
+    finally:
+        await store.close()
