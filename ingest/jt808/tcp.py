@@ -359,7 +359,17 @@ class _Connection:
                 return False
             store, now = self.gw.registrations, self.loop.time
             if isinstance(action, Register):
-                action = self.session.registered(action, await store.claim(action.phone), now())
+                number = await store.claim(action.phone)
+                action = self.session.registered(action, number, now())
+                if number is not None and isinstance(action, Publish):
+                    try:
+                        await self._publish(action)
+                    except ServiceUnavailable:
+                        # The terminal never got its code: let it register again, or it
+                        # would be refused (3) until an operator reset it.
+                        await store.reset(action.phone)
+                        raise
+                    return True
             else:
                 number = await store.current(action.phone)
                 action = self.session.authenticate(action, number, now())

@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -34,7 +35,7 @@ from ingest.jt808.registrations import (
     SqliteRegistrations,
 )
 from ingest.jt808.session import GatewayStats, ProvisionedTerminal, Provisioning
-from ingest.jt808.tcp import MqttPublisher, run_gateway
+from ingest.jt808.tcp import Gateway, MqttPublisher, run_gateway
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(30)]
 
@@ -461,4 +462,37 @@ async def test_registration_store_down_closes_only_that_connection(
             assert await t2.reply() == PlatformReply(5, 0x0002, 1)  # not authenticated
             t2.writer.close()
     finally:
+        await store.close()
+
+
+class _LostBroker:
+    """Stands in for :class:`MqttPublisher` once its broker went away: every publish fails."""
+
+    async def slot(self) -> None:
+        return None
+
+    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(ServiceUnavailable("MQTT broker", "connection lost"))
+        return fut
+
+
+async def test_a_registration_whose_code_never_went_out_may_be_repeated(tmp_path: Path) -> None:
+    phone = new_phone()
+    store = SqliteRegistrations(tmp_path / "registrations.sqlite3")
+    provisioning = Provisioning([ProvisionedTerminal(phone, "v1", plate_of(phone))])
+    broker: Any = _LostBroker()
+    gw = Gateway(GatewayConfig(), broker, provisioning, store)
+    server = await asyncio.start_server(gw.handle, "127.0.0.1", 0)
+    try:
+        t = await _connect(server.sockets[0].getsockname()[:2])
+        await t.send(encode_registration(phone, 1, plate=plate_of(phone)))
+        assert await _closed(t) and not t.pending
+        assert gw.broker_lost.is_set()
+        # The claim was given back: the terminal registers again once the broker is back.
+        assert await store.current(phone) is None
+    finally:
+        server.close()
+        await gw.close_all()
+        await server.wait_closed()
         await store.close()
