@@ -1,7 +1,9 @@
 """JT/T 808 (2011/2013/2019): codec, columnar position decoder, TCP gateway.
 
-The codec modules are pure (bytes in, values out); only :mod:`ingest.jt808.tcp`
-does I/O. The ingest stage calls :func:`decode_position_payloads`.
+The codec modules and the gateway's session core (:mod:`ingest.jt808.session`)
+are pure (bytes and time in, values and actions out); :mod:`ingest.jt808.tcp`
+(the asyncio adapter) and :mod:`ingest.jt808.registrations` (the registration
+store) do I/O. The ingest stage calls :func:`decode_position_payloads`.
 """
 
 from ingest.jt808.bits import alarm_names, status_names
