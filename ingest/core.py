@@ -28,6 +28,7 @@ from fleetwatch.errors import BadRecord
 from fleetwatch.registry import Registry
 from ingest.deadletter import DeadLetter
 from ingest.json_codec import JsonLimits, decode_objects
+from ingest.validate import check_columns
 
 __all__ = ["Flush", "IngestCore", "topic_kind"]
 
@@ -145,6 +146,11 @@ class IngestCore:
             self._reject(DeadLetter(recv_ms, topic, terminal, "oversized", detail, payload))
             return
         if fmt == "jt808":
+            if not payload:
+                self._reject(
+                    DeadLetter(recv_ms, topic, terminal, "empty_payload", "no bytes", payload)
+                )
+                return
             self._raw808.append((payload, terminal, recv_ms, topic))
             return
         if vehicle is None:
@@ -251,35 +257,80 @@ class IngestCore:
             self._reject(DeadLetter(recv_ms, topic, phone, reason, detail, frame))
         cols = decoded.columns
         n = len(cols["ts"])
+        produced = np.zeros(len(raw), dtype=bool)  # payloads that gave a row, error or message
+        produced[[src for src, _, _ in decoded.errors]] = True
+        produced[[src for src, _ in decoded.others]] = True
         if n:
             source = np.asarray(cols["source"], dtype=np.int64)
-            # The topic names the terminal; the frame header's phone must agree with it.
-            topic_phone = [raw[i][1] for i in range(len(raw))]
-            vehicle_of_src = np.array(
-                [self._vehicle_or_minus1(p) for p in topic_phone], dtype=np.int32
-            )
-            vehicle = vehicle_of_src[source]
-            recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
-            known = vehicle >= 0
-            if not known.all():
-                for i in np.unique(source[~known]).tolist():
-                    payload, phone, recv_ms, topic = raw[i]
-                    self._reject(
-                        DeadLetter(
-                            recv_ms,
-                            topic,
-                            phone,
-                            "unknown_terminal",
-                            f"terminal {phone!r} is not registered",
-                            payload,
-                        )
-                    )
-            keep = np.flatnonzero(known)
+            produced[source] = True
+            keep = self._check_jt808_rows(raw, decoded, source)
             columns = {name: np.asarray(cols[name])[keep] for name in FIELDS if name in cols}
-            columns["vehicle"] = vehicle[keep]
-            columns["recv_ts"] = recv[keep]
+            columns["vehicle"] = self._jt808_vehicles(raw)[source[keep]]
+            columns["recv_ts"] = np.array([r[2] for r in raw], dtype=np.int64)[source[keep]]
             self._builder.extend(PositionBatch.from_columns(**columns))
+        for i in np.flatnonzero(~produced).tolist():
+            payload, phone, recv_ms, topic = raw[i]
+            self._reject(
+                DeadLetter(
+                    recv_ms, topic, phone, "no_frame", "no JT/T 808 frame in the payload", payload
+                )
+            )
         return [(raw[src][1], msg) for src, msg in decoded.others]
+
+    def _jt808_vehicles(self, raw: list[tuple[bytes, str, int, str]]) -> Any:
+        """Registry index of each payload's topic terminal, -1 when unknown."""
+        return np.array([self._vehicle_or_minus1(r[1]) for r in raw], dtype=np.int32)
+
+    def _check_jt808_rows(
+        self, raw: list[tuple[bytes, str, int, str]], decoded: Any, source: Any
+    ) -> Any:
+        """Indices of the decoded rows to keep; every other row becomes a dead letter.
+
+        A row is kept when its topic names a registered terminal, the frame's header
+        names the same terminal (a frame of another terminal is never stored under
+        this topic's vehicle), and its values pass the checks every codec's positions
+        pass (:func:`~ingest.validate.check_columns`).
+        """
+        cols = decoded.columns
+        n = source.shape[0]
+        reasons: list[tuple[int, str, str] | None] = [None] * n
+        vehicle = self._jt808_vehicles(raw)[source]
+        topic_phone = [raw[i][1].lstrip("0") for i in range(len(raw))]
+        header_phone = [p.lstrip("0") for p in decoded.phones]
+        phone_code = np.asarray(cols["phone"], dtype=np.int64)
+        same = np.array(
+            [header_phone[c] == topic_phone[s] for c, s in zip(phone_code, source, strict=True)]
+            if n
+            else [],
+            dtype=bool,
+        )
+        recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
+        _, errors = check_columns(cols, recv, self.limits)
+        for i, err in errors:
+            reasons[i] = (i, err.reason, err.detail)
+        for i in np.flatnonzero(~same).tolist():
+            got = decoded.phones[int(phone_code[i])]
+            reasons[i] = (i, "phone_mismatch", f"frame header phone {got!r} is not the topic's")
+        for i in np.flatnonzero(vehicle < 0).tolist():
+            phone = raw[int(source[i])][1]
+            reasons[i] = (i, "unknown_terminal", f"terminal {phone[:32]!r} is not registered")
+        # As for JSON: one dead letter per bad position (a payload of an unknown terminal: one).
+        told: set[int] = set()
+        for r in reasons:
+            if r is None:
+                continue
+            i, reason, detail = r
+            src = int(source[i])
+            payload, phone, recv_ms, topic = raw[src]
+            if reason == "unknown_terminal":
+                if src in told:
+                    continue
+                told.add(src)
+            else:
+                k = i - int(np.searchsorted(source, src))  # position number inside the payload
+                detail = f"position {k}: {detail}"
+            self._reject(DeadLetter(recv_ms, topic, phone, reason, detail, payload))
+        return np.array([i for i in range(n) if reasons[i] is None], dtype=np.intp)
 
     def _vehicle_or_minus1(self, terminal: str) -> int:
         v = self.registry.by_terminal(terminal)
