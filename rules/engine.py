@@ -551,6 +551,60 @@ class RulesEngine:
         self._max_ts = int(meta["max_ts"])
         self.book.load_json(meta["book"], now)
 
+    def repair_future(self, now_ms: int, max_ahead_ms: int) -> tuple[list[str], list[AlarmEvent]]:
+        """Forget what rule state says about times after ``now_ms + max_ahead_ms``.
+
+        Call after :meth:`restore`. State saved by an earlier version that let a
+        position dated years ahead through (a GPS week rollover) would keep that
+        vehicle blind: every real position would look older than its last one and
+        raise no live alarm. Each such vehicle starts afresh — its next position is
+        live again — and its open episodes close now (``detail.closed_by_repair``),
+        since the machines that would have closed them are reset. Returns the ids of
+        the repaired vehicles and the close events; the caller logs and stores them.
+        """
+        limit = now_ms + max_ahead_ms
+        st = self.state
+        bad = st.last_ts > limit
+        for a in (st.f_prev_ts, st.f_rest_start, st.f_stint):
+            bad |= a > limit
+        for m in st.machines.values():
+            bad |= (m.runstart > limit) | (m.started > limit)
+        for (v, _), ev in self.book.open.items():
+            if ev.started_at > limit or ev.ts > limit:
+                bad[v] = True
+        vehicles = np.flatnonzero(bad)
+        if vehicles.size == 0:
+            return [], []
+        fresh = _State.fresh(1)
+        for k, arr in st.arrays().items():
+            if k.startswith("m:"):
+                arr[vehicles] = 0
+            else:
+                arr[vehicles] = getattr(fresh, k)[0]
+        events: list[AlarmEvent] = []
+        hit = set(vehicles.tolist())
+        for v, key in sorted(k for k in self.book.open if k[0] in hit):
+            prev = self.book.open[(v, key)]
+            end = max(prev.started_at, min(prev.ts, now_ms))  # never a negative duration
+            events.append(
+                self.book.apply(
+                    Raw(
+                        v,
+                        key,
+                        "close",
+                        now_ms,
+                        0,
+                        end,
+                        prev.lat,
+                        prev.lon,
+                        {"closed_by_repair": True},
+                    )
+                )
+            )
+        seen = st.last_ts[st.last_ts != _INT_MIN]
+        self._max_ts = int(seen.max()) if seen.size else _INT_MIN
+        return [self.registry.ids[v] for v in vehicles.tolist()], events
+
     # -- internals --------------------------------------------------------------------------
 
     def _fence_view(self) -> _FenceView | None:
