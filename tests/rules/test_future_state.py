@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from fleetwatch.batch import PositionBatch
 from fleetwatch.registry import Registry
 from ingest.core import IngestCore
+from ingest.json_codec import JsonLimits
 from ingest.jt808.codec import encode_location
 from ingest.jt808.position import decode_position_payloads
-from ingest.json_codec import JsonLimits
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from tests.rules.conftest import local_ms, make_fences, make_registry
