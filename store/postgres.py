@@ -50,6 +50,7 @@ from store.history import (
     DAY_MS,
     TRACK_FIELDS,
     UPSERT_SET,
+    UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
     alarm_event_rows,
@@ -420,7 +421,7 @@ class PostgresHistory:
             "INSERT INTO {}.alarms AS alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
             " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
-            " ON CONFLICT (id) DO UPDATE SET " + UPSERT_SET + " WHERE excluded.ts >= alarms.ts"
+            " ON CONFLICT (id) DO UPDATE SET " + UPSERT_SET + " WHERE " + UPSERT_WHERE
         ).format(self._s)
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:

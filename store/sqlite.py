@@ -31,6 +31,7 @@ from store.history import (
     DAY_MS,
     TRACK_FIELDS,
     UPSERT_SET,
+    UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
     alarm_event_rows,
@@ -240,8 +241,7 @@ class SQLiteHistory:
                     "INSERT INTO alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
                     " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    f" ON CONFLICT (id) DO UPDATE SET {UPSERT_SET}"
-                    " WHERE excluded.ts >= alarms.ts",
+                    f" ON CONFLICT (id) DO UPDATE SET {UPSERT_SET} WHERE {UPSERT_WHERE}",
                     rows,
                 )
                 if self.notify_router is not None:
