@@ -120,8 +120,10 @@ class HistoryStore(Protocol):
 
     async def load_rule_state(self, name: str) -> bytes | None: ...
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
-        """Delete what is past its retention; returns what was removed, by table."""
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete what is past its retention; returns what was removed, by table.
+
+        With ``dry_run``, removes nothing and returns what would be removed."""
 
 
 def day_bounds_ms(day: dt.date, tz: str) -> tuple[int, int]:

@@ -680,36 +680,52 @@ class PostgresHistory:
 
         return await self._on("read", read)
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
         c = self.config
         pos_cut = now_ms - c.positions_retention_days * DAY_MS
         alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
         dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
         s = self._s
+        # Closed episodes only: an episode still open is kept however old it is.
+        alarms_where = "state = 'closed' AND coalesce(ended_at, ts) < %s"
+
+        async def count(conn: psycopg.AsyncConnection[Any], table: str, cond: str, cut: int) -> int:
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.{} WHERE " + cond).format(
+                    s, sql.Identifier(table)
+                ),
+                (cut,),
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            dropped = 0
+            old_days = []
             if not self.timescale:  # TimescaleDB: its retention policy drops chunks
-                for d in sorted(await self._existing_partitions(conn)):
-                    if (d + 1) * DAY_MS <= pos_cut:  # the whole day is past retention
-                        await conn.execute(
-                            sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-                                s, sql.Identifier(_day_name(d))
-                            )
-                        )
-                        self._partitions.discard(d)
-                        dropped += 1
+                old_days = [
+                    d
+                    for d in sorted(await self._existing_partitions(conn))
+                    if (d + 1) * DAY_MS <= pos_cut  # the whole day is past retention
+                ]
+            if dry_run:
+                return {
+                    "position_partitions": len(old_days),
+                    "alarms": await count(conn, "alarms", alarms_where, alarm_cut),
+                    "dead_letters": await count(conn, "dead_letters", "ts < %s", dead_cut),
+                }
+            for d in old_days:
+                await conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}.{}").format(s, sql.Identifier(_day_name(d)))
+                )
+                self._partitions.discard(d)
             a = await conn.execute(
-                sql.SQL(
-                    "DELETE FROM {}.alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < %s"
-                ).format(s),
-                (alarm_cut,),
+                sql.SQL("DELETE FROM {}.alarms WHERE " + alarms_where).format(s), (alarm_cut,)
             )
             dl = await conn.execute(
                 sql.SQL("DELETE FROM {}.dead_letters WHERE ts < %s").format(s), (dead_cut,)
             )
             return {
-                "position_partitions": dropped,
+                "position_partitions": len(old_days),
                 "alarms": max(a.rowcount, 0),
                 "dead_letters": max(dl.rowcount, 0),
             }

@@ -406,20 +406,28 @@ class SQLiteHistory:
 
         return await self._run(read)
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
         c = self.config
         pos_cut = now_ms - c.positions_retention_days * DAY_MS
         alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
         dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
+        # Closed episodes only: an episode still open is kept however old it is.
+        where = {
+            "positions": ("positions", "ts < ?", pos_cut),
+            "alarms": ("alarms", "state = 'closed' AND coalesce(ended_at, ts) < ?", alarm_cut),
+            "dead_letters": ("dead_letters", "ts < ?", dead_cut),
+        }
 
         def write(db: sqlite3.Connection) -> dict[str, int]:
+            out: dict[str, int] = {}
+            if dry_run:
+                for name, (table, cond, cut) in where.items():
+                    row = db.execute(f"SELECT count(*) FROM {table} WHERE {cond}", (cut,))
+                    out[name] = int(row.fetchone()[0])
+                return out
             with db:
-                p = db.execute("DELETE FROM positions WHERE ts < ?", (pos_cut,)).rowcount
-                a = db.execute(
-                    "DELETE FROM alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < ?",
-                    (alarm_cut,),
-                ).rowcount
-                d = db.execute("DELETE FROM dead_letters WHERE ts < ?", (dead_cut,)).rowcount
-            return {"positions": p, "alarms": a, "dead_letters": d}
+                for name, (table, cond, cut) in where.items():
+                    out[name] = db.execute(f"DELETE FROM {table} WHERE {cond}", (cut,)).rowcount
+            return out
 
         return await self._run(write)
