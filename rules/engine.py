@@ -43,7 +43,7 @@ from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw
 from rules.events import AlarmEvent
-from rules.features import DayTable, Schedules, step_m_array
+from rules.features import DayTable, Schedules, fence_names, step_m_array
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
 
 __all__ = ["RulesEngine"]
@@ -417,6 +417,7 @@ class RulesEngine:
         self.book = EpisodeBook(registry, critical=frozenset(cfg.terminal_alarm.critical))
         self._vlimit = np.asarray(registry.speed_limit_kmh, dtype=np.float32)
         self._max_ts = _INT_MIN
+        self._names: dict[tuple[int, int, str], str] = {}  # (index, org, use) -> fence names
         ta = cfg.terminal_alarm
         self._bits = [(name, ALARM_BITS[name]) for name in ta.bits] if ta.enabled else []
 
@@ -616,6 +617,15 @@ class RulesEngine:
             self._view_of = index
         return self._view
 
+    def _fence_names(self, view: _FenceView, vehicle: int, use: str) -> str:
+        key = (id(view.index), int(self.registry.org_index[vehicle]), use)
+        got = self._names.get(key)
+        if got is None:
+            if len(self._names) > 10_000:  # fence sets change rarely; bound it all the same
+                self._names.clear()
+            got = self._names[key] = fence_names(view.index, self.registry, vehicle, use)
+        return got
+
     def _offline_closes(self, rows: _Rows) -> list[AlarmEvent]:
         st = self.state
         fi = rows.first_i
@@ -766,6 +776,7 @@ class RulesEngine:
                         "limit_kmh": float(limit[i]),
                         "speed_kmh": float(speed[i]),
                         "peak_kmh": int(peak[i]) / 10,
+                        "max_speed_kmh": int(peak[i]) / 10,  # the desk's word for the peak
                         "zone": bool(geo.zone_limit[i] < vlim[i]),
                     }
 
@@ -812,7 +823,10 @@ class RulesEngine:
                 dist = spread(dsub, sel)
 
                 def oa_detail(i: int) -> dict[str, Any]:
-                    return {"distance_km": int(dist[i]) / 1000}
+                    return {
+                        "distance_km": int(dist[i]) / 1000,
+                        "fence_name": self._fence_names(view, int(veh[i]), "allowed_region"),
+                    }
 
                 self._redetail(found, "out_of_area", oa_detail)
                 ui = np.flatnonzero(upd)
@@ -832,7 +846,8 @@ class RulesEngine:
             ids = view.ids
 
             def fz_detail(i: int) -> dict[str, Any]:
-                return {"fence": ids[int(geo.forbidden_fence[i])]}
+                f = int(geo.forbidden_fence[i])
+                return {"fence": ids[f], "fence_name": view.index.fences[f].name}
 
             machine(
                 3,
@@ -855,7 +870,10 @@ class RulesEngine:
             c = parked & away & (v_night | v_rest)
 
             def pk_detail(i: int) -> dict[str, Any]:
-                return {"reason": "night" if v_night[i] else "rest_day"}
+                return {
+                    "reason": "night" if v_night[i] else "rest_day",
+                    "fence_name": self._fence_names(view, int(veh[i]), "lot"),
+                }
 
             machine(4, "parking_violation", c, pk.grace_s, pk.close_after_s, pk_detail)
 
