@@ -176,6 +176,11 @@ class IngestCore:
             self._objs.append(doc)
             self._obj_src.append((topic, terminal, payload, recv_ms, vehicle, -1))
             return
+        if not doc:  # acknowledged, so it must leave a trace: nothing else would
+            self._reject(
+                DeadLetter(recv_ms, topic, terminal, "empty_payload", "an empty array", payload)
+            )
+            return
         if len(doc) > self.limits.max_positions:
             detail = f"{len(doc)} > {self.limits.max_positions}"
             self._reject(

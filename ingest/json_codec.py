@@ -340,9 +340,12 @@ def _vector_columns(
         if bad is not None:
             slow[...] |= bad
         arr = np.array([0 if v is None else v for v in vals] if None in vals else vals)
-        if arr.dtype.kind not in "iu":
-            arr = arr.astype(np.int64)
+        # Checked before any cast: a negative int beside one above 2**63 makes a float
+        # column, whose cast to int64 would not keep the values.
         slow[...] |= (arr < 0) | (arr > _U32)
+        if arr.dtype.kind not in "iu":
+            with np.errstate(invalid="ignore"):  # rows out of range are the reference's
+                arr = arr.astype(np.int64)
         return arr
 
     alarm = bits("alarm")
