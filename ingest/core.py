@@ -297,36 +297,29 @@ class IngestCore:
         pass (:func:`~ingest.validate.check_columns`).
         """
         cols = decoded.columns
-        n = source.shape[0]
-        reasons: list[tuple[int, str, str] | None] = [None] * n
         vehicle = self._jt808_vehicles(raw)[source]
-        topic_phone = [raw[i][1].lstrip("0") for i in range(len(raw))]
-        header_phone = [p.lstrip("0") for p in decoded.phones]
-        phone_code = np.asarray(cols["phone"], dtype=np.int64)
-        same = np.array(
-            [header_phone[c] == topic_phone[s] for c, s in zip(phone_code, source, strict=True)]
-            if n
-            else [],
-            dtype=bool,
-        )
+        # Phones compared without leading zeros (2013: 12 BCD digits, 2019: 20), as codes.
+        code: dict[str, int] = {}
+        header = np.array([code.setdefault(p.lstrip("0"), len(code)) for p in decoded.phones])
+        topic = np.array([code.setdefault(r[1].lstrip("0"), len(code)) for r in raw])
+        phone_code = np.asarray(cols["phone"], dtype=np.intp)
         recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
-        _, errors = check_columns(cols, recv, self.limits)
-        for i, err in errors:
-            reasons[i] = (i, err.reason, err.detail)
-        for i in np.flatnonzero(~same).tolist():
-            got = decoded.phones[int(phone_code[i])]
-            reasons[i] = (i, "phone_mismatch", f"frame header phone {got!r} is not the topic's")
+        ok, errors = check_columns(cols, recv, self.limits)
+        # The first reason that applies wins: unknown terminal, then phone, then the values.
+        reasons: dict[int, tuple[str, str]] = {i: (e.reason, e.detail) for i, e in errors}
+        if len(header):
+            for i in np.flatnonzero(header[phone_code] != topic[source]).tolist():
+                got = decoded.phones[int(phone_code[i])]
+                reasons[i] = ("phone_mismatch", f"frame header phone {got!r} is not the topic's")
         for i in np.flatnonzero(vehicle < 0).tolist():
             phone = raw[int(source[i])][1]
-            reasons[i] = (i, "unknown_terminal", f"terminal {phone[:32]!r} is not registered")
+            reasons[i] = ("unknown_terminal", f"terminal {phone[:32]!r} is not registered")
         # As for JSON: one dead letter per bad position (a payload of an unknown terminal: one).
         told: set[int] = set()
-        for r in reasons:
-            if r is None:
-                continue
-            i, reason, detail = r
+        for i in sorted(reasons):
+            reason, detail = reasons[i]
             src = int(source[i])
-            payload, phone, recv_ms, topic = raw[src]
+            payload, phone, recv_ms, topic_name = raw[src]
             if reason == "unknown_terminal":
                 if src in told:
                     continue
@@ -334,8 +327,9 @@ class IngestCore:
             else:
                 k = i - int(np.searchsorted(source, src))  # position number inside the payload
                 detail = f"position {k}: {detail}"
-            self._reject(DeadLetter(recv_ms, topic, phone, reason, detail, payload))
-        return np.array([i for i in range(n) if reasons[i] is None], dtype=np.intp)
+            self._reject(DeadLetter(recv_ms, topic_name, phone, reason, detail, payload))
+        ok[list(reasons)] = False
+        return np.flatnonzero(ok)
 
     def _vehicle_or_minus1(self, terminal: str) -> int:
         v = self.registry.by_terminal(terminal)
