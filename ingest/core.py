@@ -11,6 +11,12 @@ flush time, column by column (:func:`~ingest.json_codec.decode_objects`);
 JT/T 808 payloads are kept raw and decoded together at flush time, where the
 batch decoder can vectorize across frames. What a topic means (format,
 terminal, registry index) is worked out once per topic and remembered.
+
+Both codecs' positions pass the one position check (:mod:`ingest.validate`:
+ranges, and the time window around the receive time); a JT/T 808 frame must
+also name, in its header, the terminal its topic names. Whatever fails is a
+dead letter with its reason, and so is a message that yields nothing at all
+(an empty payload or array): every input leaves a row or a trace.
 """
 
 from __future__ import annotations
