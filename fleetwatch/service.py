@@ -274,17 +274,19 @@ def build_service(cfg: Config) -> Service:
     return svc
 
 
-async def _restore_rule_state(svc: Service) -> None:
-    """Load the saved rule state; repair, loudly, what lies in the future (issue 12)."""
+async def _restore_rule_state(svc: Service) -> list[Any]:
+    """Load the saved rule state; repair, loudly, what lies in the future (issue 12).
+
+    Returns the close events of the repair (already in history) for the live state."""
     blob = await svc.history.load_rule_state(RULE_STATE_KEY)
     if not blob:
-        return
+        return []
     svc.engine.restore(blob)
     log.info("rule state restored (%d bytes)", len(blob))
     now_ms = int(time.time() * 1000)
     vehicles, closes = svc.engine.repair_future(now_ms, svc.cfg.ingest.max_future_s * 1000)
     if not vehicles:
-        return
+        return []
     svc.rule_state_repaired.inc(len(vehicles))
     log.error(
         "rule state: %d vehicle(s) had a last point after now + %d s (an impossible date let"
@@ -297,6 +299,7 @@ async def _restore_rule_state(svc: Service) -> None:
     if closes:
         await svc.history.write_alarm_events(closes)
     await _save_rule_state(svc)
+    return closes
 
 
 async def _save_rule_state(svc: Service) -> None:
@@ -325,10 +328,13 @@ async def run_service(
 ) -> Service:
     """Run until ``stop`` is set; returns the service (for tests to inspect)."""
     svc = service or build_service(cfg)
+    repaired: list[Any] = []
     if svc.history is not None:
         await svc.history.open(svc.registry)
-        await _restore_rule_state(svc)
+        repaired = await _restore_rule_state(svc)
     await svc.live.open(svc.registry)
+    if repaired:  # a shared live state (Redis) may still list them as open
+        await svc.live.update_alarms(repaired)
     server = _Server(
         uvicorn.Config(
             svc.app,

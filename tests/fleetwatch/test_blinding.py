@@ -18,13 +18,14 @@ import aiomqtt
 import httpx
 import numpy as np
 import pytest
+import redis.asyncio
 
 from fleetwatch.batch import PositionBatch
 from fleetwatch.registry import Registry
 from fleetwatch.service import RULE_STATE_KEY
 from ingest.jt808.codec import encode_location
 from rules.engine import RulesEngine
-from store.factory import create_history
+from store.factory import create_history, create_live
 from store.history import AlarmQuery
 from tests.conftest import free_port
 from tests.fleetwatch.conftest import WORKDAY_10AM, running_service, service_config
@@ -37,7 +38,7 @@ Y2098 = 4_044_499_200_000  # 2098-03-01T00:00Z
 ACC_ON = 0b11  # JT/T 808 table 25: bit 0 ACC on, bit 1 positioned
 
 
-def config(tmp_path: Path, prefix: str, web_port: int) -> object:
+def config(tmp_path: Path, prefix: str, web_port: int, **tables: dict[str, object]) -> object:
     return service_config(
         tmp_path,
         prefix,
@@ -45,6 +46,7 @@ def config(tmp_path: Path, prefix: str, web_port: int) -> object:
         vehicles=[(f"v{i}", f"1390000000{i}", f"川X0000{i}") for i in range(3)],
         token=TOKEN,
         rules={"speeding": {"min_duration_s": 10, "close_after_s": 10, "default_limit_kmh": 80}},
+        **tables,
     )
 
 
@@ -104,24 +106,37 @@ async def test_a_2098_frame_is_a_dead_letter_and_speeding_still_raises(
 
 
 async def test_saved_state_in_the_future_is_repaired_at_start_up(
-    tmp_path: Path, mosquitto: tuple[str, int], unique: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    mosquitto: tuple[str, int],
+    redis_server: tuple[str, int],
+    unique: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     prefix = f"repair{unique}"
     port = free_port()
-    cfg = config(tmp_path, prefix, port)
+    host, rport = redis_server
+    live = {"kind": "redis", "redis_url": f"redis://{host}:{rport}/0", "key_prefix": f"t{unique}:"}
+    cfg = config(tmp_path, prefix, port, live=live)
     # What an earlier version saved after letting a 2098 point through for v1.
     registry = Registry.from_config(cfg)  # type: ignore[arg-type]
     old = RulesEngine(cfg.rules, registry)  # type: ignore[attr-defined]
-    old.process(
+    k = np.arange(8)
+    opened = old.process(  # 130 km/h for 35 s, in 2098: a speeding episode opens
         PositionBatch.from_columns(
-            vehicle=np.array([1]), ts=np.array([Y2098]), lat=np.array([30.45]),
-            lon=np.array([106.63]), speed=np.array([40.0]), acc=np.array([True]),
+            vehicle=np.ones(8, np.int32), ts=Y2098 + k * 5000, lat=30.45 + k * 1e-3,
+            lon=np.full(8, 106.63), speed=np.full(8, 130.0), acc=np.ones(8, bool),
         )
     )  # fmt: skip
+    assert [e.kind for e in opened] == ["speeding"]
     history = create_history(cfg.store)  # type: ignore[attr-defined]
     await history.open(registry)
+    await history.write_alarm_events(opened)
     await history.save_rule_state(RULE_STATE_KEY, old.state_bytes())
     await history.close()
+    shared = create_live(cfg.live)  # type: ignore[attr-defined]
+    await shared.open(registry)
+    await shared.update_alarms(opened)  # what the desk saw before the restart
+    await shared.close()
 
     with caplog.at_level(logging.ERROR, logger="fleetwatch.service"):
         async with running_service(cfg) as svc:  # type: ignore[arg-type]
@@ -129,7 +144,15 @@ async def test_saved_state_in_the_future_is_repaired_at_start_up(
             async with httpx.AsyncClient() as http:
                 text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             assert "fleetwatch_rule_state_repaired_total 1.0" in text
+            (row,) = await svc.history.alarms(AlarmQuery(kinds=["speeding"]))
+            assert row["state"] == "closed" and row["detail"]["closed_by_repair"]
+            # The shared live state (Redis) no longer lists it as open either.
+            assert not await svc.live.redis.hexists(svc.live.k_alarms, opened[0].id)
     assert any("v1" in r.getMessage() and "afresh" in r.getMessage() for r in caplog.records)
+    client = redis.asyncio.Redis(host=host, port=rport)
+    async for key in client.scan_iter(match=f"t{unique}:*"):
+        await client.delete(key)
+    await client.aclose()
 
 
 async def test_retention_runs_in_the_service_and_is_metered(
