@@ -42,6 +42,11 @@ class StoreConfig(_Frozen):
         le=86_400,
         description="how often the running service removes what is past its retention",
     )
+    retention_chunk_rows: int = Field(
+        default=50_000,
+        ge=100,
+        description="SQLite: rows deleted per transaction (writes wait for one chunk at most)",
+    )
     # Degradation: while PostgreSQL is down, positions spool to local files (in order).
     spool_dir: str = "spool"
     spool_max_rows: int = Field(

@@ -418,16 +418,39 @@ class SQLiteHistory:
             "dead_letters": ("dead_letters", "ts < ?", dead_cut),
         }
 
-        def write(db: sqlite3.Connection) -> dict[str, int]:
-            out: dict[str, int] = {}
-            if dry_run:
-                for name, (table, cond, cut) in where.items():
-                    row = db.execute(f"SELECT count(*) FROM {table} WHERE {cond}", (cut,))
-                    out[name] = int(row.fetchone()[0])
-                return out
-            with db:
-                for name, (table, cond, cut) in where.items():
-                    out[name] = db.execute(f"DELETE FROM {table} WHERE {cond}", (cut,)).rowcount
-            return out
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            return {
+                name: int(
+                    db.execute(f"SELECT count(*) FROM {t} WHERE {cond}", (cut,)).fetchone()[0]
+                )
+                for name, (t, cond, cut) in where.items()
+            }
 
-        return await self._run(write)
+        if dry_run:
+            return await self._run(count)
+        chunk = c.retention_chunk_rows
+
+        def delete_some(table: str, cond: str, cut: int) -> Callable[[sqlite3.Connection], int]:
+            # A bounded delete per transaction: position writes wait for one chunk at most.
+            key = "vehicle, ts" if table == "positions" else "rowid"
+
+            def write(db: sqlite3.Connection) -> int:
+                with db:
+                    return db.execute(
+                        f"DELETE FROM {table} WHERE ({key}) IN"
+                        f" (SELECT {key} FROM {table} WHERE {cond} LIMIT ?)",
+                        (cut, chunk),
+                    ).rowcount
+
+            return write
+
+        out: dict[str, int] = {}
+        for name, (table, cond, cut) in where.items():
+            total = 0
+            while True:
+                n = await self._run(delete_some(table, cond, cut))
+                total += n
+                if n < chunk:
+                    break
+            out[name] = total
+        return out

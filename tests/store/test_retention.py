@@ -85,3 +85,16 @@ def test_describe_says_it_in_chinese_then_english() -> None:
     zh, en = text.split("\n")
     assert zh.startswith("试运行") and "位置点 3" in zh
     assert en.startswith("dry run") and "positions 3" in en
+
+
+async def test_sqlite_deletes_in_bounded_chunks(registry: Registry) -> None:
+    from store.sqlite import SQLiteHistory
+
+    store = SQLiteHistory(StoreConfig(retention_chunk_rows=100), path=":memory:")
+    await store.open(registry)
+    now = time.time_ns() // 1_000_000
+    await store.write_positions(drive(0, now - 300 * DAY_MS, 250, step_ms=1000))
+    await store.write_positions(drive(1, now - DAY_MS, 5))
+    assert (await store.apply_retention(now))["positions"] == 250  # 100 + 100 + 50
+    assert (await store.track(registry.ids[1], 0, now))["ts"].size == 5
+    await store.close()
