@@ -1,7 +1,7 @@
 """The ``fleetwatch`` command line.
 
 Subcommands: ``demo``, ``serve``, ``gateway``, ``simulate``, ``decode``,
-``bench``, ``check-config``, ``replay``. Each maps to one function; heavy
+``bench``, ``check-config``, ``replay``, ``retention``. Each maps to one function; heavy
 imports happen inside them so ``fleetwatch decode`` starts quickly.
 """
 
@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=sorted(BENCHES))
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--quick", action="store_true", help="a smaller, faster run")
+
+    ret = sub.add_parser(
+        "retention", help="remove what is past its retention now (--dry-run: only say what)"
+    )
+    ret.add_argument("--config", required=True)
+    ret.add_argument("--dry-run", action="store_true", help="remove nothing, say what would go")
+    ret.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = sub.add_parser("replay", help="run the rules over stored history and list episodes")
     r.add_argument("--config", required=True)
@@ -162,11 +169,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_demo(args)
     if cmd == "simulate":
         return _simulate(args)
+    if cmd == "retention":
+        return _retention(args)
     if cmd == "replay":
         from fleetwatch.replay import replay_main
 
         return replay_main(args)
     raise AssertionError(cmd)
+
+
+def _retention(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from fleetwatch.config import load_config
+    from store.retention import describe, retention_once
+
+    cfg = load_config(args.config)
+    if cfg.store.kind == "memory":
+        print("[store] kind = memory: nothing is kept, nothing to remove / 内存存储，无需清理")
+        return 0
+    removed = asyncio.run(retention_once(cfg, dry_run=args.dry_run))
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "removed": removed})
+    else:
+        print(describe(removed, dry_run=args.dry_run))
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from prometheus_client import Counter, Gauge
 
 from fleetwatch.config import Config
 from fleetwatch.errors import ServiceUnavailable
@@ -57,6 +58,8 @@ class Service:
     relay: Any = None
     fanout: Any = None
     commands: Any = None
+    retention: Any = None  # store.retention.RetentionMetrics
+    rule_state_repaired: Any = None  # Counter: vehicles whose saved state lay in the future
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -102,6 +105,15 @@ class Service:
             lambda: float(bool(getattr(self.live, "degraded", False)))
         )
         m.spooled_rows.set_function(lambda: float(getattr(self.history, "spooled_rows", 0)))
+        Gauge(
+            "fleetwatch_store_refused_rows",
+            "positions the history refused: dated outside the days it makes partitions for",
+            registry=m.registry,
+        ).set_function(lambda: float(getattr(self._inner_history, "refused_rows", 0)))
+
+    @property
+    def _inner_history(self) -> Any:
+        return getattr(self.history, "inner", self.history)
 
 
 class _Server(uvicorn.Server):
@@ -250,7 +262,44 @@ def build_service(cfg: Config) -> Service:
     )
     svc.app = create_app(ctx)
     svc.register_gauges()
+    if history is not None:
+        from store.retention import RetentionMetrics
+
+        svc.retention = RetentionMetrics(metrics.registry)
+    svc.rule_state_repaired = Counter(
+        "fleetwatch_rule_state_repaired_total",
+        "vehicles whose saved rule state lay beyond now + ingest.max_future_s, reset at start",
+        registry=metrics.registry,
+    )
     return svc
+
+
+async def _restore_rule_state(svc: Service) -> list[Any]:
+    """Load the saved rule state; repair, loudly, what lies in the future (issue 12).
+
+    Returns the close events of the repair (already in history) for the live state."""
+    blob = await svc.history.load_rule_state(RULE_STATE_KEY)
+    if not blob:
+        return []
+    svc.engine.restore(blob)
+    log.info("rule state restored (%d bytes)", len(blob))
+    now_ms = int(time.time() * 1000)
+    vehicles, closes = svc.engine.repair_future(now_ms, svc.cfg.ingest.max_future_s * 1000)
+    if not vehicles:
+        return []
+    svc.rule_state_repaired.inc(len(vehicles))
+    log.error(
+        "rule state: %d vehicle(s) had a last point after now + %d s (an impossible date let"
+        " through before); their state starts afresh and %d open episode(s) are closed: %s",
+        len(vehicles),
+        svc.cfg.ingest.max_future_s,
+        len(closes),
+        ", ".join(vehicles[:50]) + (" ..." if len(vehicles) > 50 else ""),
+    )
+    if closes:
+        await svc.history.write_alarm_events(closes)
+    await _save_rule_state(svc)
+    return closes
 
 
 async def _save_rule_state(svc: Service) -> None:
@@ -279,13 +328,13 @@ async def run_service(
 ) -> Service:
     """Run until ``stop`` is set; returns the service (for tests to inspect)."""
     svc = service or build_service(cfg)
+    repaired: list[Any] = []
     if svc.history is not None:
         await svc.history.open(svc.registry)
-        blob = await svc.history.load_rule_state(RULE_STATE_KEY)
-        if blob:
-            svc.engine.restore(blob)
-            log.info("rule state restored (%d bytes)", len(blob))
+        repaired = await _restore_rule_state(svc)
     await svc.live.open(svc.registry)
+    if repaired:  # a shared live state (Redis) may still list them as open
+        await svc.live.update_alarms(repaired)
     server = _Server(
         uvicorn.Config(
             svc.app,
@@ -304,6 +353,17 @@ async def run_service(
             tg.create_task(svc.ingest.run(stop))
             pipe = tg.create_task(svc.pipeline.run())
             tg.create_task(_rule_state_saver(svc, stop))
+            if svc.history is not None and svc.retention is not None:
+                from store.retention import retention_loop
+
+                tg.create_task(
+                    retention_loop(
+                        svc.history,
+                        stop,
+                        interval_s=cfg.store.retention_interval_s,
+                        metrics=svc.retention,
+                    )
+                )
             notifier = tg.create_task(svc.notifier.run()) if svc.notifier is not None else None
             relay_tasks = []
             if svc.relay is not None:

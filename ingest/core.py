@@ -11,6 +11,12 @@ flush time, column by column (:func:`~ingest.json_codec.decode_objects`);
 JT/T 808 payloads are kept raw and decoded together at flush time, where the
 batch decoder can vectorize across frames. What a topic means (format,
 terminal, registry index) is worked out once per topic and remembered.
+
+Both codecs' positions pass the one position check (:mod:`ingest.validate`:
+ranges, and the time window around the receive time); a JT/T 808 frame must
+also name, in its header, the terminal its topic names. Whatever fails is a
+dead letter with its reason, and so is a message that yields nothing at all
+(an empty payload or array): every input leaves a row or a trace.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from fleetwatch.errors import BadRecord
 from fleetwatch.registry import Registry
 from ingest.deadletter import DeadLetter
 from ingest.json_codec import JsonLimits, decode_objects
+from ingest.validate import check_columns
 
 __all__ = ["Flush", "IngestCore", "topic_kind"]
 
@@ -145,6 +152,11 @@ class IngestCore:
             self._reject(DeadLetter(recv_ms, topic, terminal, "oversized", detail, payload))
             return
         if fmt == "jt808":
+            if not payload:
+                self._reject(
+                    DeadLetter(recv_ms, topic, terminal, "empty_payload", "no bytes", payload)
+                )
+                return
             self._raw808.append((payload, terminal, recv_ms, topic))
             return
         if vehicle is None:
@@ -169,6 +181,11 @@ class IngestCore:
         if type(doc) is not list:
             self._objs.append(doc)
             self._obj_src.append((topic, terminal, payload, recv_ms, vehicle, -1))
+            return
+        if not doc:  # acknowledged, so it must leave a trace: nothing else would
+            self._reject(
+                DeadLetter(recv_ms, topic, terminal, "empty_payload", "an empty array", payload)
+            )
             return
         if len(doc) > self.limits.max_positions:
             detail = f"{len(doc)} > {self.limits.max_positions}"
@@ -251,35 +268,74 @@ class IngestCore:
             self._reject(DeadLetter(recv_ms, topic, phone, reason, detail, frame))
         cols = decoded.columns
         n = len(cols["ts"])
+        produced = np.zeros(len(raw), dtype=bool)  # payloads that gave a row, error or message
+        produced[[src for src, _, _ in decoded.errors]] = True
+        produced[[src for src, _ in decoded.others]] = True
         if n:
             source = np.asarray(cols["source"], dtype=np.int64)
-            # The topic names the terminal; the frame header's phone must agree with it.
-            topic_phone = [raw[i][1] for i in range(len(raw))]
-            vehicle_of_src = np.array(
-                [self._vehicle_or_minus1(p) for p in topic_phone], dtype=np.int32
-            )
-            vehicle = vehicle_of_src[source]
-            recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
-            known = vehicle >= 0
-            if not known.all():
-                for i in np.unique(source[~known]).tolist():
-                    payload, phone, recv_ms, topic = raw[i]
-                    self._reject(
-                        DeadLetter(
-                            recv_ms,
-                            topic,
-                            phone,
-                            "unknown_terminal",
-                            f"terminal {phone!r} is not registered",
-                            payload,
-                        )
-                    )
-            keep = np.flatnonzero(known)
+            produced[source] = True
+            keep = self._check_jt808_rows(raw, decoded, source)
             columns = {name: np.asarray(cols[name])[keep] for name in FIELDS if name in cols}
-            columns["vehicle"] = vehicle[keep]
-            columns["recv_ts"] = recv[keep]
+            columns["vehicle"] = self._jt808_vehicles(raw)[source[keep]]
+            columns["recv_ts"] = np.array([r[2] for r in raw], dtype=np.int64)[source[keep]]
             self._builder.extend(PositionBatch.from_columns(**columns))
+        for i in np.flatnonzero(~produced).tolist():
+            payload, phone, recv_ms, topic = raw[i]
+            self._reject(
+                DeadLetter(
+                    recv_ms, topic, phone, "no_frame", "no JT/T 808 frame in the payload", payload
+                )
+            )
         return [(raw[src][1], msg) for src, msg in decoded.others]
+
+    def _jt808_vehicles(self, raw: list[tuple[bytes, str, int, str]]) -> Any:
+        """Registry index of each payload's topic terminal, -1 when unknown."""
+        return np.array([self._vehicle_or_minus1(r[1]) for r in raw], dtype=np.int32)
+
+    def _check_jt808_rows(
+        self, raw: list[tuple[bytes, str, int, str]], decoded: Any, source: Any
+    ) -> Any:
+        """Indices of the decoded rows to keep; every other row becomes a dead letter.
+
+        A row is kept when its topic names a registered terminal, the frame's header
+        names the same terminal (a frame of another terminal is never stored under
+        this topic's vehicle), and its values pass the checks every codec's positions
+        pass (:func:`~ingest.validate.check_columns`).
+        """
+        cols = decoded.columns
+        vehicle = self._jt808_vehicles(raw)[source]
+        # Phones compared without leading zeros (2013: 12 BCD digits, 2019: 20), as codes.
+        code: dict[str, int] = {}
+        header = np.array([code.setdefault(p.lstrip("0"), len(code)) for p in decoded.phones])
+        topic = np.array([code.setdefault(r[1].lstrip("0"), len(code)) for r in raw])
+        phone_code = np.asarray(cols["phone"], dtype=np.intp)
+        recv = np.array([r[2] for r in raw], dtype=np.int64)[source]
+        ok, errors = check_columns(cols, recv, self.limits)
+        # The first reason that applies wins: unknown terminal, then phone, then the values.
+        reasons: dict[int, tuple[str, str]] = {i: (e.reason, e.detail) for i, e in errors}
+        if len(header):
+            for i in np.flatnonzero(header[phone_code] != topic[source]).tolist():
+                got = decoded.phones[int(phone_code[i])]
+                reasons[i] = ("phone_mismatch", f"frame header phone {got!r} is not the topic's")
+        for i in np.flatnonzero(vehicle < 0).tolist():
+            phone = raw[int(source[i])][1]
+            reasons[i] = ("unknown_terminal", f"terminal {phone[:32]!r} is not registered")
+        # As for JSON: one dead letter per bad position (a payload of an unknown terminal: one).
+        told: set[int] = set()
+        for i in sorted(reasons):
+            reason, detail = reasons[i]
+            src = int(source[i])
+            payload, phone, recv_ms, topic_name = raw[src]
+            if reason == "unknown_terminal":
+                if src in told:
+                    continue
+                told.add(src)
+            else:
+                k = i - int(np.searchsorted(source, src))  # position number inside the payload
+                detail = f"position {k}: {detail}"
+            self._reject(DeadLetter(recv_ms, topic_name, phone, reason, detail, payload))
+        ok[list(reasons)] = False
+        return np.flatnonzero(ok)
 
     def _vehicle_or_minus1(self, terminal: str) -> int:
         v = self.registry.by_terminal(terminal)

@@ -36,6 +36,7 @@ import orjson
 
 from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
 from fleetwatch.errors import BadRecord
+from ingest.validate import check_position, valid_rows
 
 __all__ = ["JsonLimits", "decode_json_payload", "decode_objects", "parse_ts"]
 
@@ -105,22 +106,9 @@ def _decode_one(
     ts = parse_ts(obj["ts"])
     lat = _number(obj, "lat", None)
     lon = _number(obj, "lon", None)
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise BadRecord("out_of_range", f"lat {lat} / lon {lon} outside WGS-84 range")
-    if ts > recv_ts + limits.max_future_ms:
-        raise BadRecord("future_ts", f"ts is {(ts - recv_ts) / 1000:.0f} s in the future")
-    if ts < recv_ts - limits.max_past_ms:
-        hint = " (ts must be epoch milliseconds, not seconds)" if 0 < ts < 10**11 else ""
-        raise BadRecord("stale_ts", f"ts is older than the accepted window{hint}")
     speed = _number(obj, "speed", 0.0)
-    if not 0.0 <= speed <= 400.0:
-        raise BadRecord("out_of_range", f"speed {speed} km/h outside 0..400")
     heading = _number(obj, "heading", 0.0)
-    if not 0.0 <= heading <= 360.0:
-        raise BadRecord("out_of_range", f"heading {heading} outside 0..360")
     alt = _number(obj, "alt", 0.0)
-    if not -500.0 <= alt <= 9000.0:
-        raise BadRecord("out_of_range", f"alt {alt} m outside -500..9000")
     alarm = _bits(obj, "alarm")
     status = _bits(obj, "status")
     acc_v = obj.get("acc")
@@ -131,6 +119,20 @@ def _decode_one(
     else:
         raise BadRecord("bad_type", "acc must be true or false")
     mileage = _number(obj, "mileage", math.nan) if obj.get("mileage") is not None else math.nan
+    # The same ranges and time window as every codec (ingest/validate.py).
+    err = check_position(
+        ts=ts,
+        lat=lat,
+        lon=lon,
+        speed=speed,
+        heading=heading,
+        alt=alt,
+        mileage=mileage,
+        recv_ts=recv_ts,
+        window=limits,
+    )
+    if err is not None:
+        raise err
     out.append(
         vehicle=vehicle,
         ts=ts,
@@ -315,10 +317,8 @@ def _vector_columns(
         slow |= bad
     ts = np.array(ts_vals, dtype=np.int64)
     recv = np.asarray(recv_ts, dtype=np.int64)
-    slow |= ts > recv + limits.max_future_ms
-    slow |= ts < recv - limits.max_past_ms
 
-    def number(key: str, default: float | None, lo: float, hi: float) -> Array:
+    def number(key: str, default: float | None) -> Array:
         vals, bad = _column(got[key], _NUM if default is None else _NUM_OR_NONE, 0.0)
         if bad is not None:
             slow[...] |= bad
@@ -326,24 +326,26 @@ def _vector_columns(
             slow[...] |= np.fromiter((v is None for v in vals), dtype=bool, count=len(vals))
             default = 0.0
         arr = _floats(vals, 0.0 if default is None else default)
-        with np.errstate(invalid="ignore"):
-            slow[...] |= ~((arr >= lo) & (arr <= hi))  # NaN and ±inf fail too
+        slow[...] |= ~np.isfinite(arr)
         return arr
 
-    lat = number("lat", None, -90.0, 90.0)
-    lon = number("lon", None, -180.0, 180.0)
-    speed = number("speed", 0.0, 0.0, 400.0)
-    heading = number("heading", 0.0, 0.0, 360.0)
-    alt = number("alt", 0.0, -500.0, 9000.0)
+    lat = number("lat", None)
+    lon = number("lon", None)
+    speed = number("speed", 0.0)
+    heading = number("heading", 0.0)
+    alt = number("alt", 0.0)
 
     def bits(key: str) -> Array:
         vals, bad = _column(got[key], _INT_OR_NONE, 0)
         if bad is not None:
             slow[...] |= bad
         arr = np.array([0 if v is None else v for v in vals] if None in vals else vals)
-        if arr.dtype.kind not in "iu":
-            arr = arr.astype(np.int64)
+        # Checked before any cast: a negative int beside one above 2**63 makes a float
+        # column, whose cast to int64 would not keep the values.
         slow[...] |= (arr < 0) | (arr > _U32)
+        if arr.dtype.kind not in "iu":
+            with np.errstate(invalid="ignore"):  # rows out of range are the reference's
+                arr = arr.astype(np.int64)
         return arr
 
     alarm = bits("alarm")
@@ -360,6 +362,9 @@ def _vector_columns(
     mileage = _floats(mil_vals, math.nan)
     finite_or_missing = np.isfinite(mileage) | np.array([v is None for v in mil_vals])
     slow |= ~finite_or_missing
+    # The same ranges and time window as every codec (ingest/validate.py).
+    raw = {"ts": ts, "lat": lat, "lon": lon, "speed": speed, "heading": heading, "alt": alt}
+    slow |= ~valid_rows({**raw, "mileage": mileage}, recv, limits)
     ok = ~slow
     return {
         "ts": ts,

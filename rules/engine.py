@@ -43,7 +43,7 @@ from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw
 from rules.events import AlarmEvent
-from rules.features import DayTable, Schedules, step_m_array
+from rules.features import DayTable, Schedules, fence_names, step_m_array
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
 
 __all__ = ["RulesEngine"]
@@ -417,6 +417,7 @@ class RulesEngine:
         self.book = EpisodeBook(registry, critical=frozenset(cfg.terminal_alarm.critical))
         self._vlimit = np.asarray(registry.speed_limit_kmh, dtype=np.float32)
         self._max_ts = _INT_MIN
+        self._names: dict[tuple[int, int, str], str] = {}  # (index, org, use) -> fence names
         ta = cfg.terminal_alarm
         self._bits = [(name, ALARM_BITS[name]) for name in ta.bits] if ta.enabled else []
 
@@ -551,6 +552,60 @@ class RulesEngine:
         self._max_ts = int(meta["max_ts"])
         self.book.load_json(meta["book"], now)
 
+    def repair_future(self, now_ms: int, max_ahead_ms: int) -> tuple[list[str], list[AlarmEvent]]:
+        """Forget what rule state says about times after ``now_ms + max_ahead_ms``.
+
+        Call after :meth:`restore`. State saved by an earlier version that let a
+        position dated years ahead through (a GPS week rollover) would keep that
+        vehicle blind: every real position would look older than its last one and
+        raise no live alarm. Each such vehicle starts afresh — its next position is
+        live again — and its open episodes close now (``detail.closed_by_repair``),
+        since the machines that would have closed them are reset. Returns the ids of
+        the repaired vehicles and the close events; the caller logs and stores them.
+        """
+        limit = now_ms + max_ahead_ms
+        st = self.state
+        bad = st.last_ts > limit
+        for a in (st.f_prev_ts, st.f_rest_start, st.f_stint):
+            bad |= a > limit
+        for m in st.machines.values():
+            bad |= (m.runstart > limit) | (m.started > limit)
+        for (v, _), ev in self.book.open.items():
+            if ev.started_at > limit or ev.ts > limit:
+                bad[v] = True
+        vehicles = np.flatnonzero(bad)
+        if vehicles.size == 0:
+            return [], []
+        fresh = _State.fresh(1)
+        for k, arr in st.arrays().items():
+            if k.startswith("m:"):
+                arr[vehicles] = 0
+            else:
+                arr[vehicles] = getattr(fresh, k)[0]
+        events: list[AlarmEvent] = []
+        hit = set(vehicles.tolist())
+        for v, key in sorted(k for k in self.book.open if k[0] in hit):
+            prev = self.book.open[(v, key)]
+            end = max(prev.started_at, min(prev.ts, now_ms))  # never a negative duration
+            events.append(
+                self.book.apply(
+                    Raw(
+                        v,
+                        key,
+                        "close",
+                        now_ms,
+                        0,
+                        end,
+                        prev.lat,
+                        prev.lon,
+                        {"closed_by_repair": True},
+                    )
+                )
+            )
+        seen = st.last_ts[st.last_ts != _INT_MIN]
+        self._max_ts = int(seen.max()) if seen.size else _INT_MIN
+        return [self.registry.ids[v] for v in vehicles.tolist()], events
+
     # -- internals --------------------------------------------------------------------------
 
     def _fence_view(self) -> _FenceView | None:
@@ -561,6 +616,15 @@ class RulesEngine:
             self._view = fence_view(index, self.registry)
             self._view_of = index
         return self._view
+
+    def _fence_names(self, view: _FenceView, vehicle: int, use: str) -> str:
+        key = (id(view.index), int(self.registry.org_index[vehicle]), use)
+        got = self._names.get(key)
+        if got is None:
+            if len(self._names) > 10_000:  # fence sets change rarely; bound it all the same
+                self._names.clear()
+            got = self._names[key] = fence_names(view.index, self.registry, vehicle, use)
+        return got
 
     def _offline_closes(self, rows: _Rows) -> list[AlarmEvent]:
         st = self.state
@@ -712,6 +776,7 @@ class RulesEngine:
                         "limit_kmh": float(limit[i]),
                         "speed_kmh": float(speed[i]),
                         "peak_kmh": int(peak[i]) / 10,
+                        "max_speed_kmh": int(peak[i]) / 10,  # the desk's word for the peak
                         "zone": bool(geo.zone_limit[i] < vlim[i]),
                     }
 
@@ -758,7 +823,10 @@ class RulesEngine:
                 dist = spread(dsub, sel)
 
                 def oa_detail(i: int) -> dict[str, Any]:
-                    return {"distance_km": int(dist[i]) / 1000}
+                    return {
+                        "distance_km": int(dist[i]) / 1000,
+                        "fence_name": self._fence_names(view, int(veh[i]), "allowed_region"),
+                    }
 
                 self._redetail(found, "out_of_area", oa_detail)
                 ui = np.flatnonzero(upd)
@@ -778,7 +846,8 @@ class RulesEngine:
             ids = view.ids
 
             def fz_detail(i: int) -> dict[str, Any]:
-                return {"fence": ids[int(geo.forbidden_fence[i])]}
+                f = int(geo.forbidden_fence[i])
+                return {"fence": ids[f], "fence_name": view.index.fences[f].name}
 
             machine(
                 3,
@@ -801,7 +870,10 @@ class RulesEngine:
             c = parked & away & (v_night | v_rest)
 
             def pk_detail(i: int) -> dict[str, Any]:
-                return {"reason": "night" if v_night[i] else "rest_day"}
+                return {
+                    "reason": "night" if v_night[i] else "rest_day",
+                    "fence_name": self._fence_names(view, int(veh[i]), "lot"),
+                }
 
             machine(4, "parking_violation", c, pk.grace_s, pk.close_after_s, pk_detail)
 

@@ -21,7 +21,7 @@ from fleetwatch.registry import Registry
 from rules.calendar import DayInfo, WorkCalendar
 from rules.config import WorkingHoursConfig, hhmm_minutes
 
-__all__ = ["DAY_MS", "DayTable", "Days", "Schedules", "step_m", "step_m_array"]
+__all__ = ["DAY_MS", "DayTable", "Days", "Schedules", "fence_names", "step_m", "step_m_array"]
 
 DAY_MS = 86_400_000
 _EPOCH = dt.date(1970, 1, 1)
@@ -187,3 +187,29 @@ class Schedules:
             hi = flat[:, j, 1][base]
             out |= (days.mod >= lo) & (days.mod < hi)
         return out
+
+
+def fence_names(index: Any, registry: Registry, vehicle: int, use: str) -> str:
+    """The names of the fences of ``use`` that apply to ``vehicle``, joined by "、".
+
+    ``allowed_region``: the regions of its organisation and every ancestor (the area
+    an out_of_area episode left); ``lot``: its own organisation's lots (where a
+    parking_violation says it should be). The alarm desk shows this as
+    ``detail.fence_name``. Empty when there is none.
+    """
+    from geofence.index import USE_CODES
+
+    org = int(registry.org_index[vehicle])
+    wanted = {registry.orgs.ids[org]}
+    if use == "allowed_region":
+        o = int(registry.orgs.parent[org])
+        while o >= 0:
+            wanted.add(registry.orgs.ids[o])
+            o = int(registry.orgs.parent[o])
+    code = USE_CODES[use]
+    names = [
+        f.name
+        for f, u, o in zip(index.fences, index.use.tolist(), index.org.tolist(), strict=True)
+        if u == code and index.org_names[o] in wanted
+    ]
+    return "、".join(dict.fromkeys(names))

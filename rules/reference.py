@@ -22,7 +22,7 @@ from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig, hhmm_minutes
 from rules.episodes import EpisodeBook, Raw
 from rules.events import AlarmEvent
-from rules.features import off_hours_detail, schedule_of_org, season_of, step_m
+from rules.features import fence_names, off_hours_detail, schedule_of_org, season_of, step_m
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
 
 __all__ = ["ReferenceEngine"]
@@ -293,6 +293,7 @@ class ReferenceEngine:
             or cfg.parking_violation.enabled
         )
         facts = self._fence_facts(v, r["lon"], r["lat"]) if need_geo else None
+        index: Any = self.fences() if facts is not None and self.fences is not None else None
         date, mod = self._local(ts)
         day = self.calendar.day(date)
         ex = self.orders.excuses_at(self.registry.ids[v], ts)
@@ -313,6 +314,7 @@ class ReferenceEngine:
                 "limit_kmh": limit,
                 "speed_kmh": speed,
                 "peak_kmh": d.acc / 10,
+                "max_speed_kmh": d.acc / 10,
                 "zone": zone < vlim,
             }
             step = max(1, round(sp.update_step_kmh * 10))
@@ -359,7 +361,10 @@ class ReferenceEngine:
                 d.acc = 0
             elif c:
                 d.acc += step_m_
-            det = {"distance_km": d.acc / 1000}
+            det = {
+                "distance_km": d.acc / 1000,
+                "fence_name": fence_names(index, self.registry, v, "allowed_region"),
+            }
             stepm = max(1, round(oa.update_step_km * 1000))
             if action == "open":
                 raw(2, "out_of_area", "open", d.started, None, det)
@@ -373,7 +378,11 @@ class ReferenceEngine:
             c = facts["forbidden"] is not None
             action, _, _, d = run(3, "forbidden_zone", c, fz.min_duration_s, fz.close_after_s, dict)
             if action == "open":
-                raw(3, "forbidden_zone", "open", d.started, None, {"fence": facts["forbidden"]})
+                fid = facts["forbidden"]
+                name = index.fences[index.ids.index(fid)].name
+                raw(
+                    3, "forbidden_zone", "open", d.started, None, {"fence": fid, "fence_name": name}
+                )
             elif action == "close":
                 raw(3, "forbidden_zone", "close", d.started, d.runstart, {})
 
@@ -395,7 +404,10 @@ class ReferenceEngine:
                     "open",
                     d.started,
                     None,
-                    {"reason": "night" if v_night else "rest_day"},
+                    {
+                        "reason": "night" if v_night else "rest_day",
+                        "fence_name": fence_names(index, self.registry, v, "lot"),
+                    },
                 )
             elif action == "close":
                 raw(4, "parking_violation", "close", d.started, d.runstart, {})

@@ -36,6 +36,17 @@ class StoreConfig(_Frozen):
     )
     alarms_retention_days: int = Field(default=1095, ge=1, description="violation records: 3 years")
     dead_letters_retention_days: int = Field(default=30, ge=1)
+    retention_interval_s: float = Field(
+        default=3600.0,
+        ge=60,
+        le=86_400,
+        description="how often the running service removes what is past its retention",
+    )
+    retention_chunk_rows: int = Field(
+        default=50_000,
+        ge=100,
+        description="SQLite: rows deleted per transaction (writes wait for one chunk at most)",
+    )
     # Degradation: while PostgreSQL is down, positions spool to local files (in order).
     spool_dir: str = "spool"
     spool_max_rows: int = Field(

@@ -120,8 +120,10 @@ class HistoryStore(Protocol):
 
     async def load_rule_state(self, name: str) -> bytes | None: ...
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
-        """Delete what is past its retention; returns what was removed, by table."""
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete what is past its retention; returns what was removed, by table.
+
+        With ``dry_run``, removes nothing and returns what would be removed."""
 
 
 def day_bounds_ms(day: dt.date, tz: str) -> tuple[int, int]:
@@ -210,16 +212,23 @@ def assemble_daily_stats(
     }
 
 
-# Upsert of an episode (SQLite and PostgreSQL share the syntax). Guarded by
-# ``WHERE excluded.ts >= alarms.ts`` so a late or replayed event never rolls an episode back;
-# a closed episode stays closed, and an update after the close (a dispatch order approved
-# after the fact marks it covered) still lands.
+# Upsert of an episode (SQLite and PostgreSQL share the syntax). Which event of an
+# episode wins does not depend on the order they arrive in, nor on whose clock stamped
+# them (tick() stamps an offline open with the wall clock, the close that a late report
+# brings carries that report's older time):
+# - a close always lands on an open episode, whatever its time (UPSERT_WHERE);
+# - otherwise the newer event lands (``ts``), so a replayed or late event never rolls an
+#   episode back; the stored ``ts`` only grows;
+# - a closed episode stays closed: an update after the close (a dispatch order approved
+#   after the fact marks it covered) still lands, and ``covered`` is never taken back.
 UPSERT_SET = (
     "state = CASE WHEN alarms.state = 'closed' THEN 'closed' ELSE excluded.state END,"
-    " ended_at = coalesce(excluded.ended_at, alarms.ended_at), ts = excluded.ts,"
+    " ended_at = coalesce(excluded.ended_at, alarms.ended_at),"
+    " ts = CASE WHEN excluded.ts > alarms.ts THEN excluded.ts ELSE alarms.ts END,"
     " lat = excluded.lat, lon = excluded.lon, severity = excluded.severity,"
-    " covered = excluded.covered, detail = excluded.detail"
+    " covered = (excluded.covered OR alarms.covered), detail = excluded.detail"
 )
+UPSERT_WHERE = "excluded.ts >= alarms.ts OR (excluded.state = 'closed' AND alarms.state = 'open')"
 
 
 def alarm_row(

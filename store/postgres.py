@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,7 @@ from store.history import (
     DAY_MS,
     TRACK_FIELDS,
     UPSERT_SET,
+    UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
     alarm_event_rows,
@@ -141,6 +143,9 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_FIRST_DAY = (dt.date(2000, 1, 1) - dt.date(1970, 1, 1)).days
+
+
 def _day_name(day: int) -> str:
     return "positions_p" + (dt.date(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d")
 
@@ -166,6 +171,7 @@ class PostgresHistory:
         self._keys = np.empty(0, dtype=np.int32)
         self._dense_by_key: dict[int, int] = {}
         self._partitions: set[int] = set()  # UTC day numbers that have a partition
+        self.refused_rows = 0  # positions dated outside partition_window(), since start
         # When set, alarm events to notify are queued in the alarm write's own transaction.
         self.notify_router: Router | None = None
 
@@ -360,6 +366,9 @@ class PostgresHistory:
         if int(batch.vehicle.max()) >= self._keys.shape[0] or int(batch.vehicle.min()) < 0:
             raise Misuse("batch.vehicle holds an index outside the registry given to open()")
         b = dedupe_batch(batch)
+        b = await self._refuse_outside_window(b, _now_ms())  # a partition or a chunk
+        if len(b) == 0:
+            return 0
         payload = self._encode(b)
         days = np.unique(b.ts // DAY_MS).tolist()
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in _POS_NAMES)
@@ -412,6 +421,59 @@ class PostgresHistory:
 
         return await self._on("write", write)
 
+    def partition_window(self, now_ms: int) -> tuple[int, int]:
+        """[first, last] UTC day numbers a position may make a partition for.
+
+        From 2000-01-01 (a JT/T 808 time is BCD from year 2000 on; earlier is a reset
+        clock) to the last day made ahead. Ingest refuses dates outside its window
+        already (ingest/validate.py); this guard makes sure that a date from anywhere
+        else (a bug, a restored spool, a replay) can never create a partition for 2098
+        that retention would not drop for 72 years.
+        """
+        return _FIRST_DAY, now_ms // DAY_MS + self.config.partitions_ahead_days
+
+    async def _refuse_outside_window(self, b: PositionBatch, now_ms: int) -> PositionBatch:
+        """``b`` without the rows dated outside :meth:`partition_window`; those are logged,
+        counted in :attr:`refused_rows` and kept as ``store``-source dead letters."""
+        first, last = self.partition_window(now_ms)
+        day = b.ts // DAY_MS
+        bad = (day < first) | (day > last)
+        if not bad.any():
+            return b
+        idx = np.flatnonzero(bad)
+        self.refused_rows += idx.size
+        ids = self.registry.ids
+        log.error(
+            "history: refused %d position(s) dated outside %s..%s (no partition is made for"
+            " them); kept as dead letters 'outside_partition_window'",
+            idx.size,
+            _day_name(first)[11:],
+            _day_name(last)[11:],
+        )
+        await self.write_dead_letters(
+            [
+                DeadLetter(
+                    now_ms,
+                    "store/positions",
+                    self.registry.terminals[int(b.vehicle[i])],
+                    "outside_partition_window",
+                    f"vehicle {ids[int(b.vehicle[i])]}: ts {int(b.ts[i])} is outside"
+                    f" {_day_name(first)[11:]}..{_day_name(last)[11:]}",
+                    json.dumps(
+                        {
+                            "vehicle": ids[int(b.vehicle[i])],
+                            "ts": int(b.ts[i]),
+                            "lat": float(b.lat[i]),
+                            "lon": float(b.lon[i]),
+                            "speed": float(b.speed[i]),
+                        }
+                    ).encode(),
+                )
+                for i in idx.tolist()
+            ]
+        )
+        return b.take(np.flatnonzero(~bad))
+
     async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
@@ -420,7 +482,7 @@ class PostgresHistory:
             "INSERT INTO {}.alarms AS alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
             " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
             " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb)"
-            " ON CONFLICT (id) DO UPDATE SET " + UPSERT_SET + " WHERE excluded.ts >= alarms.ts"
+            " ON CONFLICT (id) DO UPDATE SET " + UPSERT_SET + " WHERE " + UPSERT_WHERE
         ).format(self._s)
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -618,36 +680,52 @@ class PostgresHistory:
 
         return await self._on("read", read)
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
         c = self.config
         pos_cut = now_ms - c.positions_retention_days * DAY_MS
         alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
         dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
         s = self._s
+        # Closed episodes only: an episode still open is kept however old it is.
+        alarms_where = "state = 'closed' AND coalesce(ended_at, ts) < %s"
+
+        async def count(conn: psycopg.AsyncConnection[Any], table: str, cond: str, cut: int) -> int:
+            cur = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.{} WHERE " + cond).format(
+                    s, sql.Identifier(table)
+                ),
+                (cut,),
+            )
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
-            dropped = 0
+            old_days = []
             if not self.timescale:  # TimescaleDB: its retention policy drops chunks
-                for d in sorted(await self._existing_partitions(conn)):
-                    if (d + 1) * DAY_MS <= pos_cut:  # the whole day is past retention
-                        await conn.execute(
-                            sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
-                                s, sql.Identifier(_day_name(d))
-                            )
-                        )
-                        self._partitions.discard(d)
-                        dropped += 1
+                old_days = [
+                    d
+                    for d in sorted(await self._existing_partitions(conn))
+                    if (d + 1) * DAY_MS <= pos_cut  # the whole day is past retention
+                ]
+            if dry_run:
+                return {
+                    "position_partitions": len(old_days),
+                    "alarms": await count(conn, "alarms", alarms_where, alarm_cut),
+                    "dead_letters": await count(conn, "dead_letters", "ts < %s", dead_cut),
+                }
+            for d in old_days:
+                await conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}.{}").format(s, sql.Identifier(_day_name(d)))
+                )
+                self._partitions.discard(d)
             a = await conn.execute(
-                sql.SQL(
-                    "DELETE FROM {}.alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < %s"
-                ).format(s),
-                (alarm_cut,),
+                sql.SQL("DELETE FROM {}.alarms WHERE " + alarms_where).format(s), (alarm_cut,)
             )
             dl = await conn.execute(
                 sql.SQL("DELETE FROM {}.dead_letters WHERE ts < %s").format(s), (dead_cut,)
             )
             return {
-                "position_partitions": dropped,
+                "position_partitions": len(old_days),
                 "alarms": max(a.rowcount, 0),
                 "dead_letters": max(dl.rowcount, 0),
             }

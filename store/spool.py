@@ -321,5 +321,5 @@ class SpoolingWriter:
     async def load_rule_state(self, name: str) -> bytes | None:
         return await self._inner_or_raise().load_rule_state(name)
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
-        return await self._inner_or_raise().apply_retention(now_ms)
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
+        return await self._inner_or_raise().apply_retention(now_ms, dry_run=dry_run)

@@ -31,6 +31,7 @@ from store.history import (
     DAY_MS,
     TRACK_FIELDS,
     UPSERT_SET,
+    UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
     alarm_event_rows,
@@ -240,8 +241,7 @@ class SQLiteHistory:
                     "INSERT INTO alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
                     " started_at, ended_at, ts, lat, lon, severity, backfill, covered, detail)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    f" ON CONFLICT (id) DO UPDATE SET {UPSERT_SET}"
-                    " WHERE excluded.ts >= alarms.ts",
+                    f" ON CONFLICT (id) DO UPDATE SET {UPSERT_SET} WHERE {UPSERT_WHERE}",
                     rows,
                 )
                 if self.notify_router is not None:
@@ -406,20 +406,51 @@ class SQLiteHistory:
 
         return await self._run(read)
 
-    async def apply_retention(self, now_ms: int) -> dict[str, int]:
+    async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
         c = self.config
         pos_cut = now_ms - c.positions_retention_days * DAY_MS
         alarm_cut = now_ms - c.alarms_retention_days * DAY_MS
         dead_cut = now_ms - c.dead_letters_retention_days * DAY_MS
+        # Closed episodes only: an episode still open is kept however old it is.
+        where = {
+            "positions": ("positions", "ts < ?", pos_cut),
+            "alarms": ("alarms", "state = 'closed' AND coalesce(ended_at, ts) < ?", alarm_cut),
+            "dead_letters": ("dead_letters", "ts < ?", dead_cut),
+        }
 
-        def write(db: sqlite3.Connection) -> dict[str, int]:
-            with db:
-                p = db.execute("DELETE FROM positions WHERE ts < ?", (pos_cut,)).rowcount
-                a = db.execute(
-                    "DELETE FROM alarms WHERE state = 'closed' AND coalesce(ended_at, ts) < ?",
-                    (alarm_cut,),
-                ).rowcount
-                d = db.execute("DELETE FROM dead_letters WHERE ts < ?", (dead_cut,)).rowcount
-            return {"positions": p, "alarms": a, "dead_letters": d}
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            return {
+                name: int(
+                    db.execute(f"SELECT count(*) FROM {t} WHERE {cond}", (cut,)).fetchone()[0]
+                )
+                for name, (t, cond, cut) in where.items()
+            }
 
-        return await self._run(write)
+        if dry_run:
+            return await self._run(count)
+        chunk = c.retention_chunk_rows
+
+        def delete_some(table: str, cond: str, cut: int) -> Callable[[sqlite3.Connection], int]:
+            # A bounded delete per transaction: position writes wait for one chunk at most.
+            key = "vehicle, ts" if table == "positions" else "rowid"
+
+            def write(db: sqlite3.Connection) -> int:
+                with db:
+                    return db.execute(
+                        f"DELETE FROM {table} WHERE ({key}) IN"
+                        f" (SELECT {key} FROM {table} WHERE {cond} LIMIT ?)",
+                        (cut, chunk),
+                    ).rowcount
+
+            return write
+
+        out: dict[str, int] = {}
+        for name, (table, cond, cut) in where.items():
+            total = 0
+            while True:
+                n = await self._run(delete_some(table, cond, cut))
+                total += n
+                if n < chunk:
+                    break
+            out[name] = total
+        return out

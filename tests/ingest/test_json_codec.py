@@ -139,3 +139,28 @@ def test_valid_arrays_round_trip(items: list[dict[str, float]]) -> None:
     assert errors == []
     assert batch.ts.tolist() == [i["ts"] for i in items]
     assert batch.lat.tolist() == [i["lat"] for i in items]
+
+
+@pytest.mark.parametrize(
+    ("mileage", "reason"),
+    [
+        (-0.1, "out_of_range"),
+        (1e39, "out_of_range"),  # finite here, inf in the float32 column
+        (math.inf, "not_finite"),
+        (math.nan, "not_finite"),
+    ],
+)
+def test_mileage_must_be_a_sane_odometer(mileage: float, reason: str) -> None:
+    """Issue 12: JSON ``mileage`` accepted inf and negative values."""
+    import numpy as np
+
+    from ingest.json_codec import decode_objects
+
+    if isinstance(mileage, bytes):
+        doc = orjson.loads(
+            orjson.dumps({**GOOD, "mileage": 0}).replace(b'"mileage":0', b'"mileage":' + mileage)
+        )
+        mileage = doc["mileage"]
+    obj = {**GOOD, "mileage": mileage}
+    batch, errors = decode_objects([obj], np.array([7]), np.array([NOW]), LIMITS)
+    assert len(batch) == 0 and [e.reason for _, e in errors] == [reason]

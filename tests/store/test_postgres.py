@@ -110,3 +110,26 @@ async def test_partition_dropped_by_another_node_is_recreated(pg_config: StoreCo
     assert (await a.track("veh001", old, old + DAY_MS))["ts"].size == 4
     await a.close()
     await b.close()
+
+
+async def test_a_date_in_2098_never_creates_a_partition(pg_config: StoreConfig) -> None:
+    """Issue 12: a bad date is refused loudly (logged, counted, kept as a dead letter)."""
+    store = PostgresHistory(pg_config)
+    await store.open(make_registry())
+    now = time.time_ns() // 1_000_000
+    y2098 = int(dt.datetime(2098, 3, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    bad = PositionBatch.concat([drive(1, now, 2), drive(2, y2098, 1), drive(3, 86_400_000, 1)])
+    assert await store.write_positions(bad) == 2
+    names = await store.partitions()
+    assert _day(y2098) not in names and _day(86_400_000) not in names
+    assert all("2000" <= n[11:] <= "2100" for n in names)
+    assert store.refused_rows == 2
+    assert (await store.track("veh001", 0, now + DAY_MS))["ts"].size == 2
+    with psycopg.connect(SHARED_DSN) as conn:
+        rows = conn.execute(
+            f"SELECT reason, terminal, detail FROM {pg_config.postgres_schema}.dead_letters"
+            " ORDER BY id"
+        ).fetchall()
+    assert [r[0] for r in rows] == ["outside_partition_window"] * 2
+    assert "veh002" in rows[0][2] and rows[0][1] == make_registry().terminals[2]
+    await store.close()
