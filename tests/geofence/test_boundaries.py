@@ -1,4 +1,4 @@
-"""The shipped district boundaries: rebuilt from the DataV source, WGS-84, carried by the package."""
+"""The shipped district boundaries: rebuilt from the DataV source, WGS-84, in the package."""
 
 from __future__ import annotations
 
