@@ -94,7 +94,7 @@ async def app_client(
 async def test_paging_filters_and_exports(
     app_client: tuple[httpx.AsyncClient, AppContext],
 ) -> None:
-    client, ctx = app_client
+    client, _ = app_client
     h = await login(client, "admin")
     r = await client.get("/api/alarms?page_size=500&page=11", headers=h)
     body = r.json()
@@ -151,7 +151,7 @@ async def test_paging_filters_and_exports(
 async def test_handling_record_in_the_export(
     app_client: tuple[httpx.AsyncClient, AppContext],
 ) -> None:
-    client, ctx = app_client
+    client, _ = app_client
     op = await login(client, "ws-op")
     alarm = (await client.get("/api/alarms?page_size=1", headers=op)).json()["alarms"][0]
     r = await client.post(
