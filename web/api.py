@@ -405,38 +405,77 @@ def q_time(request: Request, name: str, default: int | None = None) -> int | Non
     "GET",
     "/api/vehicles/{id}/track",
     "viewer",
-    "Track playback: positions in [from, to) as columns, and the alarms in that window",
+    "Track playback: positions in [from, to) as columns, stops, trips and alarms in that window",
     params=(
-        ("from", "integer", "epoch ms, default: start of today"),
-        ("to", "integer", "epoch ms, default: now"),
-        ("simplify_m", "number", "Douglas–Peucker tolerance in metres"),
+        ("from", "string", "epoch ms or ISO 8601 with offset; default: start of today"),
+        ("to", "string", "epoch ms or ISO 8601 with offset; default: now (at most 31 days on)"),
+        ("simplify_m", "number", "Douglas–Peucker tolerance in metres (points only)"),
+        ("lang", "string", "zh|en: language of the stops' place names"),
     ),
     tag="vehicles",
 )
 async def track(request: Request, st: ApiState, p: Principal) -> Any:
+    from store.figures import project_m, simplify
     from store.history import AlarmQuery, day_bounds_ms
+    from store.playback import stops_and_trips
+    from web.geo_api import place_texts
 
     vid = request.path_params["id"]
-    vehicle_index(st, p, vid)
+    i = vehicle_index(st, p, vid)
     history = need(st.ctx.history, "history store")
     start, _ = day_bounds_ms(today(st), st.ctx.config.service.timezone)
-    from_ms = q_int(request, "from", start)
-    to_ms = q_int(request, "to", st.now() + 1)
+    from_ms = q_time(request, "from", start)
+    to_ms = q_time(request, "to", st.now() + 1)
     assert from_ms is not None and to_ms is not None
     if to_ms <= from_ms or to_ms - from_ms > 31 * 86_400_000:
         raise fail(400, "need from < to, at most 31 days apart")
-    simplify = request.query_params.get("simplify_m")
+    simplify_q = request.query_params.get("simplify_m")
     try:
-        tol = float(simplify) if simplify else None
+        tol = float(simplify_q) if simplify_q else None
     except ValueError:
         raise fail(400, "simplify_m must be a number of metres") from None
-    cols = await history.track(vid, from_ms, to_ms, tol)
-    alarms = await history.alarms(AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms))
+    en = request.query_params.get("lang", st.ctx.config.web.language) == "en"
+    # Stops and trips from every point; the points sent may then be simplified.
+    cols = await history.track(vid, from_ms, to_ms, None)
+    stops, trips = stops_and_trips(cols["ts"], cols["lat"], cols["lon"], cols["speed"], cols["acc"])
+    if tol:
+        x, y = project_m(cols["lat"], cols["lon"])
+        keep = simplify(x, y, tol)
+        cols = {k: v[keep] for k, v in cols.items()}
+    alarms = await history.alarms(
+        AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms, limit=5000)
+    )
+    places = place_texts(st, stops["lat"].tolist(), stops["lon"].tolist(), "en" if en else "zh")
     return {
         "vehicle": vid,
         "from": from_ms,
         "to": to_ms,
+        "limit_kmh": float(st.registry.speed_limit_kmh[i]),
         "points": {k: cols[k].tolist() for k in ("ts", "lat", "lon", "speed", "heading", "acc")},
+        "stops": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "lat": float(la),
+                "lon": float(lo),
+                "duration_s": round((int(b) - int(a)) / 1000),
+                "place": pl,
+            }
+            for a, b, la, lo, pl in zip(
+                stops["start"], stops["end"], stops["lat"], stops["lon"], places, strict=True
+            )
+        ],
+        "trips": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "km": round(float(km), 3),
+                "max_speed_kmh": round(float(v), 1),
+            }
+            for a, b, km, v in zip(
+                trips["start"], trips["end"], trips["km"], trips["max_speed_kmh"], strict=True
+            )
+        ],
         "alarms": alarms,
     }
 
