@@ -51,7 +51,7 @@ async def test_playback_across_days_with_iso_times(client: httpx.AsyncClient, bu
     assert stop["start"] == T0 + 1_790_000 and stop["end"] == T0 + 2 * DAY
     assert stop["duration_s"] == (2 * DAY - 1_790_000) // 1000
     assert stop["place"].startswith("岳池县")  # 18 km north of Wusheng
-    want_stops, want_trips = stops_and_trips(
+    want_stops, _ = stops_and_trips(
         cols["ts"], cols["lat"], cols["lon"], cols["speed"], cols["acc"]
     )
     assert [s["lat"] for s in body["stops"]] == want_stops["lat"].tolist()
