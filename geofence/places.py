@@ -19,6 +19,7 @@ always ``None`` until a township file is configured.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,14 @@ from geofence.config import PlaceConfig
 from geofence.distance import segment_distance_m, segment_distance_m_scalar
 from geofence.fence import Fence
 
-__all__ = ["LANDMARK_USES", "Found", "Gazetteer", "lookup_scalar", "place_text"]
+__all__ = [
+    "LANDMARK_USES",
+    "Found",
+    "Gazetteer",
+    "district_text",
+    "lookup_scalar",
+    "place_text",
+]
 
 # Fences named as landmarks: where a car belongs and where it must not go.
 LANDMARK_USES = ("lot", "forbidden")
@@ -204,6 +212,22 @@ class Gazetteer:
     def texts(self, lon: npt.ArrayLike, lat: npt.ArrayLike, lang: Lang = "zh") -> list[str]:
         found = self.lookup(lon, lat)
         return [self.text(found, i, lang) for i in range(len(found.district))]
+
+
+@functools.cache
+def _districts_only() -> Gazetteer:
+    from geofence.boundaries import districts
+
+    return Gazetteer.build(districts(), ())
+
+
+def district_text(lon: float, lat: float, lang: Lang = "zh") -> str:
+    """The district of one point from the shipped boundaries alone (no fences): what a
+    message says when it was queued without a place name."""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return ""
+    gaz = _districts_only()
+    return gaz.text(gaz.lookup([lon], [lat]), 0, lang)
 
 
 def _distance_text(m: float, lang: Lang) -> str:
