@@ -88,6 +88,7 @@ class City:
     boundary: Polygon  # the allowed region in the local frame (metres)
     boundary_ring: tuple[tuple[float, float], ...]  # the same, (lon, lat) WGS-84, closed
     inner: Polygon  # the boundary shrunk by ROAD_MARGIN_M: where ordinary trips stay
+    safe_m: float  # the disk of this radius round the centre lies inside ``inner``
     _exits: dict[str, list[tuple[float, float]]] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
@@ -130,6 +131,9 @@ class City:
 
     def route_inside(self, pts: Sequence[tuple[float, float]]) -> bool:
         """A route along ``pts`` stays ROAD_MARGIN_M inside the boundary all the way."""
+        # The disk is convex: a polyline whose vertices are in it stays in it (most trips).
+        if all(x * x + y * y <= self.safe_m * self.safe_m for x, y in pts):
+            return True
         if len(pts) == 1:
             return bool(self.inner.covers(Point(pts[0])))
         return bool(self.inner.covers(LineString(pts)))
@@ -250,6 +254,8 @@ def build_city(
         inner = next(p for p in shapely.get_parts(inner) if p.covers(Point(0.0, 0.0)))
     shapely.prepare(boundary)
     shapely.prepare(inner)
+    centre = Point(0.0, 0.0)
+    safe = float(inner.exterior.distance(centre)) if inner.covers(centre) else 0.0
     return City(
         center_lat,
         center_lon,
@@ -261,6 +267,7 @@ def build_city(
         boundary,
         ring,
         inner,
+        safe,
     )
 
 

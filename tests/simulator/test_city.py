@@ -65,3 +65,14 @@ def test_trips_stay_on_the_grid_inside_the_boundary() -> None:
     off_x = np.abs(x[m] - np.round(x[m] / city.block_m) * city.block_m)
     off_y = np.abs(y[m] - np.round(y[m] / city.block_m) * city.block_m)
     assert (np.minimum(off_x, off_y) < 30.0).mean() > 0.99
+
+
+def test_route_inside_agrees_with_the_polygon() -> None:
+    """The disk short cut of route_inside never changes its answer."""
+    city = build_city(30.456, 106.633, 15.0, 8)
+    rng = np.random.default_rng(9)
+    assert city.safe_m > 10_000
+    for _ in range(300):
+        pts = [tuple(p) for p in rng.uniform(-25_000, 25_000, (int(rng.integers(1, 5)), 2))]
+        geom = shapely.Point(pts[0]) if len(pts) == 1 else shapely.LineString(pts)
+        assert city.route_inside(pts) == city.inner.covers(geom)
