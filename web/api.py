@@ -551,7 +551,9 @@ async def alarms(request: Request, st: ApiState, p: Principal) -> Any:
         to_ms=to_ms,
     )
 
-    async def fetch(offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    async def fetch(
+        offset: int, limit: int, count: bool = True
+    ) -> tuple[int, list[dict[str, Any]]]:
         if st.ctx.history is None:  # the live desk only: what the feed holds
             want = set(severities) if severities else None
             found = [
@@ -568,7 +570,8 @@ async def alarms(request: Request, st: ApiState, p: Principal) -> Any:
             ]
             return len(found), found[offset : offset + limit]
         page_q = dataclasses.replace(query, offset=offset, limit=limit)
-        return await st.ctx.history.count_alarms(query), await st.ctx.history.alarms(page_q)
+        total = await st.ctx.history.count_alarms(query) if count else -1
+        return total, await st.ctx.history.alarms(page_q)
 
     def with_places(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         texts = place_texts(
@@ -598,7 +601,7 @@ async def _export_alarms(
     total, rows = await fetch(0, min(chunk, cap))
     rows = list(rows)
     while len(rows) < min(total, cap):
-        _, more = await fetch(len(rows), min(chunk, cap - len(rows)))
+        _, more = await fetch(len(rows), min(chunk, cap - len(rows)), count=False)
         if not more:
             break
         rows.extend(more)
