@@ -32,7 +32,7 @@ from shapely.geometry import Point
 
 from geofence.boundaries import District
 from geofence.config import PlaceConfig
-from geofence.distance import segment_distance_m, segment_distance_m_scalar
+from geofence.distance import metres_per_degree, segment_distance_m, segment_distance_m_scalar
 from geofence.fence import Fence
 
 __all__ = [
@@ -130,6 +130,8 @@ class Gazetteer:
     landmarks: tuple[Fence, ...]
     config: PlaceConfig
     _district_geoms: npt.NDArray[Any]
+    _district_union: Any  # for the cheap "near any district at all?" test before snapping
+    _snap_deg: float  # degrees that surely exceed district_snap_m (see build)
     _district_segs: _Segments
     _landmark_segs: _Segments | None
     _polygonal: tuple[int, ...]  # landmarks tested for "inside" by shapely
@@ -146,13 +148,20 @@ class Gazetteer:
         marks = tuple(f for f in fences if f.use in LANDMARK_USES)
         geoms = np.array([d.geometry for d in ds], dtype=object)
         shapely.prepare(geoms)
+        union = shapely.union_all(geoms) if len(ds) else shapely.Point()
+        shapely.prepare(union)
+        # A degree of longitude is the shortest degree; at the poleward edge of the districts
+        # (plus a degree) it is shortest of all: so many degrees are more than snap metres.
+        top = max(abs(union.bounds[1]), abs(union.bounds[3])) + 1.0 if len(ds) else 0.0
+        kx, _ = metres_per_degree(min(top, 89.0))
+        snap_deg = cfg.district_snap_m / float(kx)
         dsegs = _Segments.of([_polygon_edges(d.geometry) for d in ds], np.zeros(len(ds)))
         lsegs = None
         if marks:
             outlines = [_fence_outline(f) for f in marks]
             lsegs = _Segments.of([o[0] for o in outlines], np.array([o[1] for o in outlines]))
         poly = tuple(k for k, f in enumerate(marks) if f.shape == "polygon")
-        return cls(ds, marks, cfg, geoms, dsegs, lsegs, poly)
+        return cls(ds, marks, cfg, geoms, union, snap_deg, dsegs, lsegs, poly)
 
     def lookup(self, lon: npt.ArrayLike, lat: npt.ArrayLike) -> Found:
         x = np.asarray(lon, dtype=np.float64).ravel()
@@ -163,6 +172,11 @@ class Gazetteer:
             district[shapely.intersects_xy(self._district_geoms[k], x, y)] = k
         miss = np.flatnonzero(district < 0)
         if miss.size and len(self.districts):
+            near_any = shapely.dwithin(
+                self._district_union, shapely.points(x[miss], y[miss]), self._snap_deg
+            )
+            miss = miss[near_any]
+        if miss.size:
             d = self._district_segs.distance(x[miss], y[miss])
             best = np.argmin(d, axis=1)
             close = d[np.arange(len(miss)), best] <= self.config.district_snap_m
