@@ -80,7 +80,7 @@ class Place:
 class City:
     center_lat: float
     center_lon: float
-    half_m: float  # the allowed region is the square |x|, |y| <= half_m
+    half_m: float  # the road grid covers the square |x|, |y| <= half_m
     block_m: float
     arterial_every: int
     lots: tuple[Lot, ...]
