@@ -71,11 +71,32 @@ class AlarmQuery:
 
     state: str | None = None  # "open" | "closed"
     kinds: Sequence[str] | None = None
+    severities: Sequence[str] | None = None  # "critical" | "warning" | "info"
     orgs: Sequence[str] | None = None
     vehicle_id: str | None = None
+    plate: str | None = None  # the plate contains this, case-insensitive (川X12 finds 川X1234)
     from_ms: int | None = None  # started_at >= from_ms
     to_ms: int | None = None  # started_at < to_ms
     limit: int = 500
+    offset: int = 0  # rows skipped, in the order newest first (started_at DESC, id)
+
+    def conditions(self) -> list[tuple[str, str, Any]]:
+        """(column, operator, value) for each filter set, operator one of ``=``, ``in`` (a
+        list), ``>=``, ``<``, ``contains`` (upper-cased text); each store writes its SQL."""
+        out: list[tuple[str, str, Any]] = []
+        for col, op, value in (
+            ("state", "=", self.state),
+            ("kind", "in", list(self.kinds) if self.kinds is not None else None),
+            ("severity", "in", list(self.severities) if self.severities is not None else None),
+            ("org", "in", list(self.orgs) if self.orgs is not None else None),
+            ("vehicle_id", "=", self.vehicle_id),
+            ("plate", "contains", self.plate.strip().upper() if self.plate else None),
+            ("started_at", ">=", self.from_ms),
+            ("started_at", "<", self.to_ms),
+        ):
+            if value is not None:
+                out.append((col, op, value))
+        return out
 
 
 @runtime_checkable
@@ -104,7 +125,12 @@ class HistoryStore(Protocol):
         """
 
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling)."""
+        """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling).
+
+        ``query.limit`` rows from ``query.offset`` on."""
+
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        """How many episodes match ``query`` (its limit and offset ignored)."""
 
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None

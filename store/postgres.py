@@ -154,6 +154,14 @@ def _ts_literal(ms: int) -> sql.Literal:
     return sql.Literal(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
 
 
+# The comparisons AlarmQuery.conditions() names, as SQL over one column.
+_COMPARE = {
+    "=": sql.SQL("{} = %s"),
+    ">=": sql.SQL("{} >= %s"),
+    "<": sql.SQL("{} < %s"),
+}
+
+
 class PostgresHistory:
     """:class:`~store.history.HistoryStore` on PostgreSQL 15+ (TimescaleDB optional)."""
 
@@ -567,32 +575,45 @@ class PostgresHistory:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
-    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        q = query or AlarmQuery()
+    @staticmethod
+    def _alarm_where(q: AlarmQuery) -> tuple[sql.Composable, list[Any]]:
         where: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
-        for cond, value in (
-            ("state = %s", q.state),
-            ("kind = ANY(%s)", list(q.kinds) if q.kinds is not None else None),
-            ("org = ANY(%s)", list(q.orgs) if q.orgs is not None else None),
-            ("vehicle_id = %s", q.vehicle_id),
-            ("started_at >= %s", q.from_ms),
-            ("started_at < %s", q.to_ms),
-        ):
-            if value is not None:
-                where.append(sql.SQL(cond))
-                params.append(value)
+        for col, op, value in q.conditions():
+            if op == "in":
+                where.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(col)))
+            elif op == "contains":
+                where.append(sql.SQL("strpos(upper({}), %s) > 0").format(sql.Identifier(col)))
+            else:
+                where.append(_COMPARE[op].format(sql.Identifier(col)))
+            params.append(value)
+        return sql.SQL(" AND ").join(where), params
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where, params = self._alarm_where(q)
         stmt = sql.SQL(
             "SELECT " + _ALARM_COLS + " FROM {}.alarms WHERE {}"
-            " ORDER BY started_at DESC, id LIMIT %s"
-        ).format(self._s, sql.SQL(" AND ").join(where))
-        params.append(q.limit)
+            " ORDER BY started_at DESC, id LIMIT %s OFFSET %s"
+        ).format(self._s, where)
+        params += [q.limit, q.offset]
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cur = await conn.execute(stmt, params)
             return await cur.fetchall()
 
         return [alarm_from_columns(r) for r in await self._on("read", read)]
+
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        where, params = self._alarm_where(query or AlarmQuery())
+        stmt = sql.SQL("SELECT count(*) FROM {}.alarms WHERE {}").format(self._s, where)
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> int:
+            cur = await conn.execute(stmt, params)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on("read", read)
 
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None

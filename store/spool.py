@@ -305,6 +305,9 @@ class SpoolingWriter:
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
         return await self._inner_or_raise().alarms(query)
 
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        return await self._inner_or_raise().count_alarms(query)
+
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
     ) -> bool:

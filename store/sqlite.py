@@ -307,38 +307,44 @@ class SQLiteHistory:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
-    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        q = query or AlarmQuery()
+    @staticmethod
+    def _alarm_where(q: AlarmQuery) -> tuple[str, list[Any]]:
         where: list[str] = ["1=1"]
         params: list[Any] = []
-        if q.state is not None:
-            where.append("state = ?")
-            params.append(q.state)
-        if q.kinds is not None:
-            where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
-            params.extend(q.kinds)
-        if q.orgs is not None:
-            where.append(f"org IN ({','.join('?' * len(q.orgs))})")
-            params.extend(q.orgs)
-        if q.vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(q.vehicle_id)
-        if q.from_ms is not None:
-            where.append("started_at >= ?")
-            params.append(q.from_ms)
-        if q.to_ms is not None:
-            where.append("started_at < ?")
-            params.append(q.to_ms)
+        for col, op, value in q.conditions():
+            if op == "in":
+                where.append(f"{col} IN ({','.join('?' * len(value))})")
+                params.extend(value)
+            elif op == "contains":
+                where.append(f"instr(upper({col}), ?) > 0")
+                params.append(value)
+            else:
+                where.append(f"{col} {op} ?")
+                params.append(value)
+        return " AND ".join(where), params
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where, params = self._alarm_where(q)
         sql = (
-            f"SELECT {_ALARM_COLS} FROM alarms WHERE {' AND '.join(where)}"
-            " ORDER BY started_at DESC, id LIMIT ?"
+            f"SELECT {_ALARM_COLS} FROM alarms WHERE {where}"
+            " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
         )
-        params.append(q.limit)
+        params += [q.limit, q.offset]
 
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return db.execute(sql, params).fetchall()
 
         return [alarm_from_columns(r) for r in await self._run(read)]
+
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        where, params = self._alarm_where(query or AlarmQuery())
+        sql = f"SELECT count(*) FROM alarms WHERE {where}"
+
+        def read(db: sqlite3.Connection) -> int:
+            return int(db.execute(sql, params).fetchone()[0])
+
+        return await self._run(read)
 
     async def ack_alarm(
         self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None

@@ -383,42 +383,99 @@ async def vehicle_detail(request: Request, st: ApiState, p: Principal) -> Any:
     return out
 
 
+def q_time(request: Request, name: str, default: int | None = None) -> int | None:
+    """A time query parameter: epoch milliseconds, or ISO 8601 with its UTC offset
+    (``2025-11-25T09:30:00+08:00``; a ``+`` written unescaped in a URL arrives as a space)."""
+    v = (request.query_params.get(name) or "").strip()
+    if not v:
+        return default
+    if v.lstrip("-").isdigit():
+        return int(v)
+    iso = v.replace(" ", "+") if "T" in v else v
+    try:
+        t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(400, f"{name} must be epoch ms or ISO 8601 with an offset") from None
+    if t.tzinfo is None:
+        raise fail(400, f"{name}: an ISO time needs its UTC offset (e.g. +08:00)")
+    return int(t.timestamp() * 1000)
+
+
 @route(
     "GET",
     "/api/vehicles/{id}/track",
     "viewer",
-    "Track playback: positions in [from, to) as columns, and the alarms in that window",
+    "Track playback: positions in [from, to) as columns, stops, trips and alarms in that window",
     params=(
-        ("from", "integer", "epoch ms, default: start of today"),
-        ("to", "integer", "epoch ms, default: now"),
-        ("simplify_m", "number", "Douglas–Peucker tolerance in metres"),
+        ("from", "string", "epoch ms or ISO 8601 with offset; default: start of today"),
+        ("to", "string", "epoch ms or ISO 8601 with offset; default: now (at most 31 days on)"),
+        ("simplify_m", "number", "Douglas–Peucker tolerance in metres (points only)"),
+        ("lang", "string", "zh|en: language of the stops' place names"),
     ),
     tag="vehicles",
 )
 async def track(request: Request, st: ApiState, p: Principal) -> Any:
+    from store.figures import project_m, simplify
     from store.history import AlarmQuery, day_bounds_ms
+    from store.playback import stops_and_trips
+    from web.geo_api import place_texts
 
     vid = request.path_params["id"]
-    vehicle_index(st, p, vid)
+    i = vehicle_index(st, p, vid)
     history = need(st.ctx.history, "history store")
     start, _ = day_bounds_ms(today(st), st.ctx.config.service.timezone)
-    from_ms = q_int(request, "from", start)
-    to_ms = q_int(request, "to", st.now() + 1)
+    from_ms = q_time(request, "from", start)
+    to_ms = q_time(request, "to", st.now() + 1)
     assert from_ms is not None and to_ms is not None
     if to_ms <= from_ms or to_ms - from_ms > 31 * 86_400_000:
         raise fail(400, "need from < to, at most 31 days apart")
-    simplify = request.query_params.get("simplify_m")
+    simplify_q = request.query_params.get("simplify_m")
     try:
-        tol = float(simplify) if simplify else None
+        tol = float(simplify_q) if simplify_q else None
     except ValueError:
         raise fail(400, "simplify_m must be a number of metres") from None
-    cols = await history.track(vid, from_ms, to_ms, tol)
-    alarms = await history.alarms(AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms))
+    en = request.query_params.get("lang", st.ctx.config.web.language) == "en"
+    # Stops and trips from every point; the points sent may then be simplified.
+    cols = await history.track(vid, from_ms, to_ms, None)
+    stops, trips = stops_and_trips(cols["ts"], cols["lat"], cols["lon"], cols["speed"], cols["acc"])
+    if tol:
+        x, y = project_m(cols["lat"], cols["lon"])
+        keep = simplify(x, y, tol)
+        cols = {k: v[keep] for k, v in cols.items()}
+    alarms = await history.alarms(
+        AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms, limit=5000)
+    )
+    places = place_texts(st, stops["lat"].tolist(), stops["lon"].tolist(), "en" if en else "zh")
     return {
         "vehicle": vid,
         "from": from_ms,
         "to": to_ms,
+        "limit_kmh": float(st.registry.speed_limit_kmh[i]),
         "points": {k: cols[k].tolist() for k in ("ts", "lat", "lon", "speed", "heading", "acc")},
+        "stops": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "lat": float(la),
+                "lon": float(lo),
+                "duration_s": round((int(b) - int(a)) / 1000),
+                "place": pl,
+            }
+            for a, b, la, lo, pl in zip(
+                stops["start"], stops["end"], stops["lat"], stops["lon"], places, strict=True
+            )
+        ],
+        "trips": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "km": round(float(km), 3),
+                "max_speed_kmh": round(float(v), 1),
+            }
+            for a, b, km, v in zip(
+                trips["start"], trips["end"], trips["km"], trips["max_speed_kmh"], strict=True
+            )
+        ],
         "alarms": alarms,
     }
 
@@ -430,62 +487,158 @@ async def track(request: Request, st: ApiState, p: Principal) -> Any:
     "GET",
     "/api/alarms",
     "viewer",
-    "Alarm episodes, newest first",
+    "Alarm history (报警记录), newest first, paged; format=csv|xlsx exports every page",
     params=(
         ("state", "string", "open|closed"),
         ("kind", "string", "comma-separated kinds"),
+        ("severity", "string", "comma-separated: critical|warning|info"),
         ("org", "string", "organisation subtree"),
         ("vehicle", "string", "vehicle id"),
-        ("from", "integer", "started at or after, epoch ms"),
-        ("to", "integer", "started before, epoch ms"),
-        ("limit", "integer", "at most"),
+        ("plate", "string", "plate contains (case-insensitive)"),
+        ("from", "string", "started at or after: epoch ms or ISO 8601 with offset"),
+        ("to", "string", "started before: epoch ms or ISO 8601 with offset"),
+        ("page", "integer", "page number, from 1"),
+        ("page_size", "integer", "alarms per page, 1–500 (default 100)"),
+        ("format", "string", "json (default) | csv | xlsx"),
+        ("lang", "string", "zh|en: language of the export's headers and words"),
     ),
     tag="alarms",
 )
 async def alarms(request: Request, st: ApiState, p: Principal) -> Any:
     from store.history import AlarmQuery
+    from web.geo_api import place_texts
 
-    state = request.query_params.get("state") or None
+    q = request.query_params
+    state = q.get("state") or None
     if state not in (None, "open", "closed"):
         raise fail(400, "state must be open or closed")
     kinds = q_list(request, "kind")
     if kinds and not set(kinds) <= set(KINDS):
         raise fail(400, f"kind must be among {KINDS}")
+    severities = q_list(request, "severity")
+    if severities and not set(severities) <= {"critical", "warning", "info"}:
+        raise fail(400, "severity must be among critical, warning, info")
     orgs = visible(st, p)
-    org = request.query_params.get("org")
+    org = q.get("org")
     if org:
         if org not in orgs:
             raise fail(404, f"no organisation {org!r}")
         orgs = st.registry.orgs.subtree(org)
-    vid = request.query_params.get("vehicle") or None
+    vid = q.get("vehicle") or None
     if vid:
         vehicle_index(st, p, vid)
-    limit = max(1, min(q_int(request, "limit", 500) or 500, 5000))
-    from_ms, to_ms = q_int(request, "from"), q_int(request, "to")
-    if st.ctx.history is None:
-        items = [
-            a
-            for a in st.ctx.feed.alarm_items()
-            if a["org"] in orgs
-            and (state is None or a["state"] == state)
-            and (not kinds or a["kind"] in kinds)
-            and (vid is None or a["vehicle"] == vid)
-            and (from_ms is None or a["started_at"] >= from_ms)
-            and (to_ms is None or a["started_at"] < to_ms)
-        ][::-1][:limit]
-    else:
-        items = await st.ctx.history.alarms(
-            AlarmQuery(
-                state=state,
-                kinds=kinds,
-                orgs=sorted(orgs),
-                vehicle_id=vid,
-                from_ms=from_ms,
-                to_ms=to_ms,
-                limit=limit,
-            )
+    plate = (q.get("plate") or "").strip().upper() or None
+    from_ms, to_ms = q_time(request, "from"), q_time(request, "to")
+    page = q_int(request, "page", 1) or 1
+    # ``limit`` is the older name of page_size (its old cap of 5,000 is gone with paging).
+    size = q_int(request, "page_size", q_int(request, "limit", 100)) or 100
+    if page < 1 or not 1 <= size <= 500:
+        raise fail(400, "page must be >= 1 and page_size within 1..500")
+    fmt = q.get("format") or "json"
+    if fmt not in ("json", "csv", "xlsx"):
+        raise fail(400, "format must be json, csv or xlsx")
+    lang = q.get("lang") or st.ctx.config.web.language
+    if lang not in ("zh", "en"):
+        raise fail(400, "lang must be zh or en")
+    query = AlarmQuery(
+        state=state,
+        kinds=kinds,
+        severities=severities,
+        orgs=sorted(orgs),
+        vehicle_id=vid,
+        plate=plate,
+        from_ms=from_ms,
+        to_ms=to_ms,
+    )
+
+    async def fetch(
+        offset: int, limit: int, count: bool = True
+    ) -> tuple[int, list[dict[str, Any]]]:
+        if st.ctx.history is None:  # the live desk only: what the feed holds
+            want = set(severities) if severities else None
+            found = [
+                a
+                for a in st.ctx.feed.alarm_items()[::-1]
+                if a["org"] in orgs
+                and (state is None or a["state"] == state)
+                and (not kinds or a["kind"] in kinds)
+                and (want is None or a.get("severity") in want)
+                and (vid is None or a["vehicle"] == vid)
+                and (plate is None or plate in str(a.get("plate") or "").upper())
+                and (from_ms is None or a["started_at"] >= from_ms)
+                and (to_ms is None or a["started_at"] < to_ms)
+            ]
+            return len(found), found[offset : offset + limit]
+        page_q = dataclasses.replace(query, offset=offset, limit=limit)
+        total = await st.ctx.history.count_alarms(query) if count else -1
+        return total, await st.ctx.history.alarms(page_q)
+
+    def with_places(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        texts = place_texts(
+            st,
+            [float(a["lat"]) if a.get("lat") is not None else float("nan") for a in items],
+            [float(a["lon"]) if a.get("lon") is not None else float("nan") for a in items],
+            "en" if lang == "en" else "zh",
         )
-    return {"alarms": items}
+        return [{**a, "place": t} for a, t in zip(items, texts, strict=True)]
+
+    if fmt == "json":
+        total, items = await fetch((page - 1) * size, size)
+        return {"total": total, "page": page, "page_size": size, "alarms": with_places(items)}
+    return await _export_alarms(st, fetch, with_places, fmt, "en" if lang == "en" else "zh")
+
+
+async def _export_alarms(
+    st: ApiState, fetch: Any, with_places: Any, fmt: str, lang: Any
+) -> Response:
+    """Every page of the query as one file, up to ``web.export_max_rows`` (said when cut)."""
+    import asyncio
+
+    from web.export import alarm_table, to_csv, to_xlsx
+
+    cap = st.ctx.config.web.export_max_rows
+    chunk = 5000
+    total, rows = await fetch(0, min(chunk, cap))
+    rows = list(rows)
+    while len(rows) < min(total, cap):
+        _, more = await fetch(len(rows), min(chunk, cap - len(rows)), count=False)
+        if not more:
+            break
+        rows.extend(more)
+    org_names = dict(zip(st.registry.orgs.ids, st.registry.orgs.names, strict=True))
+    tz = st.ctx.config.service.timezone
+    headers, table = alarm_table(with_places(rows), tz=tz, org_names=org_names, lang=lang)
+    cut = total > len(rows)
+    notes = []
+    if cut:
+        notes.append(
+            f"共 {total} 条，导出上限 {cap} 条，仅导出最新的 {len(rows)} 条"
+            if lang == "zh"
+            else f"{total} alarms; the export holds at most {cap}: the newest {len(rows)} only"
+        )
+    stamp = dt.datetime.fromtimestamp(st.now() / 1000, ZoneInfo(tz)).strftime("%Y%m%d-%H%M")
+    if fmt == "csv":
+        body, media = to_csv(headers, table), "text/csv; charset=utf-8"
+    else:
+        body = await asyncio.to_thread(
+            to_xlsx,
+            headers,
+            table,
+            sheet="报警记录" if lang == "zh" else "Alarms",
+            notes=notes,
+            notes_sheet="说明" if lang == "zh" else "Notes",
+        )
+        media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return Response(
+        body,
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="alarms-{stamp}.{fmt}"',
+            "X-Export-Total": str(total),
+            "X-Export-Rows": str(len(rows)),
+            "X-Export-Truncated": "true" if cut else "false",
+        },
+    )
 
 
 def _alarm_vehicle(st: ApiState, p: Principal, alarm_id: str) -> int:

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import web.fences_api  # registers the fence routes in API
+import web.geo_api  # registers the geography routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts

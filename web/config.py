@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from geofence.config import PlaceConfig
+
 __all__ = ["TileConfig", "TokenConfig", "UserConfig", "WebConfig"]
 
 Role = Literal["viewer", "operator", "admin"]
@@ -79,3 +81,9 @@ class WebConfig(_Frozen):
         default=(30.456, 106.633), description="initial map centre (lat, lon), WGS-84"
     )
     zoom: int = Field(default=11, ge=1, le=20)
+    places: PlaceConfig = PlaceConfig()
+    export_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="rows one alarm export (CSV/XLSX) holds at most; a longer one says it was cut",
+    )
