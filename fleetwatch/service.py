@@ -286,6 +286,8 @@ async def run_service(
             svc.engine.restore(blob)
             log.info("rule state restored (%d bytes)", len(blob))
     await svc.live.open(svc.registry)
+    from web.headers import HTTP_SERVER_OPTIONS  # no Server banner
+
     server = _Server(
         uvicorn.Config(
             svc.app,
@@ -296,6 +298,7 @@ async def run_service(
             log_level="warning",
             lifespan="on",
             loop="none",
+            **HTTP_SERVER_OPTIONS,
         )
     )
     try:

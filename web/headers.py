@@ -7,7 +7,7 @@
 - ``Referrer-Policy: no-referrer`` — tile servers never see the desk's addresses.
 - ``Cache-Control: no-store`` on ``/api/`` — tokens, positions and user lists stay
   out of browser and proxy caches (the login answer holds a token).
-- ``Server: fleetwatch`` in place of the server's own banner and version.
+- No ``Server`` banner: the HTTP server is started with :data:`HTTP_SERVER_OPTIONS`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,34 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.config import TileConfig
 
-__all__ = ["SecurityHeaders", "content_security_policy"]
+__all__ = ["HTTP_SERVER_OPTIONS", "SecurityHeaders", "content_security_policy"]
+
+#: Options for ``uvicorn.Config`` wherever the web app is served: no ``Server: uvicorn``
+#: banner naming the server software to a stranger.
+HTTP_SERVER_OPTIONS: dict[str, Any] = {"server_header": False}
 
 
 def tile_sources(tiles: Sequence[TileConfig]) -> list[str]:
-    """CSP sources of the tile servers: ``https://{s}.tile.x.org/...`` → ``https://*.tile.x.org``."""
+    """CSP sources of the tile servers: ``https://{s}.tile.x.org/...`` → ``https://*.tile.x.org``.
+
+    A templated first host label (``t{s}.tianditu.gov.cn``) becomes ``*``; a template
+    anywhere else in the host leaves only the scheme (CSP allows no other wildcard).
+    """
     out: list[str] = []
-    for t in tiles:
-        if not t.url:
+    urls = [u for t in tiles for u in (t.url, str(getattr(t, "labels_url", "") or "")) if u]
+    for url in urls:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        labels = (parts.netloc.rsplit("@", 1)[-1]).split(".")
+        if labels and ("{" in labels[0] or "*" in labels[0]):
+            labels[0] = "*"
+        netloc = ".".join(labels)
+        if scheme not in ("http", "https"):
             continue
-        parts = urlsplit(t.url.replace("{s}", "*"))
-        host = parts.hostname or ""
-        if parts.scheme not in ("http", "https") or not host or "{" in parts.netloc:
-            src = "https:" if parts.scheme == "https" else "http:"
+        if not netloc or any(c in netloc[1:] for c in "{}*") or " " in netloc:
+            src = f"{scheme}:"
         else:
-            src = f"{parts.scheme}://{parts.netloc}"
+            src = f"{scheme}://{netloc}"
         if src not in out:
             out.append(src)
     return out
@@ -69,7 +82,6 @@ class SecurityHeaders:
             (b"content-security-policy", csp.encode()),
             (b"referrer-policy", b"no-referrer"),
             (b"x-frame-options", b"DENY"),
-            (b"server", b"fleetwatch"),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

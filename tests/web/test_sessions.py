@@ -9,46 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.web.conftest import PASSWORD, Built, build, login
+from tests.web.served import running
 
 RECHECK_S = 0.3
-
-
-@asynccontextmanager
-async def running(tmp: Path, **web: Any) -> AsyncIterator[tuple[Built, str, httpx.AsyncClient]]:
-    """The whole app under uvicorn: (built, ws url, http client)."""
-    b = await build(tmp, **web)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            b.app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning"
-        )
-    )
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
-            yield b, f"ws://127.0.0.1:{port}/ws/live", c
-    finally:
-        srv.should_exit = True
-        await task
-        await b.ctx.history.close()
 
 
 async def _token(c: httpx.AsyncClient, user: str, **extra: Any) -> dict[str, Any]:
