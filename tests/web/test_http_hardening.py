@@ -32,13 +32,14 @@ def _port(c: httpx.AsyncClient) -> int:
 async def _raw(port: int, head: bytes, body: bytes = b"") -> tuple[bytes, float]:
     """Send ``head`` and ``body`` over one TCP connection; (the answer, seconds to it)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    t0 = time.perf_counter()
-    writer.write(head + body)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(65536), 5)
-    took = time.perf_counter() - t0
-    writer.close()
-    return answer, took
+    try:
+        t0 = time.perf_counter()
+        writer.write(head + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+        return answer, time.perf_counter() - t0
+    finally:
+        writer.close()
 
 
 # -- body limits -------------------------------------------------------------------------------
