@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -283,3 +283,74 @@ async def test_an_open_feed_keeps_its_session_alive(tmp_path: Path) -> None:
         await ws.send(json.dumps({"op": "ping"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] in ("pong", "positions")
         await ws.close()
+
+
+# -- the same on PostgreSQL ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pg_schema(unique: str) -> AsyncIterator[str]:
+    """A schema of its own in the real PostgreSQL, dropped afterwards."""
+    import psycopg
+
+    from tests.conftest import require_service
+
+    require_service("postgres")
+    schema = f"fw_sessions_{unique}"
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{dsn}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.mark.services
+async def test_sessions_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
+    """Migration of an older token table, sliding expiry, duty operator and revocation
+    against the real PostgreSQL."""
+    import psycopg
+
+    from tests.web.conftest import Clock, web_config
+    from web.accounts import Accounts
+    from web.auth import Principal, Refused, hash_token
+
+    with psycopg.connect(pg_schema, autocommit=True) as c:
+        c.execute(
+            "CREATE TABLE web_tokens (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,"
+            " username TEXT, name TEXT NOT NULL, org TEXT NOT NULL, role TEXT NOT NULL,"
+            " created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL)"
+        )
+        c.execute(
+            "INSERT INTO web_tokens VALUES ('old', %s, NULL, 'old', 'city', 'viewer', 0, %s)",
+            (hash_token("fw_old"), 2**60),
+        )
+    cfg = web_config(tmp_path, store={"kind": "postgres", "postgres_dsn": pg_schema})
+    clock = Clock()
+    accounts = Accounts(cfg, clock)
+    await accounts.open()
+    try:
+        assert isinstance(await accounts.authenticate("fw_old"), Principal)
+        p = await accounts.check_password("ws-op", PASSWORD)
+        assert p is not None
+        token, rec = await accounts.open_session(p, room=True, duty_operator="张伟")
+        idle = cfg.web.auth.idle_timeout_s * 1000
+        clock.now += idle - 1000
+        found = await accounts.authenticate(token)
+        assert isinstance(found, Principal) and found.session is not None
+        assert found.session.room and found.session.duty_operator == "张伟"
+        assert found.session.expires_at == clock.now + idle
+        assert await accounts.set_duty_operator(rec["id"], "李娜")
+        clock.now += idle - 1000  # past the first expiry: alive because it was used
+        found = await accounts.authenticate(token)
+        assert isinstance(found, Principal) and found.session is not None
+        assert found.session.duty_operator == "李娜"
+        await accounts.revoke_token(rec["id"], "logout")
+        assert await accounts.authenticate(token) == Refused("session_revoked")
+        t2, _ = await accounts.open_session(p)
+        clock.now += idle
+        assert await accounts.authenticate(t2) == Refused("session_expired")
+    finally:
+        await accounts.close()
