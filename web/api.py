@@ -1012,8 +1012,8 @@ async def revoke_token(request: Request, st: ApiState, p: Principal) -> Any:
     params=(
         ("from", "integer", "epoch ms"),
         ("to", "integer", "epoch ms"),
-        ("action", "string", "e.g. alarm.ack"),
-        ("limit", "integer", "at most"),
+        ("action", {"type": "string", "maxLength": 64}, "e.g. alarm.ack"),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "at most (default 500)"),
     ),
     tag="users",
 )
