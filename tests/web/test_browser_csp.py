@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 async def test_the_page_runs_under_its_csp(chromium: Any, tmp_path: Path) -> None:
     async with running(tmp_path) as (_, _, c):
         url = str(c.base_url).rstrip("/")
-        page = await chromium.new_page()
+        page = await chromium.new_page(bypass_csp=False)  # the point of this test
         problems: list[str] = []
         page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
         page.on(
