@@ -80,8 +80,9 @@ class HashPool:
     """
 
     def __init__(self, workers: int, queue: int) -> None:
+        self.workers = workers
         self.limit = workers + queue
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="argon2")
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close
         self._taken = 0
         self._lock = threading.Lock()
 
@@ -97,6 +98,8 @@ class HashPool:
                 raise HashBusy("password_hashing", "busy")
             self._taken += 1
         try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2")
             fut = self._pool.submit(fn, *args)
         except BaseException:
             self._release(None)
@@ -110,7 +113,9 @@ class HashPool:
             self._taken -= 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Db:

@@ -36,6 +36,16 @@ _hasher = PasswordHasher()
 
 
 @dataclass(frozen=True, slots=True)
+class Session:
+    """A login session's state as ``GET /api/me`` shows it (epoch ms)."""
+
+    expires_at: int
+    absolute_expires_at: int
+    room: bool = False
+    duty_operator: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a user (``username``) or a machine token (``username`` None)."""
 
@@ -180,16 +190,6 @@ class LoginLimiter:
             self._pairs.popitem(last=False)
         while len(self._addresses) > self.max_keys:
             self._addresses.popitem(last=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """A login session's state as ``GET /api/me`` shows it (epoch ms)."""
-
-    expires_at: int
-    absolute_expires_at: int
-    room: bool = False
-    duty_operator: str | None = None
 
 
 def slid_expiry(now_ms: int, idle_ms: int, absolute_ms: int) -> int:
