@@ -4,7 +4,9 @@ A thin layer over :class:`stream.feed.FeedCore` for Starlette (served by uvicorn
 whose websocket implementation is the ``websockets`` library). The token comes
 as the ``token`` query parameter, or in a first message ``{"op": "auth",
 "token": ..., "last_seq": ...}`` within five seconds; ``last_seq`` may also be a
-query parameter. Close codes: 4401 no or bad token, 4408 too slow (outbox
+query parameter. Close codes: 4401 no or bad token, or the session ended while
+the socket was open (reason ``session_expired`` or ``session_revoked``; checked
+every ``recheck_s`` by :meth:`FeedServer._watch_session`), 4408 too slow (outbox
 overflow), 1011 server error.
 
 Start :meth:`FeedServer.run` as a task (``create_app`` does it in its lifespan),
@@ -32,12 +34,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from fleetwatch.errors import BadRecord
 from stream.feed import FeedCore, Subscription, parse_client_message
 
-__all__ = ["Authenticate", "FeedCollector", "FeedServer"]
+__all__ = ["Authenticate", "FeedCollector", "FeedServer", "SessionEnded"]
 
 log = logging.getLogger(__name__)
 
 #: Maps a token to the organisation whose subtree its holder may see, or None if refused.
 Authenticate = Callable[[str], Awaitable[str | None]]
+#: Why a token's session has ended (``session_expired``, ``session_revoked``, ...), or
+#: None while it lives. Called for each open socket every ``recheck_s``; a call also
+#: keeps a sliding session alive.
+SessionEnded = Callable[[str], Awaitable[str | None]]
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -54,6 +60,7 @@ class _Conn:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[bytes] = field(default_factory=list)
     too_slow: bool = False
+    session_end: str | None = None  # why its session ended while open (close 4401)
 
 
 class FeedServer:
@@ -64,10 +71,15 @@ class FeedServer:
         core: FeedCore,
         authenticate: Authenticate,
         clock_ms: Callable[[], int] = wall_ms,
+        *,
+        session_ended: SessionEnded | None = None,
+        recheck_s: float = 2.0,
     ) -> None:
         self.core = core
         self.authenticate = authenticate
         self.clock_ms = clock_ms
+        self.session_ended = session_ended
+        self.recheck_s = recheck_s
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._kick = asyncio.Event()
@@ -143,7 +155,8 @@ class FeedServer:
                 last_seq = _as_int(msg.get("last_seq"))
         org = await self.authenticate(token) if token else None
         if org is None:
-            await _refuse(ws, "unauthorized", CLOSE_UNAUTHORIZED)
+            why = await self.session_ended(token) if token and self.session_ended else None
+            await _refuse(ws, why or "unauthorized", CLOSE_UNAUTHORIZED)
             return
         cid = next(self._ids)
         conn = _Conn(ws)
@@ -152,22 +165,38 @@ class FeedServer:
         conn.wake.set()
         reader = asyncio.create_task(self._read(cid, conn))
         writer = asyncio.create_task(self._write(cid, conn))
+        tasks = {reader, writer}
+        if self.session_ended is not None and token:
+            tasks.add(asyncio.create_task(self._watch_session(conn, token)))
         try:
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if not t.cancelled() and t.exception() is not None:
                     log.error("live feed client %s failed", cid, exc_info=t.exception())
         finally:
-            for t in (reader, writer):
+            for t in tasks:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(reader, writer, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
             self.core.disconnect(cid)
             self._conns.pop(cid, None)
             code = CLOSE_TOO_SLOW if conn.too_slow else 1000
+            reason = ""
+            if conn.session_end is not None:
+                code, reason = CLOSE_UNAUTHORIZED, conn.session_end
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code), 1.0)
+                    await asyncio.wait_for(ws.close(code, reason), 1.0)
+
+    async def _watch_session(self, conn: _Conn, token: str) -> None:
+        """Return (ending the connection) once the token's session has ended."""
+        assert self.session_ended is not None
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            why = await self.session_ended(token)
+            if why is not None:
+                conn.session_end = why
+                return
 
     async def _read(self, cid: int, conn: _Conn) -> None:
         while True:
@@ -217,7 +246,7 @@ class FeedServer:
 async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(orjson.dumps({"type": "error", "reason": reason}).decode())
-        await ws.close(code)
+        await ws.close(code, reason)
 
 
 def _as_int(v: Any) -> int | None:

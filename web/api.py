@@ -14,11 +14,12 @@ import inspect
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,12 +27,22 @@ from starlette.responses import Response
 from fleetwatch.errors import BadRecord, FleetWatchError
 from rules.events import KINDS, AlarmEvent
 from stream.feed import STATES
-from web.accounts import Accounts
-from web.auth import ROLES, LoginLimiter, Principal, role_at_least
+from web.accounts import Accounts, HashBusy
+from web.auth import LoginLimiter, Principal, role_at_least
+from web.bodies import (
+    DutyBody,
+    Invalid,
+    LoginBody,
+    TokenCreate,
+    UserCreate,
+    UserPatch,
+    parse_body,
+    schema_of,
+)
 from web.context import AppContext
 from web.records import Records
 
-__all__ = ["API", "JSON", "ApiState", "Route"]
+__all__ = ["API", "JSON", "ApiState", "BodyLimit", "Route"]
 
 
 class JSON(Response):
@@ -47,6 +58,7 @@ class ApiState:
     accounts: Accounts
     limiter: LoginLimiter
     records: Records
+    purged_at: int = 0  # when ended tokens were last purged (epoch ms)
 
     @property
     def registry(self) -> Any:
@@ -59,6 +71,13 @@ class ApiState:
 Handler = Callable[[Request, ApiState, Principal], Awaitable[Any]]
 
 
+#: Body limit classes of :class:`web.config.BodyLimits` a route may name.
+BodyLimit = Literal["login", "api", "upload"]
+
+#: A query parameter: (name, type or JSON schema, description).
+Param = tuple[str, str | dict[str, Any], str]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -66,9 +85,12 @@ class Route:
     handler: Any
     role: str | None  # None: no token needed
     summary: str
-    params: tuple[tuple[str, str, str], ...] = ()  # (name, type, description) query parameters
+    params: tuple[Param, ...] = ()  # query parameters
     body: dict[str, Any] | None = None  # JSON schema of the request body
     tag: str = "api"
+    # the body's size class, checked before authentication and before the body is read
+    limit: BodyLimit = "api"
+    model: type[BaseModel] | None = None  # the body's model (web.bodies); gives ``body``
 
 
 API: list[Route] = []
@@ -80,15 +102,26 @@ def route(
     role: str | None,
     summary: str,
     *,
-    params: tuple[tuple[str, str, str], ...] = (),
+    params: tuple[Param, ...] = (),
     body: dict[str, Any] | None = None,
     tag: str = "api",
+    limit: BodyLimit | None = None,
+    model: type[BaseModel] | None = None,
 ) -> Callable[[Any], Any]:
+    if model is not None:
+        body = schema_of(model)
+    if limit is None:  # CSV and GeoJSON uploads are big; everything else is small
+        limit = "upload" if body is not None and _is_upload(body, tag) else "api"
+
     def deco(fn: Any) -> Any:
-        API.append(Route(method, path, fn, role, summary, params, body, tag))
+        API.append(Route(method, path, fn, role, summary, params, body, tag, limit, model))
         return fn
 
     return deco
+
+
+def _is_upload(body: dict[str, Any], tag: str) -> bool:
+    return body.get("description") == "text/csv" or tag == "fences"
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -208,11 +241,13 @@ def str_field(
     return v
 
 
-_LOGIN_BODY = {
-    "type": "object",
-    "required": ["username", "password"],
-    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-}
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def retry_after(ms: int) -> dict[str, str]:
+    return {"Retry-After": str(max(1, -(-ms // 1000)))}
+
 
 # -- session -----------------------------------------------------------------------------------
 
@@ -221,38 +256,85 @@ _LOGIN_BODY = {
     "POST",
     "/api/login",
     None,
-    "Log in; returns an expiring bearer token",
-    body=_LOGIN_BODY,
+    "Log in; returns a session token (sliding expiry, absolute cap). room: a wall screen",
+    model=LoginBody,
+    limit="login",
     tag="auth",
 )
 async def login(request: Request, st: ApiState, _: Principal | None) -> Any:
-    data = await body_json(request)
-    username = str_field(data, "username", max_len=64)
-    password = str_field(data, "password", max_len=1024)
-    addr = request.client.host if request.client else "?"
-    keys = (f"user:{username}", f"addr:{addr}")
+    body = parse_body(LoginBody, await request.body())
+    addr = client_address(request)
     now = st.now()
-    if st.limiter.blocked(keys, now):
-        raise fail(429, "too many failed logins; wait a minute")
-    p = await st.accounts.check_password(username, password)
+    # counted on arrival, before hashing: a burst of guesses meets the limit too
+    wait = st.limiter.admit(body.username, addr, now)
+    if wait > 0:
+        return JSON({"error": "rate_limited"}, status_code=429, headers=retry_after(wait))
+    try:
+        p = await st.accounts.check_password(body.username, body.password)
+    except HashBusy:
+        st.limiter.withdrawn(body.username, addr)
+        busy_ms = st.ctx.config.web.auth.busy_retry_after_s * 1000
+        return JSON({"error": "busy"}, status_code=503, headers=retry_after(busy_ms))
     if p is None:
-        st.limiter.failed(keys, now)
+        st.limiter.failed(body.username, addr, now)
         raise fail(401, "wrong user name or password")
-    st.limiter.succeeded(keys)
-    token, rec = await st.accounts.issue_token(p, st.ctx.config.web.token_ttl_s)
-    await audit(st, p, "login", username)
+    st.limiter.succeeded(body.username, addr)
+    token, rec = await st.accounts.open_session(p, room=body.room, duty_operator=body.duty_operator)
+    await audit(st, p, "login", body.username, room=body.room, duty_operator=body.duty_operator)
+    if now - st.purged_at > 60_000:
+        st.purged_at = now
+        await st.accounts.purge_expired()
     return {
         "token": token,
         "expires_at": rec["expires_at"],
+        "absolute_expires_at": rec["absolute_expires_at"],
         "user": {"name": p.name, "org": p.org, "role": p.role},
     }
 
 
-@route("POST", "/api/logout", "viewer", "Revoke the token used for this call", tag="auth")
+@route("POST", "/api/logout", "viewer", "End the session used for this call", tag="auth")
 async def logout(request: Request, st: ApiState, p: Principal) -> Any:
     if p.token_id:
-        await st.accounts.revoke_token(p.token_id)
+        await st.accounts.revoke_token(p.token_id, "logout")
     return {"ok": True}
+
+
+@route(
+    "PUT",
+    "/api/session/duty",
+    "viewer",
+    "Name the duty operator (值班员) of this room session (audited)",
+    model=DutyBody,
+    limit="login",
+    tag="auth",
+)
+async def session_duty(request: Request, st: ApiState, p: Principal) -> Any:
+    body = parse_body(DutyBody, await request.body())
+    if p.session is None or not p.session.room or p.token_id is None:
+        raise fail(409, "not a room session: log in with room = true")
+    if not await st.accounts.set_duty_operator(p.token_id, body.duty_operator):
+        raise fail(409, "not a room session: log in with room = true")
+    await audit(
+        st,
+        p,
+        "session.duty",
+        p.token_id,
+        before=p.session.duty_operator,
+        after=body.duty_operator,
+    )
+    return {"session": _session_info(p, body.duty_operator)}
+
+
+def _session_info(p: Principal, duty_operator: str | None = None) -> dict[str, Any] | None:
+    s = p.session
+    if s is None:
+        return None
+    return {
+        "expires_at": s.expires_at,
+        "absolute_expires_at": s.absolute_expires_at,
+        "room": s.room,
+        "duty_operator": duty_operator if duty_operator is not None else s.duty_operator,
+    }
 
 
 @route("GET", "/api/me", "viewer", "Who the token belongs to, and the page's settings", tag="auth")
@@ -262,6 +344,7 @@ async def me(request: Request, st: ApiState, p: Principal) -> Any:
     orgs = visible(st, p)
     return {
         "user": {"name": p.name, "org": p.org, "role": p.role},
+        "session": _session_info(p),
         "service": cfg.service.name,
         "timezone": cfg.service.timezone,
         "orgs": [
@@ -974,23 +1057,11 @@ async def stats(request: Request, st: ApiState, p: Principal) -> Any:
 
 # -- users and tokens --------------------------------------------------------------------------
 
-_USER_BODY = {
-    "type": "object",
-    "required": ["username", "password", "org", "role"],
-    "properties": {
-        "username": {"type": "string"},
-        "password": {"type": "string"},
-        "org": {"type": "string"},
-        "role": {"enum": list(ROLES)},
-    },
-}
-
 
 def _check_grant(st: ApiState, p: Principal, org: str, role: str) -> None:
-    if role not in ROLES:
-        raise fail(400, f"role must be one of {ROLES}")
     if org not in visible(st, p):
-        raise fail(403, "you may only manage your own organisation and those below it")
+        # the same answer for an organisation elsewhere and for none at all
+        raise Invalid([{"field": "org", "reason": "no such organisation in your subtree"}])
     if not role_at_least(p.role, role):
         raise fail(403, "you cannot grant a role above your own")
 
@@ -1000,19 +1071,16 @@ async def list_users(request: Request, st: ApiState, p: Principal) -> Any:
     return {"users": await st.accounts.users(visible(st, p))}
 
 
-@route("POST", "/api/users", "admin", "Create a user (audited)", body=_USER_BODY, tag="users")
+@route("POST", "/api/users", "admin", "Create a user (audited)", model=UserCreate, tag="users")
 async def create_user(request: Request, st: ApiState, p: Principal) -> Any:
-    data = await body_json(request)
-    username = str_field(data, "username", max_len=64)
-    password = str_field(data, "password", max_len=1024)
-    if len(password) < 8:
-        raise fail(400, "password must have at least 8 characters")
-    org, role = str_field(data, "org", max_len=64), str_field(data, "role", max_len=16)
-    _check_grant(st, p, org, role)
-    if not await st.accounts.create_user(username, password, org, role):
-        raise fail(409, f"user {username!r} exists")
-    await audit(st, p, "user.create", username, org=org, role=role)
-    return await st.accounts.user(username)
+    body = parse_body(UserCreate, await request.body())
+    _check_grant(st, p, body.org, body.role)
+    if not await st.accounts.create_user(body.username, body.password, body.org, body.role):
+        # user names are one name space (they log in without an organisation): this
+        # says the name is taken, never where or by whom
+        raise fail(409, "user name not available")
+    await audit(st, p, "user.create", body.username, org=body.org, role=body.role)
+    return await st.accounts.user(body.username)
 
 
 async def _own_user(st: ApiState, p: Principal, username: str) -> dict[str, Any]:
@@ -1027,36 +1095,20 @@ async def _own_user(st: ApiState, p: Principal, username: str) -> dict[str, Any]
     "/api/users/{username}",
     "admin",
     "Change a user's password, role, organisation or disable it (audited)",
+    model=UserPatch,
     tag="users",
-    body={
-        "type": "object",
-        "properties": {
-            "password": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "org": {"type": "string"},
-            "disabled": {"type": "boolean"},
-        },
-    },
 )
 async def update_user(request: Request, st: ApiState, p: Principal) -> Any:
     username = request.path_params["username"]
     u = await _own_user(st, p, username)
-    data = await body_json(request)
-    role = data.get("role")
-    org = data.get("org")
-    _check_grant(st, p, org or u["org"], role or u["role"])
-    pw = data.get("password")
-    if pw is not None and (not isinstance(pw, str) or len(pw) < 8):
-        raise fail(400, "password must have at least 8 characters")
-    disabled = data.get("disabled")
+    body = parse_body(UserPatch, await request.body())
+    if not role_at_least(p.role, u["role"]):
+        raise fail(403, "you cannot change a user above your own role")
+    _check_grant(st, p, body.org or u["org"], body.role or u["role"])
     await st.accounts.update_user(
-        username,
-        password=pw,
-        role=role,
-        org=org,
-        disabled=bool(disabled) if disabled is not None else None,
+        username, password=body.password, role=body.role, org=body.org, disabled=body.disabled
     )
-    changed = sorted(k for k in ("password", "role", "org", "disabled") if k in data)
+    changed = sorted(body.model_fields_set)
     await audit(st, p, "user.update", username, changed=changed)
     return await st.accounts.user(username)
 
@@ -1070,7 +1122,7 @@ async def delete_user(request: Request, st: ApiState, p: Principal) -> Any:
     return {"ok": True}
 
 
-@route("GET", "/api/tokens", "admin", "Issued tokens (never their secret)", tag="users")
+@route("GET", "/api/tokens", "admin", "Live tokens and sessions (never their secret)", tag="users")
 async def list_tokens(request: Request, st: ApiState, p: Principal) -> Any:
     return {"tokens": await st.accounts.tokens(visible(st, p))}
 
@@ -1081,32 +1133,20 @@ async def list_tokens(request: Request, st: ApiState, p: Principal) -> Any:
     "admin",
     "Issue a machine token; the secret is shown once (audited)",
     tag="users",
-    body={
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string"},
-            "org": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "ttl_s": {"type": "integer"},
-        },
-    },
+    model=TokenCreate,
 )
 async def create_token(request: Request, st: ApiState, p: Principal) -> Any:
-    data = await body_json(request)
-    name = str_field(data, "name", max_len=64)
-    org = data.get("org") or p.org
-    role = data.get("role") or "viewer"
-    _check_grant(st, p, org, role)
-    ttl = data.get("ttl_s", 90 * 86_400)
-    if not isinstance(ttl, int) or not 60 <= ttl <= 3 * 365 * 86_400:
-        raise fail(400, "ttl_s must be between 60 s and 3 years")
-    token, rec = await st.accounts.issue_token(Principal(name=name, org=org, role=role), ttl, name)
-    await audit(st, p, "token.create", rec["id"], name=name, org=org, role=role)
+    body = parse_body(TokenCreate, await request.body())
+    org = body.org or p.org
+    _check_grant(st, p, org, body.role)
+    token, rec = await st.accounts.issue_token(
+        Principal(name=body.name, org=org, role=body.role), body.ttl_s, body.name
+    )
+    await audit(st, p, "token.create", rec["id"], name=body.name, org=org, role=body.role)
     return {"token": token, **rec}
 
 
-@route("DELETE", "/api/tokens/{id}", "admin", "Revoke a token (audited)", tag="users")
+@route("DELETE", "/api/tokens/{id}", "admin", "Revoke a token or session (audited)", tag="users")
 async def revoke_token(request: Request, st: ApiState, p: Principal) -> Any:
     tid = request.path_params["id"]
     org = await st.accounts.token_org(tid)
@@ -1125,8 +1165,8 @@ async def revoke_token(request: Request, st: ApiState, p: Principal) -> Any:
     params=(
         ("from", "integer", "epoch ms"),
         ("to", "integer", "epoch ms"),
-        ("action", "string", "e.g. alarm.ack"),
-        ("limit", "integer", "at most"),
+        ("action", {"type": "string", "maxLength": 64}, "e.g. alarm.ack"),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "at most (default 500)"),
     ),
     tag="users",
 )

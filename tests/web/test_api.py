@@ -53,20 +53,24 @@ async def test_login_and_tokens(client: httpx.AsyncClient, built: Built) -> None
     assert r.status_code == 200
     r = await client.get("/api/vehicles", headers={"Authorization": "Bearer garbage"})
     assert r.status_code == 401
-    # tokens expire
-    built.clock.now += built.ctx.config.web.token_ttl_s * 1000 + 1
-    assert (await client.get("/api/me", headers=h)).status_code == 401
+    # an unused session expires
+    built.clock.now += built.ctx.config.web.auth.idle_timeout_s * 1000 + 1
+    r = await client.get("/api/me", headers=h)
+    assert r.status_code == 401 and r.json() == {"error": "session_expired"}
     h = await login(client, "admin")
     assert (await client.post("/api/logout", headers=h)).status_code == 200
-    assert (await client.get("/api/me", headers=h)).status_code == 401
+    r = await client.get("/api/me", headers=h)
+    assert r.status_code == 401 and r.json() == {"error": "session_revoked"}
 
 
 async def test_login_rate_limited(client: httpx.AsyncClient) -> None:
-    for _ in range(10):
+    free = 5  # web.auth.login_free_attempts
+    for _ in range(free):
         r = await client.post("/api/login", json={"username": "ws-op", "password": "wrong"})
         assert r.status_code == 401
     r = await client.post("/api/login", json={"username": "ws-op", "password": PASSWORD})
-    assert r.status_code == 429
+    assert r.status_code == 429 and r.json() == {"error": "rate_limited"}
+    assert int(r.headers["Retry-After"]) >= 1
 
 
 async def test_roles(client: httpx.AsyncClient, built: Built) -> None:
