@@ -133,9 +133,7 @@ class Subscription:
     bbox: BBox | None = None
 
     @classmethod
-    def from_message(
-        cls, msg: dict[str, Any], limits: FeedLimits | None = None
-    ) -> Subscription:
+    def from_message(cls, msg: dict[str, Any], limits: FeedLimits | None = None) -> Subscription:
         """Validate a ``{"op": "subscribe", ...}`` message. Raises :class:`BadRecord`."""
         lim = limits or FeedLimits()
         orgs = msg.get("orgs") or []

@@ -176,7 +176,7 @@ class FeedServer:
             code = CLOSE_TOO_SLOW if cut_off else 1000
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code), CLOSE_TIMEOUT_S)
+                    await asyncio.wait_for(_close(ws, code), CLOSE_TIMEOUT_S)
 
     async def _read(self, cid: int, conn: _Conn) -> None:
         """Answer the client's requests through its outbox; return when it is gone or cut off."""
@@ -208,6 +208,10 @@ class FeedServer:
                     orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail}),
                 )
             conn.wake.set()
+            if self.core.pending(cid) * 2 >= self.core.client_buffer:
+                # Messages parsed from one read arrive without a suspension: let the writer
+                # take the answers first, so only a client that does not read overflows.
+                await asyncio.sleep(0)
 
     async def _write(self, cid: int, conn: _Conn) -> None:
         while True:
@@ -228,6 +232,20 @@ class FeedServer:
         if len(self._text) > 64:
             self._text.popitem(last=False)
         return text
+
+
+async def _close(ws: WebSocket, code: int) -> None:
+    """Send the close frame, then read (and drop) until the peer's close reply.
+
+    Without the reads the server stops reading a client that still has messages
+    in flight, closes the socket with them unread, and the kernel answers with a
+    reset that destroys the close frame (and its code) before the client reads it.
+    """
+    await ws.close(code)
+    while ws.client_state != WebSocketState.DISCONNECTED:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
 
 
 async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
