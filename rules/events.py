@@ -29,7 +29,8 @@ from fleetwatch.errors import Misuse
 __all__ = [
     "ALARM_ID_RE",
     "KINDS",
-    "LEGACY_SUB_KEY",     "AlarmEvent",
+    "LEGACY_SUB_KEY",
+    "AlarmEvent",
     "episode_id",
     "legacy_alarm_id",
 ]

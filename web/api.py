@@ -489,6 +489,10 @@ async def alarms(request: Request, st: ApiState, p: Principal) -> Any:
 
 
 def _alarm_vehicle(st: ApiState, p: Principal, alarm_id: str) -> int:
+    from rules.events import ALARM_ID_RE
+
+    if not ALARM_ID_RE.match(alarm_id):
+        raise fail(404, f"no alarm {alarm_id!r}")
     vid = alarm_id.split(":", 1)[0]
     i = st.registry.by_id(vid)
     if i is None or st.registry.org_of(i) not in visible(st, p):
@@ -521,16 +525,24 @@ async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     handled = bool(data.get("handled", False))
     now = st.now()
     if st.ctx.history is not None and not await st.ctx.history.ack_alarm(
-        alarm_id, p.name, note, handled, now
+        alarm_id, p.name, note, handled, now, action="ack"
     ):
         raise fail(404, f"no alarm {alarm_id!r}")
-    ack = {"user": p.name, "at": now, "note": note, "handled": handled}
-    if st.ctx.relay is not None:
-        st.ctx.relay.acknowledge(alarm_id, ack)  # every node's desks, this one's included
-    else:
-        st.ctx.feed.acknowledge(alarm_id, ack)
+    ack = _handled(st, alarm_id, p.name, note, now, "ack", handled)
     await audit(st, p, "alarm.handle" if handled else "alarm.ack", alarm_id, note=note)
     return {"ok": True, "ack": ack}
+
+
+def _handled(
+    st: ApiState, alarm_id: str, user: str, note: str, at: int, action: str, handled: bool
+) -> dict[str, Any]:
+    """One entry of the handling record (first ack stays first), to every node's desks."""
+    entry = {"user": user, "at": at, "note": note, "action": action, "handled": handled}
+    if st.ctx.relay is not None:
+        st.ctx.relay.acknowledge(alarm_id, entry)  # every node's desks, this one's included
+    else:
+        st.ctx.feed.acknowledge(alarm_id, entry)
+    return entry
 
 
 @route(
@@ -589,6 +601,9 @@ async def close_alarm(request: Request, st: ApiState, p: Principal) -> Any:
         ]
         await publish_events(st, events)
         await broadcast(st, "close", id=alarm_id, at=now, by=p.name, note=note)
+    if st.ctx.history is not None:
+        await st.ctx.history.ack_alarm(alarm_id, p.name, note, True, now, action="close")
+    _handled(st, alarm_id, p.name, note, now, "close", True)
     await audit(st, p, "alarm.close", alarm_id, note=note)
     return {"ok": True}
 
