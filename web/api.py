@@ -748,8 +748,9 @@ async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
 async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
     o = await _visible_order(request, st, p)
     if not o["approved"]:
-        o = await st.records.approve_order(o["org"], o["id"], p.name, st.now())
-        assert o is not None
+        approved = await st.records.approve_order(o["org"], o["id"], p.name, st.now())
+        assert approved is not None
+        o = approved
         await apply_orders(st, [o])
         await broadcast(st, "orders", keys=_order_keys([o]))
     await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"], org=o["org"])
@@ -779,7 +780,7 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
         parsed, bad = parse_orders_rows(text, reg, timezone=st.ctx.config.service.timezone)
     except BadRecord as exc:
         raise fail(400, exc.detail or exc.reason) from None
-    rejected = [{"line": line, "reason": reason} for line, reason in bad]
+    rejected: list[dict[str, Any]] = [{"line": line, "reason": reason} for line, reason in bad]
     now = st.now()
     out: list[dict[str, Any]] = []
     for line, d in parsed:
@@ -802,7 +803,7 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
             rejected.append({"line": line, "reason": f"unknown vehicle {d.vehicle_id!r}"})
             continue
         out.append(o)
-    rejected.sort(key=lambda r: r["line"])
+    rejected.sort(key=lambda r: int(r["line"]))
     await st.records.put_orders(out)
     await apply_orders(st, out)
     if any(o["approved"] for o in out):
