@@ -247,8 +247,12 @@ def simulate_main(args: argparse.Namespace) -> int:
         async def run_verify() -> dict[str, object]:
             if not embedded:
                 return await verify_run(spec, opts, on_progress=progress)
+            import logging
+
             from fleetwatch.demo import embedded_broker
 
+            for name in ("amqtt", "transitions"):  # the broker's state machine chatter
+                logging.getLogger(name).setLevel(logging.WARNING)
             async with embedded_broker(port):
                 return await verify_run(spec, opts, on_progress=progress)
 
