@@ -43,7 +43,7 @@ from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
-from rules.events import AlarmEvent
+from rules.events import LEGACY_SUB_KEY, AlarmEvent
 from store import pgcopy, timescale
 from store.config import StoreConfig
 from store.figures import project_m, simplify
@@ -54,6 +54,7 @@ from store.history import (
     UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
+    ack_entry,
     alarm_event_rows,
     alarm_from_columns,
     day_bounds_ms,
@@ -106,7 +107,8 @@ CREATE TABLE IF NOT EXISTS {s}.alarms (
     ack_user text,
     ack_at int8,
     ack_note text,
-    handled bool
+    handled bool,
+    acks jsonb
 );
 CREATE INDEX IF NOT EXISTS alarms_started ON {s}.alarms (started_at);
 CREATE INDEX IF NOT EXISTS alarms_open ON {s}.alarms (state) WHERE state = 'open';
@@ -134,7 +136,7 @@ _STATS_WIRE = {
 }
 _ALARM_COLS = (
     "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
-    " backfill, covered, detail, ack_user, ack_at, ack_note, handled"
+    " backfill, covered, detail, ack_user, ack_at, ack_note, handled, acks"
 )
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 
@@ -272,6 +274,18 @@ class PostgresHistory:
         await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
         await cur.execute(sql.SQL(_TABLES_DDL).format(s=s))
         await cur.execute(outbox_ddl_postgres(self.schema))
+        # Alarms tables made by earlier versions: the handling record, ids without '/'.
+        await cur.execute(
+            sql.SQL("ALTER TABLE {}.alarms ADD COLUMN IF NOT EXISTS acks jsonb").format(s)
+        )
+        old, new = LEGACY_SUB_KEY
+        await cur.execute(
+            sql.SQL(
+                "UPDATE {s}.alarms a SET id = replace(a.id, %s, %s) WHERE strpos(a.id, %s) > 0"
+                " AND NOT EXISTS (SELECT 1 FROM {s}.alarms b WHERE b.id = replace(a.id, %s, %s))"
+            ).format(s=s),
+            (old, new, old, old, new),
+        )
         suffix = "" if available else " PARTITION BY RANGE (ts)"
         await cur.execute(
             sql.SQL(
@@ -616,16 +630,32 @@ class PostgresHistory:
         return await self._on("read", read)
 
     async def ack_alarm(
-        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+        self,
+        alarm_id: str,
+        user: str,
+        note: str,
+        handled: bool,
+        at_ms: int | None = None,
+        action: str = "ack",
     ) -> bool:
         at = _now_ms() if at_ms is None else at_ms
+        entry = ack_entry(user, note, at, action, handled)
+        # Right-hand sides see the row before the update: the first entry wins ack_*.
         stmt = sql.SQL(
-            "UPDATE {}.alarms SET ack_user = %s, ack_at = %s, ack_note = %s, handled = %s"
+            "UPDATE {}.alarms SET"
+            " acks = coalesce(acks, CASE WHEN ack_user IS NULL THEN '[]'::jsonb"
+            "  ELSE jsonb_build_array(jsonb_build_object('user', ack_user, 'note',"
+            "  coalesce(ack_note, ''), 'at', ack_at, 'action', 'ack', 'handled',"
+            "  coalesce(handled, false))) END) || jsonb_build_array(%s::jsonb),"
+            " ack_user = coalesce(ack_user, %s),"
+            " ack_at = CASE WHEN ack_user IS NULL THEN %s ELSE ack_at END,"
+            " ack_note = CASE WHEN ack_user IS NULL THEN %s ELSE ack_note END,"
+            " handled = (coalesce(handled, false) OR %s)"
             " WHERE id = %s"
         ).format(self._s)
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute(stmt, (user, at, note, handled, alarm_id))
+            cur = await conn.execute(stmt, (entry, user, at, note, handled, alarm_id))
             return cur.rowcount > 0
 
         return await self._on("write", write)

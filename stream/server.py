@@ -7,7 +7,14 @@ as the ``token`` query parameter, or in a first message ``{"op": "auth",
 query parameter. Close codes: 4401 no or bad token, or the session ended while
 the socket was open (reason ``session_expired`` or ``session_revoked``; checked
 every ``recheck_s`` by :meth:`FeedServer._watch_session`), 4408 too slow (outbox
-overflow), 1011 server error.
+overflow: more than ``client_buffer`` frames waiting — position and alarm
+frames and the replies to the client's own requests alike, so a client that
+sends pings without reading is cut off, not buffered), 1011 server error.
+
+A client message longer than ``FeedLimits.max_message_bytes`` is answered
+``{"type": "error", "reason": "message_too_large"}`` without being parsed; a
+subscription over the id limits with ``subscription_too_large``. Every answer
+goes through the client's outbox in :class:`~stream.feed.FeedCore`.
 
 Start :meth:`FeedServer.run` as a task (``create_app`` does it in its lifespan),
 route ``/ws/live`` to :meth:`FeedServer.endpoint`, then feed positions and alarms
@@ -48,6 +55,8 @@ SessionEnded = Callable[[str], Awaitable[str | None]]
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 AUTH_TIMEOUT_S = 5.0
+#: How long the close frame may wait behind a full send buffer before the socket is dropped.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def wall_ms() -> int:
@@ -58,7 +67,6 @@ def wall_ms() -> int:
 class _Conn:
     ws: WebSocket
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    errors: list[bytes] = field(default_factory=list)
     too_slow: bool = False
     session_end: str | None = None  # why its session ended while open (close 4401)
 
@@ -178,15 +186,16 @@ class FeedServer:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.gather(*tasks, return_exceptions=True)
+            cut_off = conn.too_slow or not self.core.connected(cid)
             self.core.disconnect(cid)
             self._conns.pop(cid, None)
-            code = CLOSE_TOO_SLOW if conn.too_slow else 1000
+            code = CLOSE_TOO_SLOW if cut_off else 1000
             reason = ""
             if conn.session_end is not None:
                 code, reason = CLOSE_UNAUTHORIZED, conn.session_end
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code, reason), 1.0)
+                    await asyncio.wait_for(_close(ws, code, reason), CLOSE_TIMEOUT_S)
 
     async def _watch_session(self, conn: _Conn, token: str) -> None:
         """Return (ending the connection) once the token's session has ended."""
@@ -199,25 +208,39 @@ class FeedServer:
                 return
 
     async def _read(self, cid: int, conn: _Conn) -> None:
-        while True:
+        """Answer the client's requests through its outbox; return when it is gone or cut off."""
+        limits = self.core.limits
+        while self.core.connected(cid):
             msg = await conn.ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             raw = msg.get("text") or msg.get("bytes") or b""
             try:
+                if len(raw) > limits.max_message_bytes:
+                    raise BadRecord(
+                        "message_too_large",
+                        f"{len(raw)} bytes; at most {limits.max_message_bytes} in one message",
+                    )
                 req = parse_client_message(raw)
                 op = req["op"]
                 if op == "subscribe":
-                    self.core.subscribe(cid, Subscription.from_message(req), self.clock_ms())
+                    sub = Subscription.from_message(req, limits)
+                    self.core.subscribe(cid, sub, self.clock_ms())
                 elif op == "ping":
-                    conn.errors.append(orjson.dumps({"type": "pong", "seq": self.core.seq}))
+                    self.core.reply(cid, orjson.dumps({"type": "pong", "seq": self.core.seq}))
                 elif op != "auth":
                     raise BadRecord("bad_message", f"unknown op {op!r}")
             except BadRecord as exc:
-                conn.errors.append(
-                    orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail})
+                self.core.stats.refused_requests += 1
+                self.core.reply(
+                    cid,
+                    orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail}),
                 )
             conn.wake.set()
+            if self.core.pending(cid) * 2 >= self.core.client_buffer:
+                # Messages parsed from one read arrive without a suspension: let the writer
+                # take the answers first, so only a client that does not read overflows.
+                await asyncio.sleep(0)
 
     async def _write(self, cid: int, conn: _Conn) -> None:
         while True:
@@ -225,10 +248,7 @@ class FeedServer:
             conn.wake.clear()
             if conn.too_slow:
                 return
-            frames = self.core.drain(cid)
-            if conn.errors:
-                frames, conn.errors = [*frames, *conn.errors], []
-            for frame in frames:
+            for frame in self.core.drain(cid):
                 await conn.ws.send_text(self._as_text(frame))
 
     def _as_text(self, frame: bytes) -> str:
@@ -241,6 +261,20 @@ class FeedServer:
         if len(self._text) > 64:
             self._text.popitem(last=False)
         return text
+
+
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Send the close frame, then read (and drop) until the peer's close reply.
+
+    Without the reads the server stops reading a client that still has messages
+    in flight, closes the socket with them unread, and the kernel answers with a
+    reset that destroys the close frame (and its code) before the client reads it.
+    """
+    await ws.close(code, reason)
+    while ws.client_state != WebSocketState.DISCONNECTED:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
 
 
 async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
@@ -289,6 +323,19 @@ class FeedCollector(Collector):
             "fleetwatch_feed_slow_disconnects",
             "Clients disconnected because their outbox overflowed",
             value=s.slow_disconnects,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_replies", "Replies (pong, error) queued to clients", value=s.replies
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_refused_requests",
+            "Client messages refused (bad, too large, over the subscription limits)",
+            value=s.refused_requests,
+        )
+        yield GaugeMetricFamily(
+            "fleetwatch_feed_cached_filters",
+            "Subscription masks held for connected clients",
+            value=self.core.cached_filters,
         )
         yield GaugeMetricFamily(
             "fleetwatch_feed_seq", "Live feed sequence number", value=self.core.seq

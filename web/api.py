@@ -194,7 +194,9 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
 
     op = cmd.get("op")
     if op == "orders":
-        found = [await st.records.order(str(i)) for i in cmd.get("ids") or ()]
+        found = [await st.records.order(str(k[0]), str(k[1])) for k in cmd.get("keys") or ()]
+        for i in cmd.get("ids") or ():  # from a node of an earlier version
+            found.extend(await st.records.orders_by_id(str(i)))
         await apply_orders(st, [o for o in found if o is not None])
     elif op == "close":
         closer = getattr(st.ctx.rules, "close_episode", None)
@@ -725,6 +727,10 @@ async def _export_alarms(
 
 
 def _alarm_vehicle(st: ApiState, p: Principal, alarm_id: str) -> int:
+    from rules.events import ALARM_ID_RE
+
+    if not ALARM_ID_RE.match(alarm_id):
+        raise fail(404, f"no alarm {alarm_id!r}")
     vid = alarm_id.split(":", 1)[0]
     i = st.registry.by_id(vid)
     if i is None or st.registry.org_of(i) not in visible(st, p):
@@ -757,16 +763,24 @@ async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     handled = bool(data.get("handled", False))
     now = st.now()
     if st.ctx.history is not None and not await st.ctx.history.ack_alarm(
-        alarm_id, p.name, note, handled, now
+        alarm_id, p.name, note, handled, now, action="ack"
     ):
         raise fail(404, f"no alarm {alarm_id!r}")
-    ack = {"user": p.name, "at": now, "note": note, "handled": handled}
-    if st.ctx.relay is not None:
-        st.ctx.relay.acknowledge(alarm_id, ack)  # every node's desks, this one's included
-    else:
-        st.ctx.feed.acknowledge(alarm_id, ack)
+    ack = _handled(st, alarm_id, p.name, note, now, "ack", handled)
     await audit(st, p, "alarm.handle" if handled else "alarm.ack", alarm_id, note=note)
     return {"ok": True, "ack": ack}
+
+
+def _handled(
+    st: ApiState, alarm_id: str, user: str, note: str, at: int, action: str, handled: bool
+) -> dict[str, Any]:
+    """One entry of the handling record (first ack stays first), to every node's desks."""
+    entry = {"user": user, "at": at, "note": note, "action": action, "handled": handled}
+    if st.ctx.relay is not None:
+        st.ctx.relay.acknowledge(alarm_id, entry)  # every node's desks, this one's included
+    else:
+        st.ctx.feed.acknowledge(alarm_id, entry)
+    return entry
 
 
 @route(
@@ -825,6 +839,9 @@ async def close_alarm(request: Request, st: ApiState, p: Principal) -> Any:
         ]
         await publish_events(st, events)
         await broadcast(st, "close", id=alarm_id, at=now, by=p.name, note=note)
+    if st.ctx.history is not None:
+        await st.ctx.history.ack_alarm(alarm_id, p.name, note, True, now, action="close")
+    _handled(st, alarm_id, p.name, note, now, "close", True)
     await audit(st, p, "alarm.close", alarm_id, note=note)
     return {"ok": True}
 
@@ -850,11 +867,31 @@ def _order_visible(st: ApiState, p: Principal, o: dict[str, Any]) -> bool:
     return i is not None and st.registry.org_of(i) in visible(st, p)
 
 
+def _order_keys(orders: list[dict[str, Any]]) -> list[list[str]]:
+    return [[o["org"], o["id"]] for o in orders]
+
+
+async def _visible_order(request: Request, st: ApiState, p: Principal) -> dict[str, Any]:
+    """The order named by the path's id (and ``?org=`` where the caller sees several)."""
+    org = request.query_params.get("org")
+    found = [
+        o
+        for o in await st.records.orders_by_id(request.path_params["id"])
+        if _order_visible(st, p, o) and (org is None or o["org"] == org)
+    ]
+    if not found:
+        raise fail(404, "no such order")
+    if len(found) > 1:
+        raise fail(409, "several of your organisations have an order with this id: add ?org=")
+    return found[0]
+
+
 def _dispatch_order(o: dict[str, Any]) -> Any:
     from rules.orders import DispatchOrder
 
+    # The engine knows an order once by its id: ids are unique per organisation only.
     return DispatchOrder(
-        id=o["id"],
+        id=f"{o['org']}:{o['id']}" if o.get("org") else o["id"],
         vehicle_id=o["vehicle"],
         type=o["type"],
         start=o["start"],
@@ -905,6 +942,7 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
         raise fail(400, "id must be a string of at most 64 characters")
     now = st.now()
     return {
+        "org": reg.org_of(reg.by_id(vid)),
         "id": oid,
         "vehicle": vid,
         "type": typ,
@@ -930,7 +968,8 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
 async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     o = _new_order(st, p, await body_json(request), approved=False)
     if not await st.records.add_order(o):
-        raise fail(409, f"order {o['id']!r} exists")
+        # Ids are unique per organisation (the vehicle's): the one taken is the caller's own.
+        raise fail(409, f"order {o['id']!r} exists in {o['org']}")
     await audit(st, p, "order.create", o["id"], vehicle=o["vehicle"], type=o["type"])
     return o
 
@@ -943,15 +982,14 @@ async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     tag="orders",
 )
 async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
-    o = await st.records.order(request.path_params["id"])
-    if o is None or not _order_visible(st, p, o):
-        raise fail(404, "no such order")
+    o = await _visible_order(request, st, p)
     if not o["approved"]:
-        o = await st.records.approve_order(o["id"], p.name, st.now())
-        assert o is not None
+        approved = await st.records.approve_order(o["org"], o["id"], p.name, st.now())
+        assert approved is not None
+        o = approved
         await apply_orders(st, [o])
-        await broadcast(st, "orders", ids=[o["id"]])
-    await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"])
+        await broadcast(st, "orders", keys=_order_keys([o]))
+    await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"], org=o["org"])
     return o
 
 
@@ -964,17 +1002,27 @@ async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
     tag="orders",
 )
 async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
-    from rules.orders import parse_orders_csv
+    """Row by row: good rows are imported, each bad one is listed with its line and reason.
+
+    A row only ever writes its own vehicle's organisation's order (ids are unique per
+    organisation), so an id another county uses is simply a new order here; a row for a
+    vehicle outside the caller's subtree is refused exactly like an unknown vehicle.
+    """
+    from rules.orders import parse_orders_rows
 
     text = (await request.body()).decode("utf-8-sig", errors="replace")
+    reg = st.registry
     try:
-        parsed = parse_orders_csv(text, st.registry, timezone=st.ctx.config.service.timezone)
+        parsed, bad = parse_orders_rows(text, reg, timezone=st.ctx.config.service.timezone)
     except BadRecord as exc:
         raise fail(400, exc.detail or exc.reason) from None
+    rejected: list[dict[str, Any]] = [{"line": line, "reason": reason} for line, reason in bad]
     now = st.now()
     out: list[dict[str, Any]] = []
-    for d in parsed:
+    for line, d in parsed:
+        v = reg.by_id(d.vehicle_id)
         o: dict[str, Any] = {
+            "org": reg.org_of(v),
             "id": d.id,
             "vehicle": d.vehicle_id,
             "type": d.type,
@@ -988,14 +1036,24 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
             "approved_at": (d.approved_at or now) if d.approved else None,
         }
         if not _order_visible(st, p, o):
-            raise fail(403, f"order {d.id}: vehicle {d.vehicle_id} is outside your organisation")
+            rejected.append({"line": line, "reason": f"unknown vehicle {d.vehicle_id!r}"})
+            continue
         out.append(o)
+    rejected.sort(key=lambda r: int(r["line"]))
     await st.records.put_orders(out)
     await apply_orders(st, out)
     if any(o["approved"] for o in out):
-        await broadcast(st, "orders", ids=[o["id"] for o in out if o["approved"]])
-    await audit(st, p, "order.import", f"{len(out)} orders", ids=[o["id"] for o in out])
-    return {"imported": len(out), "orders": out}
+        await broadcast(st, "orders", keys=_order_keys([o for o in out if o["approved"]]))
+    await audit(
+        st,
+        p,
+        "order.import",
+        f"{len(out)} orders",
+        ids=[o["id"] for o in out],
+        orgs=sorted({o["org"] for o in out}),
+        rejected=rejected,
+    )
+    return {"imported": len(out), "orders": out, "rejected": rejected}
 
 
 # -- the board ---------------------------------------------------------------------------------

@@ -246,7 +246,8 @@ async def test_orders_create_approve_import(client: httpx.AsyncClient, built: Bu
     assert r.status_code == 200 and r.json()["imported"] == 1
     csv = "id,vehicle,type,start,end\nA2,V4,local,2025-11-25T08:00,2025-11-25T20:00\n"
     r = await client.post("/api/orders/import", headers=op, content=csv.encode())
-    assert r.status_code == 403
+    assert r.json()["imported"] == 0  # another county's vehicle: refused row by row
+    assert r.json()["rejected"] == [{"line": 2, "reason": "unknown vehicle 'V4'"}]
     r = await client.post("/api/orders/import", headers=op, content=b"nonsense")
     assert r.status_code == 400
     assert len((await client.get("/api/orders", headers=op)).json()["orders"]) == 2
