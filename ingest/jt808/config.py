@@ -72,6 +72,25 @@ class GatewayConfig(BaseModel):
         description="what a 0x0100 must carry as provisioned, besides a known phone: "
         "plate, vin (plate colour 0), maker (manufacturer id)",
     )
+    command_reply_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="downlink: how long the first transmission of a command waits for its "
+        "reply (JT/T 808-2019 table 12, parameter 0x0002)",
+    )
+    command_retransmissions: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="downlink: retransmissions before a command times out; the n-th waits "
+        "T(n) = T(n-1) x (n+1) (JT/T 808-2019 §7.5.1, parameter 0x0003)",
+    )
+    command_queue_per_terminal: int = Field(
+        32, ge=1, le=10_000, description="downlink: commands kept for one offline terminal"
+    )
+    command_queue_total: int = Field(
+        20_000, ge=1, description="downlink: commands kept for offline terminals on one node"
+    )
     lenient_terminals: tuple[str, ...] = Field(
         (), description="phones whose quirks are accepted (bad checksum, raw 0x7D, ...)"
     )
