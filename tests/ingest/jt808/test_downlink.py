@@ -174,3 +174,26 @@ def test_round_trips(text: str, flags: int, version: int, seed: int) -> None:
     reply = LocateReply(rng.randrange(65536), loc)
     msg_id, body = encode_uplink_reply(reply, version=version)
     assert decode_uplink_reply(msg_id, body) == reply
+
+
+def test_fleetwatch_decode_shows_commands_and_replies(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from ingest.jt808.cli import decode_main
+
+    text = encode_downlink_frame(TextMessage("请减速慢行", 13), phone="13912344329", serial=3)
+    params = encode_downlink_frame(
+        ParamsSet(((0x55, 80),)), phone="13912344329", serial=4, version=2019
+    )
+    loc = Location(lat=30.5, lon=106.6, time_ms=1_764_034_200_000, speed_kmh=40)
+    msg_id, body = encode_uplink_reply(LocateReply(3, loc))
+    from ingest.jt808.frame import build_frame
+
+    reply = build_frame(msg_id, body, phone="13912344329", serial=9)
+    bad = build_frame(0x8203, b"\x00", phone="13912344329", serial=5)
+    assert decode_main([text.hex(), params.hex(), reply.hex(), bad.hex()]) == 1
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert out[0]["command"] == {"kind": "text", "text": "请减速慢行", "flags": 13, "text_type": 1}
+    assert out[1]["version"] == 2019 and out[1]["command"]["params"] == [[0x55, 80]]
+    assert out[2]["command"]["kind"] == "locate_reply" and out[2]["positions"][0]["lat"] == 30.5
+    assert not out[3]["valid"] and out[3]["why_invalid"] == "body"
