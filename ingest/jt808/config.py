@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["MIN_SECRET_CHARS", "GatewayConfig", "gateway_problems"]
+__all__ = ["MIN_SECRET_CHARS", "CommandsConfig", "GatewayConfig", "gateway_problems"]
 
 # An HMAC key shorter than this is guessable from a few auth codes offline.
 MIN_SECRET_CHARS = 16
@@ -115,6 +115,44 @@ class GatewayConfig(BaseModel):
     @property
     def idle_timeout_s(self) -> float:
         return 3 * self.heartbeat_s
+
+
+class CommandsConfig(BaseModel):
+    """Commands to terminals from the web API (``[commands]``): limits and what is allowed.
+
+    Commands travel over the broker of ``[mqtt]`` on ``{gateway.topic_prefix}/{phone}/down``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="operators may send commands to terminals")
+    default_expiry_s: int = Field(
+        600, ge=10, description="a command not delivered within this long expires"
+    )
+    max_expiry_s: int = Field(86_400, ge=10, description="the longest expiry a request may ask")
+    max_open_per_vehicle: int = Field(
+        20, ge=1, le=1000, description="commands not yet done per vehicle; more answer 429"
+    )
+    text_max_chars: int = Field(200, ge=1, le=512, description="longest text (0x8300)")
+    allow_cut: bool = Field(
+        False,
+        description="allow cutting and restoring oil/power (a vendor 0x8105 command word); "
+        "each needs a second operator's confirmation",
+    )
+    cut_command_word: int = Field(
+        0x64, ge=0, le=255, description="the terminal vendor's 0x8105 word to cut oil/power"
+    )
+    restore_command_word: int = Field(
+        0x65, ge=0, le=255, description="the terminal vendor's 0x8105 word to restore oil/power"
+    )
+    confirm_on_ack: bool = Field(
+        False,
+        description="acknowledging a terminal alarm also sends the manual alarm "
+        "confirmation 0x8203 (clears the latched SOS)",
+    )
+    expire_sweep_s: float = Field(
+        5.0, gt=0, le=3600, description="how often commands past their expiry are marked"
+    )
 
 
 def gateway_problems(cfg: GatewayConfig) -> list[str]:
