@@ -360,7 +360,7 @@ async def create_command(request: Request, st: ApiState, p: Principal) -> Any:
     data = await body_json(request)
     kind = str(data.get("kind", ""))
     msg, second = command_from_request(kind, data, cfg)
-    expires_in = _int(data, "expires_in_s", cfg.default_expiry_s, 10, cfg.max_expiry_s)
+    expires_in = _int(data, "expires_in_s", cfg.default_expiry_s, 1, cfg.max_expiry_s)
     store = await _store(st)
     if await store.open_count(vehicle_id) >= cfg.max_open_per_vehicle:
         raise fail(429, f"{cfg.max_open_per_vehicle} commands for this vehicle are not done yet")
