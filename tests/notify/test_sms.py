@@ -349,3 +349,19 @@ async def test_sms_dead_letter_after_the_attempts(
     errors = {d["channel"]: d["last_error"] for d in listed}
     assert "isv.BUSINESS_LIMIT_CONTROL" in errors["aliyun"] and "HTTP 503" in errors["tencent"]
     assert len(provider.hits) == 6 and not provider.accepted
+
+
+def test_the_readme_examples_are_valid_channels() -> None:
+    import tomllib
+
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = text[text.index("# Alibaba Cloud SMS") :]
+    block = block[: block.index("```")]
+    channels = tomllib.loads(block)["notify"]["channels"]
+    cfg = NotifyConfig.model_validate({"channels": channels})
+    assert [c.type for c in cfg.channels] == ["sms", "sms"]
+    aliyun, tencent = cfg.channels
+    assert isinstance(aliyun, SmsChannel) and aliyun.signature == "aliyun_rpc"
+    assert isinstance(tencent, SmsChannel) and tencent.signature == "tencent_tc3"
+    req = sms_request(tencent, [notice("川X10001")], "fw-9", int(time.time() * 1000))
+    assert json.loads(req.body)["TemplateParamSet"] == ["川X10001", "超速"]
