@@ -38,6 +38,7 @@ import secrets
 from typing import Any
 
 import aiomqtt
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from fleetwatch.errors import BadRecord
@@ -67,7 +68,7 @@ from store.commands import CommandStore
 from web.api import JSON, ApiState, audit, body_json, fail, route, vehicle_index
 from web.auth import Principal
 
-__all__ = ["CommandBridge", "command_from_request", "run_bridge"]
+__all__ = ["CommandBridge", "command_from_request", "confirm_on_ack", "new_command", "run_bridge"]
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +357,18 @@ async def create_command(request: Request, st: ApiState, p: Principal) -> Any:
     if not cfg.enabled:
         raise fail(403, "commands to terminals are disabled (commands.enabled)")
     vehicle_id = request.path_params["id"]
-    i = vehicle_index(st, p, vehicle_id)
+    vehicle_index(st, p, vehicle_id)
     data = await body_json(request)
+    return JSON(await new_command(st, p, vehicle_id, data), status_code=202)
+
+
+async def new_command(
+    st: ApiState, p: Principal, vehicle_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Store a command from a request body (checked as the POST route does), audit it and
+    wake the bridge; the command as stored. HTTP errors for what does not fit."""
+    cfg = st.ctx.config.commands
+    i = vehicle_index(st, p, vehicle_id)
     kind = str(data.get("kind", ""))
     msg, second = command_from_request(kind, data, cfg)
     expires_in = _int(data, "expires_in_s", cfg.default_expiry_s, 1, cfg.max_expiry_s)
@@ -390,7 +401,23 @@ async def create_command(request: Request, st: ApiState, p: Principal) -> Any:
         bridge.kick()
     saved = await store.get(cmd["id"])
     assert saved is not None
-    return JSON(_public(saved), status_code=202)
+    return _public(saved)
+
+
+async def confirm_on_ack(
+    st: ApiState, p: Principal, alarm_id: str, vehicle_id: str
+) -> dict[str, Any] | None:
+    """With ``commands.confirm_on_ack``: the 0x8203 that goes with acknowledging the
+    terminal alarm ``alarm_id`` (its bit, e.g. SOS), or None (off, or not a terminal
+    alarm a platform may confirm). For the acknowledgement handler to call."""
+    cfg = st.ctx.config.commands
+    if not (cfg.enabled and cfg.confirm_on_ack) or ":terminal_alarm" not in alarm_id:
+        return None
+    try:
+        return await new_command(st, p, vehicle_id, {"kind": "confirm_alarm", "alarm_id": alarm_id})
+    except HTTPException as exc:  # e.g. a bit the standard does not let a platform confirm
+        log.info("no 0x8203 with the acknowledgement of %s: %s", alarm_id, exc.detail)
+        return None
 
 
 @route(

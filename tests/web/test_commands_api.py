@@ -246,3 +246,26 @@ async def test_cut_is_refused_unless_enabled(tmp_path: Path) -> None:
             "/api/vehicles/V2/commands", json={"kind": "control", "action": "cut"}, headers=op
         )
         assert r.status_code == 403 and "allow_cut" in r.json()["error"]
+
+
+async def test_confirm_on_ack_sends_0x8203_for_a_terminal_alarm(tmp_path: Path) -> None:
+    from web.auth import Principal
+    from web.commands_api import confirm_on_ack
+
+    op = Principal(name="ws-op", org="wusheng", role="operator", username="ws-op")
+    async with stack(tmp_path, confirm_on_ack=True) as (c, addr, app):
+        st = app.state.api
+        h = await login(c, "ws-op")
+        t = await terminal(addr, "10002")
+        now = time.time_ns() // 1_000_000 // 1000 * 1000
+        await t.send_location(Location(lat=30.45, lon=106.63, time_ms=now, alarm=1))
+        assert await confirm_on_ack(st, op, f"V2:speeding:{now}", "V2") is None
+        cmd = await confirm_on_ack(st, op, f"V2:terminal_alarm.sos:{now}", "V2")
+        assert cmd is not None and cmd["command"]["alarm_types"] == 1
+        await until(c, h, cmd["id"], "acked")
+        await t.send_location(Location(lat=30.45, lon=106.63, time_ms=now + 1000))
+        assert t.last_location is not None and t.last_location.alarm == 0
+        await t.close()
+    (tmp_path / "off").mkdir()
+    async with stack(tmp_path / "off") as (c, addr, app):
+        assert await confirm_on_ack(app.state.api, op, f"V2:terminal_alarm.sos:{now}", "V2") is None
