@@ -13,8 +13,8 @@ replies later than ``ack_timeout_s`` and frames never answered are counted in
 :class:`TerminalStats`. The terminals answer the platform's commands (JT/T 808 downlink,
 :mod:`ingest.jt808.downlink`) as real ones do: a text (0x8300) is kept in
 :attr:`TerminalClient.texts` and answered 0x0001; an alarm confirmation (0x8203)
-clears the latched alarm bits it names (an SOS stays set in every report from
-the press until it is confirmed); a locate (0x8201) is answered 0x0201 with the
+clears the latched alarm bits it names (with ``latch_alarms``, an SOS stays set
+in every report from the press until it is confirmed); a locate (0x8201) is answered 0x0201 with the
 last position; temporary tracking (0x8202) sends the last position every
 interval for the validity; parameters are set (0x8103) and read (0x8104/0x8106,
 answered 0x0104). A connection that is lost, or whose replies stop for
@@ -152,6 +152,10 @@ class TcpOptions:
     reconnect_on_backfill: bool = True  # a blind area ends: new connection, authenticate again
     batch_max: int = BATCH_MAX  # locations per 0x0704 frame
     codes_file: str | None = None  # JSON {phone: auth code}: kept between runs, like flash
+    # Latch the alarm bits a platform confirms by hand (SOS, ...) from their first report
+    # until a 0x8203 clears them, as real terminals do; off, the reports say what the
+    # scenario says (an SOS episode ends when the scenario's SOS ends).
+    latch_alarms: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in (2011, 2013, 2019):
@@ -364,6 +368,8 @@ class TerminalClient:
 
     def _with_latch(self, loc: Location) -> Location:
         """The confirmable alarm bits latch on their rising edge and stay until 0x8203."""
+        if not self.opts.latch_alarms:
+            return loc
         rising = loc.alarm & ~self._source_alarm & CONFIRMABLE_ALARMS
         self._source_alarm = loc.alarm
         self.latched_alarm |= rising

@@ -87,7 +87,7 @@ async def stack(tmp: Path, **commands: Any) -> AsyncIterator[tuple[httpx.AsyncCl
 
 
 async def terminal(addr: tuple[str, int], phone: str) -> TerminalClient:
-    t = TerminalClient(phone, TcpOptions(host=addr[0], port=addr[1]), plate="x")
+    t = TerminalClient(phone, TcpOptions(host=addr[0], port=addr[1], latch_alarms=True), plate="x")
     await t.connect()
     await t.login()
     return t

@@ -76,7 +76,9 @@ async def send(
 
 async def terminal(addr: tuple[str, int], phone: str, version: int = 2013) -> TerminalClient:
     t = TerminalClient(
-        phone, TcpOptions(host=addr[0], port=addr[1], version=version), plate=plate_of(phone)
+        phone,
+        TcpOptions(host=addr[0], port=addr[1], version=version, latch_alarms=True),
+        plate=plate_of(phone),
     )
     await t.connect()
     await t.login()
