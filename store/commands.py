@@ -146,11 +146,15 @@ class CommandStore:
         )
         return int(rows[0][0])
 
-    async def unpublished(self) -> list[dict[str, Any]]:
-        """Queued commands not handed to the broker yet, oldest first."""
+    async def unpublished(self, republish_before: int | None = None) -> list[dict[str, Any]]:
+        """Queued commands not handed to the broker yet — or, with ``republish_before``,
+        handed to it before then and still queued — oldest first."""
+        before = -1 if republish_before is None else republish_before
         rows = await self.run(
             lambda: self.db.execute(
-                f"{_SELECT} WHERE state = 'queued' AND published_at IS NULL ORDER BY created_at"
+                f"{_SELECT} WHERE state = 'queued' AND (published_at IS NULL OR published_at <= ?)"
+                " ORDER BY created_at",
+                (before,),
             )
         )
         return [_row(r) for r in rows]

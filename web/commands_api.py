@@ -248,7 +248,10 @@ class CommandBridge:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         while True:
             await self.expire()
-            for cmd in await self.store.unpublished():
+            again = None
+            if self.cfg.republish_s > 0:
+                again = self.st.now() - round(self.cfg.republish_s * 1000)
+            for cmd in await self.store.unpublished(again):
                 body = {
                     "id": cmd["id"],
                     "command": cmd["command"],

@@ -153,6 +153,12 @@ class CommandsConfig(BaseModel):
     expire_sweep_s: float = Field(
         5.0, gt=0, le=3600, description="how often commands past their expiry are marked"
     )
+    republish_s: float = Field(
+        30.0,
+        ge=0,
+        description="a command still queued this long after it was published is published "
+        "again (a gateway that was restarting missed it; gateways drop repeats); 0: never",
+    )
 
 
 def gateway_problems(cfg: GatewayConfig) -> list[str]:

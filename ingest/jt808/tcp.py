@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -291,6 +292,8 @@ class Gateway:
         self.node = f"{cfg.mqtt_client_id}-{secrets.token_hex(3)}"
         self.connections: dict[str, _Connection] = {}  # canonical phone → its connection
         self.offline = OfflineQueue(cfg.command_queue_per_terminal, cfg.command_queue_total)
+        # Ids given to a session here: a republished copy of one is dropped (bounded).
+        self._given: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -346,8 +349,12 @@ class Gateway:
             return
         now = self._loop.time()
         cmd = Command(cid, str(wire.get("kind")), msg, now + (expires_ms - _wall_ms()) / 1000)
+        if cid in self._given:
+            self.stats.count("command_repeated")
+            return
         conn = self.connections.get(phone)
         if conn is not None and conn.session.may_command:
+            self.given([cmd])
             conn.give([cmd])
             return
         for dropped in self.offline.add(phone, cmd):
@@ -405,20 +412,29 @@ class Gateway:
                 self.stats.commands_expired += 1
                 self.report_state(phone, cmd.id, "expired", attempts=cmd.attempts)
 
+    def given(self, commands: list[Command]) -> None:
+        for cmd in commands:
+            self._given[cmd.id] = None
+        while len(self._given) > self.cfg.command_queue_total:
+            self._given.popitem(last=False)
+
     def online(self, phone: str, conn: _Connection) -> None:
         """``conn`` may take commands for ``phone``: give it what waited."""
         self.connections[phone] = conn
         waiting = self.offline.take(phone)
         if waiting:
+            self.given(waiting)
             conn.give(waiting)
 
     def offline_again(self, phone: str, conn: _Connection, left: list[Command]) -> None:
         if self.connections.get(phone) is conn:
             del self.connections[phone]
         for cmd in left:
+            self._given.pop(cmd.id, None)  # back in the queue: a repeat is deduplicated there
             self.report_state(phone, cmd.id, "queued", attempts=cmd.attempts)
             other = self.connections.get(phone)
             if other is not None and other.session.may_command:
+                self.given([cmd])
                 other.give([cmd])
             else:
                 for dropped in self.offline.add(phone, cmd):

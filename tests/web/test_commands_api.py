@@ -32,8 +32,12 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(90)]
 
 
 @contextlib.asynccontextmanager
-async def stack(tmp: Path, **commands: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
-    """The web app (real clock) and a gateway on a free port, sharing a unique topic prefix."""
+async def stack(
+    tmp: Path, *, gateway_when: asyncio.Event | None = None, **commands: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Any]]:
+    """The web app (real clock) and a gateway on a free port, sharing a unique topic prefix.
+    With ``gateway_when`` the gateway starts once that is set (``addr`` is then a future of
+    its address)."""
     host, port = require_service("mosquitto")
     prefix = f"fwt{secrets.token_hex(4)}"
     cfg = web_config(tmp)
@@ -60,16 +64,20 @@ async def stack(tmp: Path, **commands: Any) -> AsyncIterator[tuple[httpx.AsyncCl
     )
     stop = asyncio.Event()
     started: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-    gw = asyncio.create_task(
-        run_gateway(
+
+    async def serve() -> None:
+        if gateway_when is not None:
+            await gateway_when.wait()
+        await run_gateway(
             gw_cfg,
             provisioning=provisioning,
             registrations=SqliteRegistrations(":memory:"),
             stop=stop,
             started=started,
         )
-    )
-    addr = await asyncio.wait_for(started, 10)
+
+    gw = asyncio.create_task(serve())
+    addr: Any = started if gateway_when else await asyncio.wait_for(started, 10)
     try:
         async with app.router.lifespan_context(app):
             bridge = None
@@ -83,7 +91,10 @@ async def stack(tmp: Path, **commands: Any) -> AsyncIterator[tuple[httpx.AsyncCl
                 yield c, addr, app
     finally:
         stop.set()
-        await asyncio.wait_for(gw, 10)
+        if not started.done():
+            gw.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(gw, 10)
 
 
 async def terminal(addr: tuple[str, int], phone: str) -> TerminalClient:
@@ -269,3 +280,27 @@ async def test_confirm_on_ack_sends_0x8203_for_a_terminal_alarm(tmp_path: Path) 
     (tmp_path / "off").mkdir()
     async with stack(tmp_path / "off") as (c, addr, app):
         assert await confirm_on_ack(app.state.api, op, f"V2:terminal_alarm.sos:{now}", "V2") is None
+
+
+async def test_a_command_published_while_no_gateway_listened_is_published_again(
+    tmp_path: Path,
+) -> None:
+    go = asyncio.Event()
+    async with stack(tmp_path, gateway_when=go, republish_s=1.0) as (c, started, app):
+        h = await login(c, "ws-op")
+        r = await c.post("/api/vehicles/V2/commands", json={"kind": "locate"}, headers=h)
+        cid = r.json()["id"]
+        bridge = app.state.api._command_bridge
+        for _ in range(100):  # published once, with no gateway listening
+            if bridge.published:
+                break
+            await asyncio.sleep(0.05)
+        assert bridge.published == 1
+        go.set()
+        addr = await asyncio.wait_for(started, 10)
+        t = await terminal(addr, "10002")
+        await until(c, h, cid, "acked")
+        await asyncio.sleep(2.5)  # more republish rounds pass: acked stays acked, sent once
+        assert [type(x).__name__ for x in t.commands] == ["LocateQuery"]
+        assert bridge.published >= 2  # published again, carried out once
+        await t.close()

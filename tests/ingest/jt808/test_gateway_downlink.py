@@ -213,3 +213,23 @@ async def test_a_silent_terminal_times_out_after_the_retransmissions(
         assert took >= 0.3 + 0.6 + 1.8  # T, 2T, 6T
         await t.close()
         results.close()
+
+
+async def test_a_repeated_command_is_carried_out_once(mqtt_broker: tuple[str, int]) -> None:
+    prefix = f"fwt{secrets.token_hex(4)}"
+    phone = new_phone()
+    async with (
+        aiomqtt.Client(*mqtt_broker, identifier=f"t-{secrets.token_hex(4)}") as mq,
+        gateway(mqtt_broker, phones=(phone,), topic_prefix=prefix) as addr,
+    ):
+        await mq.subscribe(f"{prefix}/+/cmd-result", qos=1)
+        results = Results(mq)
+        t = await terminal(addr, phone)
+        for _ in range(3):  # the web's bridge publishes a queued command again
+            await send(mq, prefix, phone, "c-once", "text", TextMessage("请减速慢行"))
+        await results.until("c-once", "acked")
+        await asyncio.sleep(0.5)
+        assert [x.text for x in t.texts] == ["请减速慢行"]
+        assert [x["state"] for x in results.by_id["c-once"]] == ["sent", "acked"]
+        await t.close()
+        results.close()
