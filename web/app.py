@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+import web.commands_api  # registers the command routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
 from fleetwatch.errors import FleetWatchError
@@ -224,6 +225,7 @@ def create_app(ctx: AppContext) -> Starlette:
         await records.open()
         await _restore(st)
         tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
+        tasks.append(asyncio.create_task(web.commands_api.run_bridge(st), name="commands"))
         if ctx.commands is not None:
 
             async def handle(cmd: dict[str, Any]) -> None:
