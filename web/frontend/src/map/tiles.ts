@@ -1,0 +1,89 @@
+// Base maps. The boundaries of the districts and counties (a vector layer, /api/geo/boundaries)
+// are always there and need no tiles at all; tile sets come from the configuration (/api/me):
+// Tianditu (vector + labels, with a key), OpenStreetMap, or none. A tile set that keeps
+// failing is said so on the map (底图加载失败) — on a sealed network it would fail silently.
+import L from "leaflet";
+import type { TileSet } from "@/api/types";
+
+/** Failures before the layer is declared broken, when nothing has loaded. */
+export const TILE_FAIL_THRESHOLD = 4;
+
+export interface TileHealth {
+  loaded: number;
+  failed: number;
+}
+
+/** Broken: several failures and not one tile loaded, or failures ≥ 3× the loads. */
+export function tilesBroken(h: TileHealth): boolean {
+  if (h.failed >= TILE_FAIL_THRESHOLD && h.loaded === 0) return true;
+  return h.failed >= 3 * TILE_FAIL_THRESHOLD && h.failed >= 3 * h.loaded;
+}
+
+/** The tile sets of the configuration, those with a URL (an empty URL means "no tiles"). */
+export function usableTileSets(sets: TileSet[] | undefined): TileSet[] {
+  return (sets ?? []).filter((s) => s.url);
+}
+
+/** Tianditu's vector tiles come with a separate label layer (vec_w + cva_w). */
+export function labelsUrl(set: TileSet): string | undefined {
+  if (set.labels_url) return set.labels_url;
+  if (/tianditu\.gov\.cn/.test(set.url) && /vec_w/.test(set.url)) return set.url.replace(/vec_w/g, "cva_w").replace(/LAYER=vec/gi, "LAYER=cva");
+  return undefined;
+}
+
+export function tileLayers(set: TileSet, onHealth: (h: TileHealth) => void): L.TileLayer[] {
+  const health: TileHealth = { loaded: 0, failed: 0 };
+  const opts: L.TileLayerOptions = {
+    maxZoom: set.max_zoom ?? 18,
+    subdomains: set.subdomains || "abc",
+    attribution: set.attribution ?? "",
+  };
+  const urls = [set.url, labelsUrl(set)].filter((u): u is string => !!u);
+  return urls.map((url) => {
+    const layer = L.tileLayer(url, opts);
+    layer.on("tileload", () => {
+      health.loaded++;
+      onHealth({ ...health });
+    });
+    layer.on("tileerror", () => {
+      health.failed++;
+      onHealth({ ...health });
+    });
+    return layer;
+  });
+}
+
+export interface BoundaryFeature {
+  type: "Feature";
+  properties: { name: string; adcode?: number | string; level?: string };
+  geometry: GeoJSON.Geometry;
+}
+
+/** The district/county boundaries with their names, drawn under everything else. */
+export function boundaryLayer(
+  fc: { features: BoundaryFeature[] },
+  project: (lat: number, lon: number) => L.LatLng,
+  labelsVisible: boolean,
+): L.GeoJSON {
+  const layer = L.geoJSON(fc as unknown as GeoJSON.FeatureCollection, {
+    pane: "boundaries",
+    style: (f) => ({
+      color: f?.properties?.level === "city" ? "#34577f" : "#5b7aa6",
+      weight: f?.properties?.level === "city" ? 2.5 : 1.5,
+      fillColor: "#f4f6f2",
+      fillOpacity: f?.properties?.level === "city" ? 0 : 0.55,
+      interactive: false,
+    }),
+    coordsToLatLng: (c: number[]) => project(c[1], c[0]),
+    onEachFeature: (f, l) => {
+      if (labelsVisible && f.properties?.level !== "city") {
+        l.bindTooltip(String(f.properties?.name ?? ""), {
+          permanent: true,
+          direction: "center",
+          className: "boundary-label",
+        });
+      }
+    },
+  });
+  return layer;
+}
