@@ -1,4 +1,5 @@
-"""The page's GCJ-02 display conversion (web/frontend/src/map/datum.js) agrees with geofence.datum."""
+"""The page's GCJ-02 display conversion (web/frontend/src/map/datum.js) agrees with
+geofence.datum."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def test_js_matches_python() -> None:
         f"const lon = {json.dumps(lon.tolist())}, lat = {json.dumps(lat.tolist())};"
         "console.log(JSON.stringify(lon.map((x, i) => d.wgs84ToGcj02(x, lat[i]))));"
     )
-    out = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["node", "--input-type=module", "-e", script], capture_output=True, text=True, check=True
+    )
     js = np.array(json.loads(out.stdout))
     gx, gy = wgs84_to_gcj02(lon, lat)
     assert np.max(np.abs(js[:, 0] - gx)) < 1e-9

@@ -2,8 +2,9 @@
 // (repeats until acknowledged), the tab title (counts unacknowledged alarms), desktop
 // notifications, and the sound of the session and connection banners.
 import { watch } from "vue";
-import type { Alarm } from "@/api/types";
-import { play, sound } from "@/audio/tones";
+import { api } from "@/api/client";
+import type { Alarm, Me } from "@/api/types";
+import { play } from "@/audio/tones";
 import { severityOf, unacknowledged } from "@/domain/alarms";
 import { newReminderState, reminderTick, type ReminderState } from "@/domain/reminder";
 import { t } from "@/i18n";
@@ -13,6 +14,8 @@ import { Feed } from "./feed";
 import { alarmsVersion, live, resetLive } from "./store";
 
 export const TICK_MS = 250;
+/** How often the page asks whether its session still holds (revocation, expiry). */
+export const SESSION_CHECK_MS = 10_000;
 /** The banners sound again this often while they show. */
 export const BANNER_REPEAT_MS = 15_000;
 
@@ -60,6 +63,30 @@ function remind(now: number): void {
 }
 
 let bannerSoundAt = 0;
+let sessionTimer: number | null = null;
+
+/**
+ * Ask the server whether the session holds: every SESSION_CHECK_MS, and just after the moment
+ * it is due to end. A 401 raises the banner (api/client.ts); anything else is kept quiet here,
+ * since the connection banner already covers an unreachable server.
+ */
+async function checkSession(): Promise<void> {
+  if (!session.token || session.ended) return;
+  try {
+    const me = await api<Me>("GET", "/api/me");
+    if (session.me) session.me.session = me.session;
+  } catch {
+    /* reported by the client: session banner or connection banner */
+  }
+  scheduleSessionCheck();
+}
+
+function scheduleSessionCheck(): void {
+  if (sessionTimer !== null) window.clearTimeout(sessionTimer);
+  const ends = session.me?.session?.expires_at;
+  const untilEnd = ends ? ends - Date.now() + 1_000 : Infinity;
+  sessionTimer = window.setTimeout(() => void checkSession(), Math.max(1_000, Math.min(SESSION_CHECK_MS, untilEnd)));
+}
 
 function tick(): void {
   const now = Date.now();
@@ -88,6 +115,7 @@ export function startRuntime(): void {
   feed = new Feed((e) => onNewAlarms(e.newAlarms));
   feed.start();
   ticker = window.setInterval(tick, TICK_MS);
+  scheduleSessionCheck();
   stops.push(
     watch(
       alarmsVersion,
@@ -116,7 +144,6 @@ export function startRuntime(): void {
       },
     ),
   );
-  void sound;
 }
 
 export function stopRuntime(): void {
@@ -124,6 +151,8 @@ export function stopRuntime(): void {
   feed = null;
   if (ticker !== null) window.clearInterval(ticker);
   ticker = null;
+  if (sessionTimer !== null) window.clearTimeout(sessionTimer);
+  sessionTimer = null;
   while (stops.length) stops.pop()?.();
   connection.reset();
   resetLive();

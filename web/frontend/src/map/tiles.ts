@@ -4,32 +4,9 @@
 // failing is said so on the map (底图加载失败) — on a sealed network it would fail silently.
 import L from "leaflet";
 import type { TileSet } from "@/api/types";
+import { labelsUrl, type TileHealth } from "./basemaps";
 
-/** Failures before the layer is declared broken, when nothing has loaded. */
-export const TILE_FAIL_THRESHOLD = 4;
-
-export interface TileHealth {
-  loaded: number;
-  failed: number;
-}
-
-/** Broken: several failures and not one tile loaded, or failures ≥ 3× the loads. */
-export function tilesBroken(h: TileHealth): boolean {
-  if (h.failed >= TILE_FAIL_THRESHOLD && h.loaded === 0) return true;
-  return h.failed >= 3 * TILE_FAIL_THRESHOLD && h.failed >= 3 * h.loaded;
-}
-
-/** The tile sets of the configuration, those with a URL (an empty URL means "no tiles"). */
-export function usableTileSets(sets: TileSet[] | undefined): TileSet[] {
-  return (sets ?? []).filter((s) => s.url);
-}
-
-/** Tianditu's vector tiles come with a separate label layer (vec_w + cva_w). */
-export function labelsUrl(set: TileSet): string | undefined {
-  if (set.labels_url) return set.labels_url;
-  if (/tianditu\.gov\.cn/.test(set.url) && /vec_w/.test(set.url)) return set.url.replace(/vec_w/g, "cva_w").replace(/LAYER=vec/gi, "LAYER=cva");
-  return undefined;
-}
+export { labelsUrl, tilesBroken, usableTileSets, type TileHealth } from "./basemaps";
 
 export function tileLayers(set: TileSet, onHealth: (h: TileHealth) => void): L.TileLayer[] {
   const health: TileHealth = { loaded: 0, failed: 0 };
