@@ -127,6 +127,8 @@ export class VehicleLayer extends L.Layer {
     let clusters = 0;
     let singles = 0;
     let members = 0;
+    let alarms = 0;
+    let labelCount = 0;
     const toPoint = (lat: number, lon: number): L.Point =>
       map.latLngToLayerPoint(this.project(lat, lon)).subtract(this.origin);
     // clusters first, then vehicles above them
@@ -139,6 +141,7 @@ export class VehicleLayer extends L.Layer {
       const r = clusterRadius(n);
       clusters++;
       members += n;
+      alarms += p.alarm;
       ctx.beginPath();
       ctx.arc(pt.x, pt.y, r, 0, Math.PI * 2);
       ctx.fillStyle = this.connected ? "rgba(21, 101, 192, 0.82)" : "rgba(120, 124, 130, 0.82)";
@@ -175,7 +178,10 @@ export class VehicleLayer extends L.Layer {
       if (!v) continue;
       singles++;
       members++;
-      if (v.state === "alarm") continue; // drawn on top by the alarm layer
+      if (v.state === "alarm") {
+        alarms++;
+        continue; // drawn on top by the alarm layer
+      }
       const pt = toPoint(v.lat, v.lon);
       const r = labels ? 7 : 5;
       const color = vehicleColor(v.state, this.connected);
@@ -205,10 +211,11 @@ export class VehicleLayer extends L.Layer {
         ctx.fillRect(pt.x + r + 3, pt.y - 8, w + 6, 16);
         ctx.fillStyle = v.state === "offline" || !this.connected ? "#5f6368" : "#1d2733";
         ctx.fillText(text, pt.x + r + 6, pt.y);
+        labelCount++;
       }
       this.drawn.push({ x: pt.x, y: pt.y, r, hit: { kind: "vehicle", vehicle: v.vehicle, lat: v.lat, lon: v.lon } });
     }
     mapHooks.redraws++;
-    mapHooks.drawn = { ...mapHooks.drawn, clusters, singles, members, at: Date.now() };
+    mapHooks.drawn = { ...mapHooks.drawn, clusters, singles, members, alarms, labels: labelCount, at: Date.now() };
   }
 }
