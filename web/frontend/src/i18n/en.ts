@@ -128,6 +128,7 @@ const en: typeof zh = {
     failed: "Failed: {e}",
     titleCount: "({n}) unacknowledged alarms",
     notifyTitle: "{sev}: {plate} {kind}",
+    more: "Showing the first {n} of {total} (by severity)",
     backfill: "back-filled",
   },
   map: {

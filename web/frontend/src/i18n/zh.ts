@@ -128,6 +128,7 @@ export default {
     failed: "操作失败：{e}",
     titleCount: "（{n}）未确认报警",
     notifyTitle: "{sev}：{plate} {kind}",
+    more: "显示前 {n} 条，共 {total} 条（按级别排序）",
     backfill: "补传",
   },
   map: {

@@ -24,6 +24,23 @@ export const live: LiveState = markRaw({
 export const vehiclesVersion = shallowRef(0);
 /** Bumped when the desk changes. */
 export const alarmsVersion = shallowRef(0);
+
+/**
+ * Views re-render at most this often for a burst of frames: at 10,000 vehicles the feed brings
+ * many alarm updates a second (a speeding episode's detail changes with each point), and a
+ * desk that re-sorts and re-renders on every one keeps the main thread busy for nothing.
+ */
+export const VIEW_COALESCE_MS = 250;
+const pending = { vehicles: null as ReturnType<typeof setTimeout> | null, alarms: null as ReturnType<typeof setTimeout> | null };
+
+function bump(which: "vehicles" | "alarms"): void {
+  if (pending[which] !== null) return;
+  pending[which] = setTimeout(() => {
+    pending[which] = null;
+    if (which === "vehicles") vehiclesVersion.value++;
+    else alarmsVersion.value++;
+  }, VIEW_COALESCE_MS);
+}
 /** New alarms as they arrive (the desk sounds and notifies on them). */
 export const arrivals = reactive({ last: null as Alarm | null, count: 0 });
 
@@ -48,10 +65,10 @@ export function applyFrame(f: FeedFrame, now: number): FrameEffect {
     alarmsVersion.value++;
   } else if (f.type === "positions") {
     for (const v of f.items) live.vehicles.set(v.vehicle, v);
-    if (f.items.length) vehiclesVersion.value++;
+    if (f.items.length) bump("vehicles");
   } else if (f.type === "alarm") {
     if (applyAlarm(live.alarms, f.alarm) === "added") out.newAlarms.push(f.alarm);
-    alarmsVersion.value++;
+    bump("alarms");
   }
   return out;
 }

@@ -15,6 +15,8 @@ export interface MapHooks {
     at: number;
   };
   redraws: number;
+  /** Vehicles in the cluster index at its last build (the bench waits for all of them). */
+  indexed: number;
   tilesFailed: boolean;
   boundaries: number;
   zoom: number;
@@ -28,6 +30,7 @@ export interface MapHooks {
 export const mapHooks: MapHooks = {
   drawn: { clusters: 0, singles: 0, members: 0, alarms: 0, labels: 0, alarmsOnTop: 0, at: 0 },
   redraws: 0,
+  indexed: 0,
   tilesFailed: false,
   boundaries: 0,
   zoom: 0,

@@ -60,6 +60,7 @@ export class VehicleLayer extends L.Layer {
     this.vehicles = vehicles;
     this.index = buildIndex(vehicles.values());
     this.redraw();
+    mapHooks.indexed = vehicles.size;
   }
 
   /** The cluster's expansion zoom (click on a cluster zooms in to it). */
