@@ -91,6 +91,9 @@ describe("the speed chart", () => {
   it("labels hours within a day and dates across days, in the fleet's zone", () => {
     expect(axisLabel(T0 + 9.5 * 3_600_000, DAY, "Asia/Shanghai")).toBe("09:30");
     expect(axisLabel(T0 + 9.5 * 3_600_000, 2 * DAY, "Asia/Shanghai")).toBe("11-25 09:30");
+    // A few hours across midnight: the new date at 00:00.
+    expect(axisLabel(T0, 4 * 3_600_000, "Asia/Shanghai")).toBe("11-25");
+    expect(axisLabel(T0, 4 * 3_600_000, "UTC")).toBe("16:00");
   });
   it("breaks the line where the terminal was silent", () => {
     const s = speedSeries([0, 10_000, 10_000 + MAX_INTERPOLATE_MS + 1], [1.04, 2, 3]);

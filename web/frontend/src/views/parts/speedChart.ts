@@ -2,15 +2,20 @@
 // the queried range, labelled in the fleet's zone; the limit (limit_kmh) is a line; each alarm
 // is a shaded band from its start to its end with a pin at its start.
 import type { Alarm } from "@/api/types";
-import { zonedParts } from "@/format/time";
+import { formatTime, zonedParts } from "@/format/time";
 import { MAX_INTERPOLATE_MS, type TrackResponse } from "./playback";
 
 const DAY_MS = 86_400_000;
 
-/** Axis label of a time: HH:mm within a day, MM-DD HH:mm across days (fleet zone). */
+/**
+ * Axis label of a time in the fleet's zone: HH:mm within a day; over more than a day
+ * MM-DD HH:mm; a shorter range across midnight says the new date at 00:00.
+ */
 export function axisLabel(ms: number, spanMs: number, zone: string): string {
   const p = zonedParts(ms, zone);
-  return spanMs > DAY_MS ? `${p.month}-${p.day} ${p.hour}:${p.minute}` : `${p.hour}:${p.minute}`;
+  if (spanMs > DAY_MS) return `${p.month}-${p.day} ${p.hour}:${p.minute}`;
+  if (p.hour === "00" && p.minute === "00") return `${p.month}-${p.day}`;
+  return `${p.hour}:${p.minute}`;
 }
 
 /** [ts, speed] pairs, with a break ("-") where the terminal was silent longer than the bridge. */
@@ -47,7 +52,14 @@ export function speedOption(r: TrackResponse, zone: string, l: SpeedLabels, curs
     grid: { left: 48, right: 24, top: 28, bottom: 28 },
     tooltip: {
       trigger: "axis",
-      valueFormatter: (v: unknown) => (typeof v === "number" ? `${v} ${l.unit}` : "—"),
+      // The axis pointer would say the browser's zone: the fleet's zone, always.
+      formatter: (ps: { value: [number, number | "-"] }[]) => {
+        const p = ps[0];
+        if (!p) return "";
+        const v = p.value[1];
+        return `${formatTime(p.value[0], zone)}<br/>${l.speed} ${typeof v === "number" ? `${v} ${l.unit}` : "—"}`;
+      },
+      axisPointer: { label: { formatter: (x: { value: number }) => formatTime(x.value, zone) } },
     },
     xAxis: {
       type: "time",
