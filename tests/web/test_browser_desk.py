@@ -265,7 +265,7 @@ async def test_connection_lost_banner_within_3_s_and_recovery(page_of: Any, tmp_
         assert time.monotonic() - t0 < 3.0
         assert "连接中断" in (await page.locator("#connection-banner h1").text_content() or "")
         assert await page.locator("#conn").text_content() == "未连接"
-        assert await page.locator("#map.disconnected").count() == 1  # vehicles grey
+        assert await page.locator(".map-wrap.disconnected").count() == 1  # vehicles grey
         await page.wait_for_function("window.fw.sound.played.some(p => p.tone === 'connection')")
         await page.screenshot(path=str(ARTIFACTS / "banner-connection.png"))
 

@@ -14,13 +14,15 @@ export interface ClusterProps {
 /** Clusters up to this zoom; from CLUSTER_MAX_ZOOM + 1 every vehicle is drawn on its own. */
 export const CLUSTER_MAX_ZOOM = 14;
 /** Cluster radius in screen pixels. */
-export const CLUSTER_RADIUS = 60;
+export const CLUSTER_RADIUS = 50;
 
 export type Index = Supercluster<PointProps, ClusterProps>;
 
 export function buildIndex(vehicles: Iterable<VehicleItem>): Index {
   const idx = new Supercluster<PointProps, ClusterProps>({
     radius: CLUSTER_RADIUS,
+    // Leaflet's tiles are 256 px: with this extent the radius is in screen pixels.
+    extent: 256,
     maxZoom: CLUSTER_MAX_ZOOM,
     minPoints: 3,
     map: (p) => ({ alarm: p.alarm }),
@@ -43,7 +45,7 @@ export function buildIndex(vehicles: Iterable<VehicleItem>): Index {
 
 /** Screen radius of a cluster of `n` vehicles (grows with log n, bounded). */
 export function clusterRadius(n: number): number {
-  return Math.min(30, 12 + 4 * Math.log10(Math.max(1, n)) * 1.6);
+  return Math.min(24, 11 + 3 * Math.log10(Math.max(1, n)));
 }
 
 /** Colour of a vehicle dot by state; everything is grey when the page is not connected. */
