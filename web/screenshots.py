@@ -36,6 +36,14 @@ VIEWS: list[tuple[str, str, str]] = [
 ]
 
 
+async def _can_log_in(base: str, user: str) -> bool:
+    async with httpx.AsyncClient() as client:
+        r = await client.post(
+            base + "/api/login", json={"username": user, "password": "demo"}, timeout=10
+        )
+    return r.status_code == 200
+
+
 async def _shoot(port: int, out: Path) -> list[str]:
     from playwright.async_api import async_playwright
 
@@ -55,11 +63,14 @@ async def _shoot(port: int, out: Path) -> list[str]:
             await page.goto(base + "/")
             await page.wait_for_selector("#login-form")
             await shot("00-login")
-            await page.fill("#login-user", "demo")
+            # an administrator sees every view; the demo has one when it ships one
+            user = "admin" if await _can_log_in(base, "admin") else "demo"
+            await page.fill("#login-user", user)
             await page.fill("#login-pass", "demo")
             await page.click("#login-submit")
             await page.wait_for_function("window.fw && window.fw.map.indexed > 0", timeout=60_000)
             await page.wait_for_selector("#alarm-list li", timeout=60_000)
+            vehicle = await page.evaluate("window.fw.alarmIds()[0].split(':')[0]")
             await shot("01-monitor")
             # street zoom over the first alarm: plates, headings, the pulsing alarm marker
             await page.locator("#alarm-list li .locate-btn").first.click()
@@ -67,11 +78,18 @@ async def _shoot(port: int, out: Path) -> list[str]:
             await page.wait_for_timeout(1_200)
             await shot("01b-monitor-street")
             for name, route, selector in VIEWS:
+                if route == "/playback":
+                    route = f"/playback?vehicle={vehicle}"
                 await page.goto(f"{base}/#{route}")
                 try:
                     await page.wait_for_selector(selector, timeout=10_000)
                 except Exception:  # a missing view is photographed as it is
                     logging.warning("%s: %s did not appear", route, selector)
+                if route.startswith("/playback"):
+                    query = page.get_by_role("button", name="查询轨迹")
+                    if await query.count():
+                        await query.first.click()
+                        await page.wait_for_timeout(2_000)
                 await shot(name)
             await page.goto(f"{base}/#/monitor")
             await page.wait_for_selector("#map")
