@@ -81,6 +81,12 @@ async def _shoot(port: int, out: Path) -> list[str]:
                 if route == "/playback":
                     route = f"/playback?vehicle={vehicle}"
                 await page.goto(f"{base}/#{route}")
+                await page.wait_for_timeout(300)
+                if not await page.evaluate("r => location.hash.startsWith('#' + r)", route):
+                    # the router sent this role elsewhere: no picture of a view it cannot open
+                    logging.warning("%s: not open to %s, skipped", route, user)
+                    (out / f"{name}.png").unlink(missing_ok=True)
+                    continue
                 try:
                     await page.wait_for_selector(selector, timeout=10_000)
                 except Exception:  # a missing view is photographed as it is
