@@ -55,6 +55,13 @@ describe("time ranges in the fleet's zone", () => {
     expect(toWall(r, SH)).toEqual(["2026-11-23 12:00:00", "2026-11-25 09:30:00"]);
     expect(fromWall(toWall(r, SH), SH)).toEqual(r);
   });
+  it("rounds the end up to the second, so 'now' keeps the current second", () => {
+    const r: [number, number] = [MIDNIGHT + 1_500, NOW + 250];
+    expect(toWall(r, SH)).toEqual(["2026-11-25 00:00:01", "2026-11-25 09:30:01"]);
+    const [from, to] = fromWall(toWall(r, SH), SH);
+    expect(from).toBeLessThanOrEqual(r[0]);
+    expect(to).toBeGreaterThanOrEqual(r[1]);
+  });
   it("says why a range cannot be asked for", () => {
     expect(rangeProblem(null)).toBe("missing");
     expect(rangeProblem([NOW, NOW])).toBe("badOrder");

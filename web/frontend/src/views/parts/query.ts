@@ -32,8 +32,12 @@ export function quickRange(which: QuickRange, now: number, zone: string): [numbe
   return [dayStartMs(dayBefore(now, 2, zone), zone), now];
 }
 
+/**
+ * The pickers' text of a range. They hold whole seconds: the end is rounded up, so a range
+ * ending "now" still holds what happened in the current second (an audit entry, an alarm).
+ */
 export function toWall(range: [number, number], zone: string): WallRange {
-  return [formatTime(range[0], zone), formatTime(range[1], zone)];
+  return [formatTime(range[0], zone), formatTime(Math.ceil(range[1] / 1000) * 1000, zone)];
 }
 
 /** Epoch ms of a picker's range; throws on a text that is not a time. */
