@@ -46,9 +46,13 @@ async def today_figures(served: Served) -> dict[str, Any]:
         await served.record(alarm_event(served, v, "off_hours", started_at=now - 500_000 - v))
     async with httpx.AsyncClient() as client:
         token = (
-            await client.post(served.url + "/api/login", json={"username": "op", "password": PASSWORD})
+            await client.post(
+                served.url + "/api/login", json={"username": "op", "password": PASSWORD}
+            )
         ).json()["token"]
-        r = await client.get(served.url + "/api/stats", headers={"Authorization": f"Bearer {token}"})
+        r = await client.get(
+            served.url + "/api/stats", headers={"Authorization": f"Bearer {token}"}
+        )
     return dict(r.json())
 
 
@@ -80,17 +84,22 @@ async def test_board_shows_todays_figures_and_charts(chromium: Any, tmp_path: Pa
         assert len(stats["by_org"]) >= 1
         org_rows = rows(page, "#board-org-table")
         assert await org_rows.count() == len(stats["by_org"])
-        names = {(await c.inner_text()).strip() for c in await org_rows.locator("td:nth-child(1)").all()}
+        names = {
+            (await c.inner_text()).strip() for c in await org_rows.locator("td:nth-child(1)").all()
+        }
         assert names <= {"武胜县", "岳池县", "广安市"} and names
         await page.screenshot(path=str(ARTIFACTS / "page-board.png"))
 
         # 大屏: the button turns it on; dark, large; the panels turn by themselves.
         await page.click("#board-screen")
         await page.wait_for_selector(".board.screen")
-        bg = await page.evaluate("getComputedStyle(document.querySelector('.board.screen')).backgroundColor")
+        bg = await page.evaluate(
+            "getComputedStyle(document.querySelector('.board.screen')).backgroundColor"
+        )
         assert bg == "rgb(11, 26, 46)"
         big = await page.evaluate(
-            "parseFloat(getComputedStyle(document.querySelector('[data-tile=actual] .value')).fontSize)"
+            "parseFloat(getComputedStyle("
+            "document.querySelector('[data-tile=actual] .value')).fontSize)"
         )
         assert big >= 48
         first = await page.evaluate("window.fw.board.panel()")
@@ -100,7 +109,10 @@ async def test_board_shows_todays_figures_and_charts(chromium: Any, tmp_path: Pa
 
 
 async def test_screen_query_opens_the_wall_screen(chromium: Any, tmp_path: Path) -> None:
-    async with serve(tmp_path, n=N) as served, open_page(chromium, viewport={"width": 1920, "height": 1080}) as page:
+    async with (
+        serve(tmp_path, n=N) as served,
+        open_page(chromium, viewport={"width": 1920, "height": 1080}) as page,
+    ):
         await log_in_as(page, served.url, "op")
         await page.goto(served.url + "/#/board?screen=1")
         await page.wait_for_selector(".board.screen")

@@ -21,7 +21,7 @@ import openpyxl
 import pytest
 
 from tests.web.pagekit import ARTIFACTS, Served, alarm_event, serve
-from tests.web.viewkit import api_params, log_in_as, open_page, rows
+from tests.web.viewkit import api_params, log_in_as, open_page, rows, wait_rows
 
 pytestmark = pytest.mark.browser
 
@@ -66,14 +66,14 @@ async def test_search_pages_and_the_handling_record(chromium: Any, tmp_path: Pat
         plates = await rows(page, "#hist-table").locator("td:nth-child(2)").all_text_contents()
         newest = [e.vehicle_id.replace("V", "川X") for e in events[::-1]]
         assert [p.strip() for p in plates] == newest[:20]  # newest first
-        first_started = await rows(page, "#hist-table").first.locator("td:nth-child(7)").inner_text()
+        first_started = (
+            await rows(page, "#hist-table").first.locator("td:nth-child(7)").inner_text()
+        )
         assert first_started.strip() == wall(events[-1].started_at)
 
         # Page 3 holds the last 5.
         await page.locator("#hist-pager .el-pager li", has_text="3").click()
-        await page.wait_for_function(
-            "document.querySelectorAll('#hist-table .el-table__body-wrapper tr.el-table__row').length === 5"
-        )
+        await wait_rows(page, "#hist-table", 5)
         plates = await rows(page, "#hist-table").locator("td:nth-child(2)").all_text_contents()
         assert [p.strip() for p in plates] == newest[40:]
 
@@ -81,18 +81,14 @@ async def test_search_pages_and_the_handling_record(chromium: Any, tmp_path: Pat
         await page.goto(f"{served.url}/#/alarms?from={frm}&to={to}&org=wusheng&kind=off_hours")
         await page.wait_for_selector("#hist-table .el-table__row")
         want = [e for e in events if e.vehicle % 2 == 1 and e.kind == "off_hours"]
-        await page.wait_for_function(
-            f"document.querySelectorAll('#hist-table .el-table__body-wrapper tr.el-table__row').length === {len(want)}"
-        )
+        await wait_rows(page, "#hist-table", len(want))
         orgs = await rows(page, "#hist-table").locator("td:nth-child(3)").all_text_contents()
         assert {o.strip() for o in orgs} == {"武胜县"}
         await page.goto(f"{served.url}/#/alarms?from={frm}&to={to}")
         await page.wait_for_selector("#hist-table .el-table__row")
         await page.fill("#hist-plate", "川X00044")
         await page.click("#hist-search")
-        await page.wait_for_function(
-            "document.querySelectorAll('#hist-table .el-table__body-wrapper tr.el-table__row').length === 1"
-        )
+        await wait_rows(page, "#hist-table", 1)
         assert "1" in (await page.locator("#hist-pager .el-pagination__total").inner_text())
 
         # The open one is acknowledged from its row; its handling record shows who and what.
@@ -100,17 +96,15 @@ async def test_search_pages_and_the_handling_record(chromium: Any, tmp_path: Pat
         await row.locator(".row-ack").click()
         await page.fill("#hist-note textarea, textarea#hist-note", "已电话联系驾驶员")
         await page.click("#hist-dialog-submit")
-        await page.wait_for_function(
-            "!document.querySelector('.el-overlay-dialog') || "
-            "getComputedStyle(document.querySelector('.el-overlay-dialog').parentElement).display === 'none'"
-        )
+        await page.locator(".el-dialog").wait_for(state="hidden")
         await rows(page, "#hist-table").first.locator(".el-table__expand-icon").click()
         handling = page.locator(".handling")
         await handling.locator(".acks").wait_for()
         text = await handling.inner_text()
         assert "已电话联系驾驶员" in text and "op" in text
         await page.screenshot(path=str(ARTIFACTS / "page-history.png"))
-        stored = await served.ctx.history.alarms()  # type: ignore[union-attr]
+        assert served.ctx.history is not None
+        stored = await served.ctx.history.alarms()
         mine = next(a for a in stored if a["id"] == events[-1].id)
         assert (mine["ack"] or {}).get("note") == "已电话联系驾驶员"
         assert page.errors == []

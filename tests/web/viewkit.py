@@ -24,7 +24,9 @@ USERS = [
 async def open_page(chromium: Any, **kw: Any) -> AsyncIterator[Any]:
     """A new page (1400×900 unless said); its uncaught errors in ``page.errors``."""
     require_built_page()
-    page = await chromium.new_page(viewport=kw.pop("viewport", {"width": 1400, "height": 900}), **kw)
+    page = await chromium.new_page(
+        viewport=kw.pop("viewport", {"width": 1400, "height": 900}), **kw
+    )
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     try:
@@ -56,11 +58,15 @@ def rows(page: Any, table: str) -> Any:
     return page.locator(f"{table} .el-table__body-wrapper tbody > tr.el-table__row")
 
 
+async def wait_rows(page: Any, table: str, n: int) -> None:
+    """Until the el-table shows exactly ``n`` body rows."""
+    sel = f"{table} .el-table__body-wrapper tbody > tr.el-table__row"
+    await page.wait_for_function(f"document.querySelectorAll({sel!r}).length === {n}")
+
+
 async def cell_texts(page: Any, table: str, col: int) -> list[str]:
     """Column ``col`` (0-based, as drawn) of every body row."""
     return [
         (t or "").strip()
-        for t in await rows(page, table)
-        .locator(f"td:nth-child({col + 1})")
-        .all_text_contents()
+        for t in await rows(page, table).locator(f"td:nth-child({col + 1})").all_text_contents()
     ]
