@@ -29,7 +29,7 @@ const en: typeof zh = {
     busy: "The server is busy, try again in {s} s",
     failed: "Login failed: {e}",
   },
-  shell: { logout: "Log out", role: { viewer: "Viewer", operator: "Operator", admin: "Administrator" } },
+  shell: { dutyChange: "Hand over", dutyPrompt: "Name of the incoming duty operator", logout: "Log out", role: { viewer: "Viewer", operator: "Operator", admin: "Administrator" } },
   banner: {
     sessionTitle: "Session expired",
     sessionExpired: "Your login has timed out. Log in again to continue the shift.",

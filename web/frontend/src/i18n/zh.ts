@@ -29,7 +29,7 @@ export default {
     busy: "服务器繁忙，请 {s} 秒后再试",
     failed: "登录失败：{e}",
   },
-  shell: { logout: "退出", role: { viewer: "查看", operator: "值班员", admin: "管理员" } },
+  shell: { dutyChange: "更换值班员", dutyPrompt: "接班值班员姓名", logout: "退出", role: { viewer: "查看", operator: "值班员", admin: "管理员" } },
   banner: {
     sessionTitle: "会话已过期",
     sessionExpired: "登录已超时，请重新登录后继续值班。",
