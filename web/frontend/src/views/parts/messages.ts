@@ -5,6 +5,7 @@ import { i18n } from "@/i18n";
 
 export const zhViews = {
   range: {
+    label: "时间范围",
     today: "今天",
     yesterday: "昨天",
     last3: "近3天",
@@ -176,6 +177,7 @@ export const zhViews = {
 
 export const enViews: typeof zhViews = {
   range: {
+    label: "Time range",
     today: "Today",
     yesterday: "Yesterday",
     last3: "Last 3 days",
@@ -239,7 +241,7 @@ export const enViews: typeof zhViews = {
     maxSpeed: "Top speed",
     chartTitle: "Speed",
     limit: "Limit {v}",
-    alarms: "{n} alarms",
+    alarms: "alarms: {n}",
     stopAt: "Stopped {d}",
     pickVehicle: "Pick a vehicle",
     loadFailed: "Track query failed: {e}",
