@@ -55,6 +55,21 @@ _FRAMES_JS = """() => { window.__frames = 0; window.__counting = true;
 _FRAMES_STOP_JS = "() => { window.__counting = false; return window.__frames; }"
 
 
+async def wait_js(page: Any, expr: str, arg: Any = None, timeout_s: float = 60) -> None:
+    """Poll a page expression over the DevTools protocol (no eval in the page: it works
+    under a Content-Security-Policy of script-src 'self', unlike page.wait_for_function)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if await page.evaluate(expr, arg):
+                return
+        except Exception:  # navigating, hooks not installed yet: poll again
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expr!r} not true within {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
 def _free_port() -> int:
     import socket
 
@@ -144,11 +159,11 @@ async def _measure(port: int, vehicles: int, pan_s: float, idle_s: float) -> dic
             await page.fill("#login-pass", "demo")
             t0 = time.perf_counter()
             await page.click("#login-submit")
-            await page.wait_for_function(
+            await wait_js(
+                page,
                 "n => window.fw && window.fw.map.indexed >= n && window.fw.markerCount() >= n",
-                arg=vehicles,
-                timeout=120_000,
-                polling=20,
+                vehicles,
+                timeout_s=120,
             )
             drawn_s = time.perf_counter() - t0
             await page.wait_for_timeout(1_000)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from web.bench import CHROMIUM, CHROMIUM_ARGS, _start_demo, _wait_feed_full
+from web.bench import CHROMIUM, CHROMIUM_ARGS, _start_demo, _wait_feed_full, wait_js
 
 __all__ = ["main"]
 
@@ -68,7 +68,7 @@ async def _shoot(port: int, out: Path) -> list[str]:
             await page.fill("#login-user", user)
             await page.fill("#login-pass", "demo")
             await page.click("#login-submit")
-            await page.wait_for_function("window.fw && window.fw.map.indexed > 0", timeout=60_000)
+            await wait_js(page, "window.fw && window.fw.map.indexed > 0")
             await page.wait_for_selector("#alarm-list li", timeout=60_000)
             vehicle = await page.evaluate("window.fw.alarmIds()[0].split(':')[0]")
             await shot("01-monitor")
@@ -125,7 +125,7 @@ async def _connection_banner(port: int, out: Path, stop_demo: Any) -> str:
             await page.fill("#login-user", "demo")
             await page.fill("#login-pass", "demo")
             await page.click("#login-submit")
-            await page.wait_for_function("window.fw && window.fw.map.indexed > 0", timeout=60_000)
+            await wait_js(page, "window.fw && window.fw.map.indexed > 0")
             await page.wait_for_timeout(1_000)
             stop_demo()
             await page.wait_for_selector("#connection-banner", timeout=10_000)

@@ -17,6 +17,7 @@ import pytest
 import websockets
 
 from tests.conftest import free_port
+from tests.web.pagekit import wait_js
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +87,10 @@ async def test_demo_shows_moving_vehicles_in_chromium(tmp_path, chromium) -> Non
         await page.fill("#login-pass", "demo")
         await page.click("#login-submit")
         await page.wait_for_selector("#main:not(.hidden)")
-        await page.wait_for_function("window.fw.markerCount() >= 100", timeout=30_000)
+        await wait_js(page, "window.fw.markerCount() >= 100", timeout=30_000)
         first = await page.evaluate(_POSITIONS_JS)
-        await page.wait_for_function(
+        await wait_js(
+            page,
             "(a) => { const b = " + _POSITIONS_JS + "; return Object.keys(b).filter("
             "k => a[k] && (a[k][0] !== b[k][0] || a[k][1] !== b[k][1])).length >= 5; }",
             arg=first,

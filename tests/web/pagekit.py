@@ -205,7 +205,7 @@ async def log_in(page: Any, url: str, user: str = "op") -> None:
     await page.fill("#login-pass", PASSWORD)
     await page.click("#login-submit")
     await page.wait_for_selector("#main")
-    await page.wait_for_function("document.querySelector('#conn').classList.contains('up')")
+    await wait_js(page, "document.querySelector('#conn').classList.contains('up')")
 
 
 async def tones(page: Any) -> list[str]:
@@ -226,3 +226,23 @@ async def revoke(served: Served, token: str) -> None:
             served.url + "/api/logout", headers={"Authorization": f"Bearer {token}"}, timeout=5
         )
     assert r.status_code == 200, r.text
+
+
+async def wait_js(
+    page: Any, expr: str, arg: Any = None, *, timeout: float = 30_000, polling: float = 50
+) -> Any:
+    """``page.wait_for_function`` without eval: it polls with ``page.evaluate`` (the DevTools
+    protocol), so it works under the page's Content-Security-Policy (``script-src 'self'``
+    forbids the eval that Playwright's own polling needs). Returns the truthy value."""
+    deadline = time.monotonic() + timeout / 1000
+    last: Exception | None = None
+    while True:
+        try:
+            value = await page.evaluate(expr, arg)
+            if value:
+                return value
+        except Exception as exc:  # the page navigating, a hook not there yet: poll again
+            last = exc
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{expr!r} not true within {timeout / 1000:.1f} s ({last})")
+        await asyncio.sleep(polling / 1000)

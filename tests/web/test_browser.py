@@ -23,6 +23,7 @@ from fleetwatch.config import parse_config
 from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from stream.feed import FeedCore
+from tests.web.pagekit import wait_js
 from web.app import create_app
 from web.context import AppContext
 
@@ -196,8 +197,8 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         page.on("pageerror", lambda e: errors.append(str(e)))
         await log_in(page, url, "op")
         # markers appear: every vehicle of the snapshot is on the map
-        await page.wait_for_function(f"window.fw.markerCount() === {N}", timeout=10_000)
-        await page.wait_for_function("document.querySelector('#conn').classList.contains('up')")
+        await wait_js(page, f"window.fw.markerCount() === {N}", timeout=10_000)
+        await wait_js(page, "document.querySelector('#conn').classList.contains('up')")
         await page.screenshot(path=str(ARTIFACTS / "web-map.png"))
 
         # an alarm pushed into the feed reaches the desk within 3 s
@@ -228,7 +229,8 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         await page.fill("#ack-note", "<b>已联系</b> driver")
         await page.check("#ack-handled")
         await page.click("#ack-submit")
-        await page.wait_for_function(
+        await wait_js(
+            page,
             f"!document.querySelector('#alarm-list li[data-id=\"{ev.id}\"]').classList"
             ".contains('blink')",
             timeout=3_000,
@@ -250,7 +252,7 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         await page.wait_for_selector("#detail")
         assert await page.locator("#detail-plate").text_content() == "川X00000"
         await page.click("#playback-open")
-        await page.wait_for_function("location.hash.startsWith('#/playback?vehicle=V00000')")
+        await wait_js(page, "location.hash.startsWith('#/playback?vehicle=V00000')")
         await page.evaluate("document.querySelector('[data-nav=monitor]').click()")
         await page.wait_for_selector("#alarm-list", state="attached")
 
@@ -277,7 +279,7 @@ async def test_county_viewer_page_sees_only_its_county(browser: Any, tmp_path: P
     async with serve(tmp_path) as (url, _ctx):
         page = await browser.new_page()
         await log_in(page, url, "ws")
-        await page.wait_for_function(f"window.fw.markerCount() === {N // 2}", timeout=10_000)
+        await wait_js(page, f"window.fw.markerCount() === {N // 2}", timeout=10_000)
         orgs = await page.evaluate("window.fw.vehicleOrgs()")
         assert set(orgs) == {"wusheng"}
         assert await page.locator(".ack-btn").count() == 0

@@ -23,6 +23,7 @@ from tests.web.pagekit import (
     revoke,
     serve,
     tones,
+    wait_js,
 )
 from web.accounts import Accounts
 
@@ -115,7 +116,8 @@ async def test_every_kind_is_acknowledged_and_closed_from_the_desk(
             await c.locator(".ack-btn").click()
             await page.fill("#ack-note", f"已处理 {kind}")
             await page.click("#ack-submit")
-            await page.wait_for_function(
+            await wait_js(
+                page,
                 'id => !document.querySelector(`#alarm-list li[data-id="${id}"]`)'
                 ".classList.contains('unacked')",
                 arg=ev.id,
@@ -146,7 +148,7 @@ async def test_critical_alarm_goes_on_top_with_its_own_tone(page_of: Any, tmp_pa
         warn = alarm_event(served, 3, "speeding", detail={"max_speed_kmh": 95, "limit_kmh": 80})
         await served.record(warn)
         await card(page, warn.id).wait_for(timeout=5_000)
-        await page.wait_for_function("window.fw.sound.played.length > 0")
+        await wait_js(page, "window.fw.sound.played.length > 0")
         assert (await tones(page))[-1] == "warning"
         assert await page.title() == "（1）未确认报警 · 公务用车监控"
 
@@ -162,14 +164,14 @@ async def test_critical_alarm_goes_on_top_with_its_own_tone(page_of: Any, tmp_pa
                 detail={"bit": bit, "name": name},
             )
             await served.record(sos)
-        await page.wait_for_function("document.querySelectorAll('#alarm-list li').length === 4")
+        await wait_js(page, "document.querySelectorAll('#alarm-list li').length === 4")
         sevs = await page.eval_on_selector_all(
             "#alarm-list li", "els => els.map(e => e.dataset.severity)"
         )
         assert sevs == ["critical", "critical", "critical", "warning"]
         first = await page.locator("#alarm-list li").first.locator(".kind").text_content()
         assert "紧急报警" in (first or "")  # the newest critical first: SOS
-        await page.wait_for_function("window.fw.sound.played.at(-1).tone === 'critical'")
+        await wait_js(page, "window.fw.sound.played.at(-1).tone === 'critical'")
         assert await page.title() == "（4）未确认报警 · 公务用车监控"
         # critical vehicles are drawn on top, in their own colour
         await page.wait_for_selector(".alarm-marker.sev-critical")
@@ -200,9 +202,10 @@ async def test_reminder_repeats_until_acknowledged_not_until_closed(
             detail={"name": "sos"},
         )
         await served.record(closed)
-        await page.wait_for_function(
+        await wait_js(
+            page,
             f"document.querySelector('#alarm-list li[data-id=\"{ev.id}\"]').classList"
-            ".contains('closed')"
+            ".contains('closed')",
         )
         n0 = (await tones(page)).count("critical")
         await page.wait_for_timeout(7_000)
@@ -233,7 +236,7 @@ async def test_session_end_shows_the_banner_with_sound_never_the_login_page(
         assert time.monotonic() - t0 < 12
         assert "会话已过期" in (await page.locator("#session-banner h1").text_content() or "")
         assert await page.locator("#login-form").count() == 0  # not a silent reload
-        await page.wait_for_function("window.fw.sound.played.some(p => p.tone === 'session')")
+        await wait_js(page, "window.fw.sound.played.some(p => p.tone === 'session')")
         await page.screenshot(path=str(ARTIFACTS / "banner-session.png"))
         await page.click("#session-relogin")
         await page.wait_for_selector("#login-form")
@@ -257,7 +260,7 @@ async def test_connection_lost_banner_within_3_s_and_recovery(page_of: Any, tmp_
     async with serve(tmp_path, n=100) as served:
         page = await page_of()
         await log_in(page, served.url)
-        await page.wait_for_function("window.fw.markerCount() === 100")
+        await wait_js(page, "window.fw.markerCount() === 100")
         seq_before = await page.evaluate("window.fw.live.lastSeq")
         t0 = time.monotonic()
         await served.stop()
@@ -266,7 +269,7 @@ async def test_connection_lost_banner_within_3_s_and_recovery(page_of: Any, tmp_
         assert "连接中断" in (await page.locator("#connection-banner h1").text_content() or "")
         assert await page.locator("#conn").text_content() == "未连接"
         assert await page.locator(".map-wrap.disconnected").count() == 1  # vehicles grey
-        await page.wait_for_function("window.fw.sound.played.some(p => p.tone === 'connection')")
+        await wait_js(page, "window.fw.sound.played.some(p => p.tone === 'connection')")
         await page.screenshot(path=str(ARTIFACTS / "banner-connection.png"))
 
         # an alarm raised while the page was cut off reaches it after the reconnect
@@ -302,16 +305,17 @@ async def test_clustering_at_10000_vehicles_counts_alarms(page_of: Any, tmp_path
         page = await page_of()
         t0 = time.monotonic()
         await log_in(page, served.url)
-        await page.wait_for_function(f"window.fw.markerCount() === {n}", timeout=20_000)
+        await wait_js(page, f"window.fw.markerCount() === {n}", timeout=20_000)
         await page.evaluate("window.fw.map.fitAll()")
-        await page.wait_for_function(f"window.fw.map.drawn.members === {n}", timeout=10_000)
+        await wait_js(page, f"window.fw.map.drawn.members === {n}", timeout=10_000)
         drawn = await page.evaluate("window.fw.map.drawn")
         assert 1 <= drawn["clusters"] <= 200, drawn
         shown_in = time.monotonic() - t0
         alarmed = [11, 222, 3333, 4444, 5555, 6666, 7777]
         for v in alarmed:
             await served.record(alarm_event(served, v, "speeding"))
-        await page.wait_for_function(
+        await wait_js(
+            page,
             f"window.fw.map.drawn.alarms === {len(alarmed)}"
             f" && window.fw.map.drawn.alarmsOnTop === {len(alarmed)}",
             timeout=10_000,
@@ -320,7 +324,8 @@ async def test_clustering_at_10000_vehicles_counts_alarms(page_of: Any, tmp_path
         # street zoom: single vehicles with plates, no clusters
         lat, lon = CENTRES["yuechi"]
         await page.evaluate(f"window.fw.map.view({lat}, {lon}, 16)")
-        await page.wait_for_function(
+        await wait_js(
+            page,
             "window.fw.map.drawn.clusters === 0 && window.fw.map.drawn.singles > 0"
             " && window.fw.map.drawn.labels > 0",
             timeout=10_000,
@@ -334,8 +339,8 @@ async def test_county_viewer_opens_on_the_county(page_of: Any, tmp_path: Path) -
     async with serve(tmp_path, n=200) as served:
         page = await page_of()
         await log_in(page, served.url, "ws")
-        await page.wait_for_function("window.fw.markerCount() === 100")
-        await page.wait_for_function("window.fw.map.fitted")
+        await wait_js(page, "window.fw.markerCount() === 100")
+        await wait_js(page, "window.fw.map.fitted")
         lat, lon = await page.evaluate("window.fw.map.center")
         wl, wo = CENTRES["wusheng"]
         yl, yo = CENTRES["yuechi"]
@@ -392,7 +397,7 @@ async def test_base_layer_of_boundaries_without_tiles(page_of: Any, tmp_path: Pa
             pytest.skip("this tree has no /api/geo/boundaries yet (helper geo, CONTRACTS.md)")
         page = await page_of()
         await log_in(page, served.url)
-        await page.wait_for_function("window.fw.map.boundaries > 0", timeout=10_000)
+        await wait_js(page, "window.fw.map.boundaries > 0", timeout=10_000)
         assert await page.eval_on_selector_all("img.leaflet-tile", "e => e.length") == 0
         labels = await page.eval_on_selector_all(
             ".boundary-label", "e => e.map(x => x.textContent)"
