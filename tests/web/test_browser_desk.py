@@ -404,3 +404,22 @@ async def test_base_layer_of_boundaries_without_tiles(page_of: Any, tmp_path: Pa
         )
         assert "武胜县" in labels and "岳池县" in labels
         await page.screenshot(path=str(ARTIFACTS / "map-boundaries.png"))
+
+
+async def test_desktop_notification_when_permitted(chromium: Any, tmp_path: Path) -> None:
+    require_built_page()
+    async with serve(tmp_path, n=20) as served:
+        context = await chromium.new_context()
+        await context.grant_permissions(["notifications"], origin=served.url)
+        page = await context.new_page()
+        try:
+            await log_in(page, served.url)
+            ev = alarm_event(
+                served, 2, "terminal_alarm", sub="sos", severity="critical", detail={"name": "sos"}
+            )
+            await served.record(ev)
+            got = await wait_js(page, "window.fw.notified.length > 0 && window.fw.notified")
+            assert got[0]["id"] == ev.id
+            assert got[0]["title"] == "紧急：川X00002 终端报警"
+        finally:
+            await context.close()

@@ -2,7 +2,7 @@
 import { sound } from "@/audio/tones";
 import { connection } from "@/stores/connection";
 import { session } from "@/stores/session";
-import { feedBytes } from "@/live/runtime";
+import { feedBytes, notified } from "@/live/runtime";
 import { live } from "@/live/store";
 import { mapHooks } from "@/map/hooks";
 
@@ -14,6 +14,7 @@ export function installTestHooks(): void {
     sound,
     map: mapHooks,
     feedBytes,
+    notified,
     /** Vehicles the page knows (every one is drawn, in a cluster or on its own). */
     markerCount: () => live.vehicles.size,
     alarmIds: () => Array.from(live.alarms.keys()),

@@ -33,15 +33,18 @@ export function tabTitle(unacked: number): string {
   return unacked > 0 ? `${t("desk.titleCount", { n: unacked })} · ${t("app.title")}` : t("app.title");
 }
 
+/** Desktop notifications shown, newest last (window.fw.notified; bounded). */
+export const notified: { id: string; title: string; at: number }[] = [];
+
 function notify(a: Alarm): void {
   if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
   const sev = severityOf(a);
+  const title = t("desk.notifyTitle", { sev: t(`severity.${sev}`), plate: a.plate, kind: t(`kind.${a.kind}`) });
   try {
-    const n = new Notification(
-      t("desk.notifyTitle", { sev: t(`severity.${sev}`), plate: a.plate, kind: t(`kind.${a.kind}`) }),
-      { body: a.place ?? "", tag: a.id, requireInteraction: sev === "critical" },
-    );
+    const n = new Notification(title, { body: a.place ?? "", tag: a.id, requireInteraction: sev === "critical" });
     n.onclick = () => window.focus();
+    notified.push({ id: a.id, title, at: Date.now() });
+    if (notified.length > 100) notified.shift();
   } catch (e) {
     console.warn("desktop notification failed", e);
   }
