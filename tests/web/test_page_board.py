@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fleetwatch.batch import PositionBatch
-from tests.web.pagekit import ARTIFACTS, PASSWORD, Served, alarm_event, serve
+from tests.web.pagekit import ARTIFACTS, PASSWORD, Served, alarm_event, serve, wait_js
 from tests.web.viewkit import log_in_as, open_page, rows
 
 pytestmark = pytest.mark.browser
@@ -62,8 +62,8 @@ async def test_board_shows_todays_figures_and_charts(chromium: Any, tmp_path: Pa
         assert stats["alarms_by_kind"] == {"speeding": 5, "off_hours": 3}
         await log_in_as(page, served.url, "op")
         await page.goto(served.url + "/#/board")
-        await page.wait_for_function("window.fw.board && window.fw.board.charts() === 3")
-        await page.wait_for_function("window.fw.board.stats() !== null")
+        await wait_js(page, "window.fw.board && window.fw.board.charts() === 3")
+        await wait_js(page, "window.fw.board.stats() !== null")
 
         async def tile(key: str) -> str:
             return (await page.locator(f'[data-tile="{key}"] .value').inner_text()).strip()
@@ -103,7 +103,7 @@ async def test_board_shows_todays_figures_and_charts(chromium: Any, tmp_path: Pa
         )
         assert big >= 48
         first = await page.evaluate("window.fw.board.panel()")
-        await page.wait_for_function(f"window.fw.board.panel() !== {first!r}", timeout=15_000)
+        await wait_js(page, f"window.fw.board.panel() !== {first!r}", timeout=15_000)
         await page.screenshot(path=str(ARTIFACTS / "page-board-screen.png"))
         assert page.errors == []
 
@@ -116,7 +116,7 @@ async def test_screen_query_opens_the_wall_screen(chromium: Any, tmp_path: Path)
         await log_in_as(page, served.url, "op")
         await page.goto(served.url + "/#/board?screen=1")
         await page.wait_for_selector(".board.screen")
-        await page.wait_for_function("window.fw.board.screen() && window.fw.board.charts() >= 1")
+        await wait_js(page, "window.fw.board.screen() && window.fw.board.charts() >= 1")
         # Nothing to click: the tiles fill the width and the panel shown is the rotation's.
         assert await page.locator(".board.screen .b-panel:visible").count() == 1
         await page.screenshot(path=str(ARTIFACTS / "page-board-screen-1080.png"))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from fleetwatch.batch import PositionBatch
-from tests.web.pagekit import ARTIFACTS, PASSWORD, Served, serve
+from tests.web.pagekit import ARTIFACTS, PASSWORD, Served, serve, wait_js
 from tests.web.viewkit import log_in_as, open_page
 
 pytestmark = pytest.mark.browser
@@ -98,8 +98,8 @@ async def test_playback_across_midnight(chromium: Any, tmp_path: Path) -> None:
         await page.goto(served.url + "/#/playback")
         await page.wait_for_selector("#pb-map")
         await pick_vehicle_and_range(page, tr["from"], tr["to"])
-        await page.wait_for_function(
-            f"window.fw.playback && window.fw.playback.points() === {tr['n']}", timeout=15_000
+        await wait_js(
+            page, f"window.fw.playback && window.fw.playback.points() === {tr['n']}", timeout=15_000
         )
 
         # The query is the typed range, in the fleet's zone, across two days.
@@ -166,8 +166,10 @@ async def test_stops_and_trips_of_a_two_day_range(chromium: Any, tmp_path: Path)
             await page.goto(
                 f"{served.url}/#/playback?vehicle=V00001&from={tr['from']}&to={tr['to']}"
             )
-            await page.wait_for_function(
-                f"window.fw.playback && window.fw.playback.points() === {tr['n']}", timeout=15_000
+            await wait_js(
+                page,
+                f"window.fw.playback && window.fw.playback.points() === {tr['n']}",
+                timeout=15_000,
             )
             m = tr["m"]
             # The 25-minute stop before midnight, listed with its start in the fleet's zone.

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.fleetwatch.conftest import running_service, service_config
-from tests.web.pagekit import ARTIFACTS, PASSWORD, serve
+from tests.web.pagekit import ARTIFACTS, PASSWORD, serve, wait_js
 from tests.web.viewkit import USERS, log_in_as, open_page, rows
 
 pytestmark = pytest.mark.browser
@@ -60,9 +60,10 @@ async def test_admin_manages_users_and_reads_the_audit(chromium: Any, tmp_path: 
         await row.locator(".user-edit").click()
         await choose(page, "#user-role", "查看")
         await page.click("#user-save")
-        await page.wait_for_function(
+        await wait_js(
+            page,
             "[...document.querySelectorAll('#users-table tr.el-table__row')]"
-            ".some(r => r.textContent.includes('night1') && r.textContent.includes('查看'))"
+            ".some(r => r.textContent.includes('night1') && r.textContent.includes('查看'))",
         )
 
         # Disable, confirmed; the login is then refused.
@@ -88,8 +89,8 @@ async def test_admin_manages_users_and_reads_the_audit(chromium: Any, tmp_path: 
         assert "adm" in await audit_rows.first.inner_text()
         await page.fill("#audit-action", "user.create")
         await page.click("#audit-search")
-        await page.wait_for_function(
-            "document.querySelectorAll('#audit-table tr.el-table__row').length === 1"
+        await wait_js(
+            page, "document.querySelectorAll('#audit-table tr.el-table__row').length === 1"
         )
         assert "night1" in await rows(page, "#audit-table").first.inner_text()
         await page.screenshot(path=str(ARTIFACTS / "page-system-audit.png"))
@@ -105,7 +106,7 @@ async def test_operator_sees_no_admin_views(chromium: Any, tmp_path: Path) -> No
         assert "电子围栏" in menu and "死信" in menu
         assert "用户" not in menu and "审计" not in menu
         await page.goto(served.url + "/#/system/users")
-        await page.wait_for_function("location.hash.startsWith('#/monitor')")
+        await wait_js(page, "location.hash.startsWith('#/monitor')")
         assert await page.locator("[data-view=users]").count() == 0
         assert page.errors == []
 

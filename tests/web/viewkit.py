@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.web.pagekit import PASSWORD, require_built_page
+from tests.web.pagekit import PASSWORD, require_built_page, wait_js
 
 ADMIN = {"username": "adm", "password": PASSWORD, "org": "city", "role": "admin"}
 USERS = [
@@ -61,7 +61,7 @@ def rows(page: Any, table: str) -> Any:
 async def wait_rows(page: Any, table: str, n: int) -> None:
     """Until the el-table shows exactly ``n`` body rows."""
     sel = f"{table} .el-table__body-wrapper tbody > tr.el-table__row"
-    await page.wait_for_function(f"document.querySelectorAll({sel!r}).length === {n}")
+    await wait_js(page, f"document.querySelectorAll({sel!r}).length === {n}")
 
 
 async def cell_texts(page: Any, table: str, col: int) -> list[str]:
