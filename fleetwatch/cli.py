@@ -27,6 +27,7 @@ BENCHES: dict[str, str] = {
     "feed": "stream.bench",
     "notify": "notify.bench",
     "e2e": "simulator.bench",
+    "page": "web.bench",
 }
 
 

@@ -41,6 +41,8 @@ from web.records import Records
 __all__ = ["STATIC", "create_app"]
 
 STATIC = Path(__file__).parent / "static"
+# The application built by `make assets` (web/frontend/, Vite) into web/static/app/.
+APP_INDEX = STATIC / "app" / "index.html"
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,13 @@ def create_app(ctx: AppContext) -> Starlette:
     doc = openapi_document(API, cfg.service.name)
 
     async def page(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        if not APP_INDEX.exists():
+            return Response(
+                "the page is not built: run `make assets` (npm ci + vite build in web/frontend)",
+                status_code=503,
+                media_type="text/plain; charset=utf-8",
+            )
+        return FileResponse(APP_INDEX, headers={"Cache-Control": "no-cache"})
 
     async def healthz(request: Request) -> Response:
         h = ctx.health()
