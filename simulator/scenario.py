@@ -9,6 +9,8 @@ boundaries the package ships), one lot per unit (``lot``), and the banned places
 
 from __future__ import annotations
 
+import secrets
+
 from typing import Any
 
 from simulator.city import City, build_city
@@ -83,8 +85,13 @@ def fleet_config(
     token: str = DEMO_TOKEN,
     topic_prefix: str = "",
     client_id: str = "fleetwatch-sim",
+    gateway_secret: str | None = None,
 ) -> dict[str, Any]:
-    """A complete configuration document (as parsed TOML) for the simulated city of ``spec``."""
+    """A complete configuration document (as parsed TOML) for the simulated city of ``spec``.
+
+    ``gateway_secret`` keys the JT/T 808 auth codes; without one a fresh random secret is
+    written (``check-config`` refuses a gateway without it).
+    """
     city = build_city(spec.center_lat, spec.center_lon, spec.radius_km, 8)
     leaves = city.leaf_orgs
     office = spec.schedule == "office"
@@ -110,6 +117,7 @@ def fleet_config(
             "protocol": "3.1.1",
             "persistent_session": False,
         },
+        "gateway": {"auth_secret": gateway_secret or secrets.token_hex(32)},
         "store": {"kind": "sqlite", "sqlite_path": db_path},
         "live": {"kind": "memory"},
         "web": {
@@ -119,6 +127,7 @@ def fleet_config(
             # Demo accounts (plain passwords are accepted for demos only; see web.config).
             "users": [
                 {"username": "demo", "password": "demo", "org": "ga", "role": "operator"},
+                {"username": "admin", "password": "demo", "org": "ga", "role": "admin"},
                 {"username": "wusheng", "password": "demo", "org": "ga-ws", "role": "viewer"},
             ],
             "center": [spec.center_lat, spec.center_lon],
