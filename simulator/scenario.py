@@ -10,7 +10,6 @@ boundaries the package ships), one lot per unit (``lot``), and the banned places
 from __future__ import annotations
 
 import secrets
-
 from typing import Any
 
 from simulator.city import City, build_city
