@@ -30,6 +30,7 @@ KINDS: tuple[str, ...] = (
     "offline",  # 离线
     "terminal_alarm",  # 终端报警
     "fatigue",  # 疲劳驾驶
+    "sealed_moving",  # 封存车辆移动 (always critical)
 )
 
 Action = Literal["open", "update", "close"]
