@@ -21,7 +21,10 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+import web.drivers_api  # registers the driver record routes in API
 import web.fences_api  # registers the fence routes in API
+import web.quota_api  # registers the quota routes in API
+import web.vehicles_api  # registers the vehicle record routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts
