@@ -22,16 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleetwatch.errors import ServiceUnavailable
-from store.config import StoreConfig
-from store.records_core import DriverRecord, VehicleRecord, changes
+from pydantic import ValidationError
 
-__all__ = ["RecordConflict", "RecordStore", "create_records"]
+from fleetwatch.config import VehicleConfig
+from fleetwatch.errors import ServiceUnavailable
+from fleetwatch.registry import Registry
+from store.config import StoreConfig
+from store.records_core import VEHICLE_LABELS, DriverRecord, VehicleRecord, changes, first_error
+
+__all__ = [
+    "RecordConflict",
+    "RecordStore",
+    "create_records",
+    "load_fleet",
+    "record_from_config",
+    "vehicle_config",
+]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -493,3 +507,75 @@ def _conflict_text(raw: str) -> str:
 def create_records(config: StoreConfig) -> RecordStore:
     """The record store beside the history the configuration asks for."""
     return RecordStore(config)
+
+
+def vehicle_config(r: VehicleRecord) -> VehicleConfig:
+    """What the registry (and so the engine, the feed, the gateway) knows of a record."""
+    return VehicleConfig(
+        id=r.id,
+        plate=r.plate,
+        terminal=r.terminal,
+        org=r.org,
+        type=r.type,
+        speed_limit_kmh=r.speed_limit_kmh,
+        status=r.status,
+        vehicle_class=r.vehicle_class,
+        vin=r.vin,
+        terminal_maker=r.terminal_maker,
+    )
+
+
+def record_from_config(v: VehicleConfig) -> VehicleRecord:
+    """A configuration vehicle as the first version of its record (raises ValidationError)."""
+    return VehicleRecord.model_validate(
+        {
+            "id": v.id,
+            "plate": v.plate,
+            "terminal": v.terminal,
+            "org": v.org,
+            "type": v.type,
+            "speed_limit_kmh": v.speed_limit_kmh,
+            "status": v.status,
+            "vehicle_class": v.vehicle_class,
+            "vin": v.vin,
+            "terminal_maker": v.terminal_maker,
+        }
+    )
+
+
+async def load_fleet(
+    records: RecordStore, registry: Registry, seed: Sequence[VehicleConfig], now_ms: int
+) -> dict[str, int]:
+    """Start-up: the configuration's vehicles become the first import (only ids not on
+    file), then the registry takes every record on file — the database is the source
+    of truth. A configuration vehicle that fails the record checks stays tracked as
+    configured (logged, counted in ``not_on_file``); a record that no longer fits the
+    registry (its organisation left the configuration) is skipped, logged."""
+    good: list[VehicleRecord] = []
+    bad = 0
+    for v in seed:
+        try:
+            good.append(record_from_config(v))
+        except ValidationError as exc:
+            bad += 1
+            log.warning(
+                "vehicle %s from the configuration not put on file: %s",
+                v.id,
+                first_error(exc, VEHICLE_LABELS).message,
+            )
+    seeded = await records.seed_vehicles(good, by="config", at=now_ms)
+    on_file = await records.vehicles()
+    orgs = set(registry.orgs.ids)
+    fits = [r for r in on_file if r.org in orgs]
+    for r in on_file:
+        if r.org not in orgs:
+            log.error(
+                "vehicle %s on file names organisation %r, unknown here: not tracked", r.id, r.org
+            )
+    registry.upsert_many(vehicle_config(r) for r in fits)
+    return {
+        "seeded": seeded,
+        "on_file": len(on_file),
+        "not_on_file": bad,
+        "skipped": len(on_file) - len(fits),
+    }

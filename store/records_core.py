@@ -250,19 +250,19 @@ def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[
 
 
 class QuotaRow(BaseModel):
-    """编制: one organisation and vehicle class."""
+    """编制: one organisation and vehicle class. ``authorised`` None: no quota set."""
 
     model_config = ConfigDict(frozen=True)
 
     org: str
     vehicle_class: str
-    authorised: int  # 编制数
+    authorised: int | None  # 编制数
     actual: int  # 实有数
 
     @property
     def over(self) -> int:
-        """超编: vehicles beyond the quota."""
-        return max(0, self.actual - self.authorised)
+        """超编: vehicles beyond the quota (none where no quota is set)."""
+        return 0 if self.authorised is None else max(0, self.actual - self.authorised)
 
 
 def quota_table(
@@ -274,12 +274,9 @@ def quota_table(
         if v.counted:
             key = (v.org, v.vehicle_class)
             actual[key] = actual.get(key, 0) + 1
-    keys = sorted(set(quota) | set(actual))
     return [
-        QuotaRow(
-            org=o, vehicle_class=c, authorised=quota.get((o, c), 0), actual=actual.get((o, c), 0)
-        )
-        for o, c in keys
+        QuotaRow(org=o, vehicle_class=c, authorised=quota.get((o, c)), actual=actual.get((o, c), 0))
+        for o, c in sorted(set(quota) | set(actual))
     ]
 
 

@@ -824,12 +824,16 @@ async def stats(request: Request, st: ApiState, p: Principal) -> Any:
 
     quota = await board_quota(st, sub)
     if quota is not None:
-        out["authorised"] = sum(q["authorised"] for q in quota.values())
+        set_ = [q["authorised"] for q in quota.values() if q["authorised"] is not None]
+        if set_:  # else web.establishment, as before the records
+            out["authorised"] = sum(set_)
         out["actual"] = sum(q["actual"] for q in quota.values())  # 在用 and 封存 only
         out["over"] = sum(q["over"] for q in quota.values())
         for o in out["by_org"]:
-            q = quota.get(o["org"], {"authorised": 0, "actual": 0, "over": 0})
-            o.update(authorised=q["authorised"], actual=q["actual"], over=q["over"])
+            q = quota.get(o["org"], {"authorised": None, "actual": 0, "over": 0})
+            o.update(actual=q["actual"], over=q["over"])
+            if q["authorised"] is not None:
+                o["authorised"] = q["authorised"]
     return out
 
 

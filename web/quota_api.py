@@ -85,16 +85,17 @@ async def quota_put(request: Request, st: ApiState, p: Principal) -> Any:
     return {"org": org, "quota": [_row(r) for r in await _rows(st, [org])]}
 
 
-async def board_quota(st: ApiState, sub: Iterable[str]) -> dict[str, dict[str, int]] | None:
-    """Per organisation of ``sub``: ``authorised`` (编制数), ``actual`` (实有数), ``over``
-    (超编, summed per class — a surplus in one class is not offset by room in another).
-    None without a record store."""
+async def board_quota(st: ApiState, sub: Iterable[str]) -> dict[str, dict[str, Any]] | None:
+    """Per organisation of ``sub``: ``authorised`` (编制数; None where no quota is set),
+    ``actual`` (实有数), ``over`` (超编, summed per class — a surplus in one class is not
+    offset by room in another). None without a record store."""
     if st.ctx.vehicle_records is None:
         return None
-    out: dict[str, dict[str, int]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for r in await _rows(st, sub):
-        o = out.setdefault(r.org, {"authorised": 0, "actual": 0, "over": 0})
-        o["authorised"] += r.authorised
+        o = out.setdefault(r.org, {"authorised": None, "actual": 0, "over": 0})
+        if r.authorised is not None:
+            o["authorised"] = (o["authorised"] or 0) + r.authorised
         o["actual"] += r.actual
         o["over"] += r.over
     return out

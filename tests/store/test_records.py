@@ -107,6 +107,7 @@ def test_quota_refuses_at_the_quota_until_one_is_handed_over() -> None:
     )
     rows = quota_table(quota, [car(1), car(2), car(3, status="封存")])
     assert [(r.authorised, r.actual, r.over) for r in rows] == [(2, 3, 1)]
+    assert quota_table({}, [car(1)])[0].over == 0  # no quota set: nothing is over
 
 
 def test_checks_answer_in_chinese() -> None:
