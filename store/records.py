@@ -130,7 +130,9 @@ class _Conn:
             cur.close()
 
     def begin(self) -> None:
-        self.db.execute("BEGIN")
+        # SQLite: take the write lock up front. A deferred transaction that reads and then
+        # writes fails at once (SQLITE_BUSY, no busy wait) when the history wrote meanwhile.
+        self.db.execute("BEGIN IMMEDIATE" if self.kind == "sqlite" else "BEGIN")
 
     def commit(self) -> None:
         self.db.execute("COMMIT")
