@@ -215,6 +215,13 @@ class RecordStore:
         rows = await self._run(lambda c: c.execute("SELECT doc FROM rec_vehicles ORDER BY id"))
         return [VehicleRecord.model_validate_json(r[0]) for r in rows]
 
+    async def vehicles_version(self) -> int:
+        """Grows with every change of any vehicle record (a cheap "anything new?")."""
+        rows = await self._run(
+            lambda c: c.execute("SELECT max(seq) FROM rec_history WHERE kind = 'vehicle'")
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
     async def vehicle(self, vehicle_id: str) -> VehicleRecord | None:
         found = await self.vehicles_by_id([vehicle_id])
         return found[0] if found else None
