@@ -375,6 +375,19 @@ async def run_service(
                         metrics=svc.retention,
                     )
                 )
+            if svc.records is not None:  # 到期提醒, daily (records issue)
+                from store.records_reminders import reminder_loop
+
+                tg.create_task(
+                    reminder_loop(
+                        svc.records,
+                        svc.registry,
+                        svc.pipeline.inject_events,
+                        stop,
+                        tz=cfg.service.timezone,
+                        clock_ms=lambda: int(time.time() * 1000),
+                    )
+                )
             notifier = tg.create_task(svc.notifier.run()) if svc.notifier is not None else None
             relay_tasks = []
             if svc.relay is not None:

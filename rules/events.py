@@ -31,6 +31,7 @@ KINDS: tuple[str, ...] = (
     "terminal_alarm",  # 终端报警
     "fatigue",  # 疲劳驾驶
     "sealed_moving",  # 封存车辆移动 (always critical)
+    "record_due",  # 到期提醒: insurance, inspection, licence (store.records_reminders)
 )
 
 Action = Literal["open", "update", "close"]

@@ -139,3 +139,33 @@ def test_reminders_within_30_days() -> None:
         ("insurance", "v1", 19),
         ("licence", "d1", -1),
     ]
+
+
+async def test_reminders_become_one_info_event_per_due_date(records: RecordStore) -> None:
+    from fleetwatch.config import OrgConfig, VehicleConfig
+    from fleetwatch.registry import OrgTree, Registry
+    from store.records_reminders import reminder_events
+
+    today = dt.date(2026, 12, 1)
+    await records.put_vehicle(car(1, insurance_due=dt.date(2026, 12, 20)), by="a", at=1)
+    d = DriverRecord(
+        id="d1",
+        name="王",
+        org="qx",
+        licence_no="510100199001011234",
+        licence_expiry=dt.date(2026, 12, 5),
+        vehicles=("v1",),
+    )
+    await records.put_driver(d, by="a", at=2)
+    reg = Registry(
+        [VehicleConfig(id="v1", plate="川X00001", terminal="13800000001", org="qx")],
+        OrgTree.from_config([OrgConfig(id="qx", name="前锋区")]),
+    )
+    due = due_reminders(await records.vehicles(), await records.drivers(), today)
+    events = reminder_events(due, reg, {"d1": "v1"}, 1_764_547_200_000, "Asia/Shanghai")
+    assert [(e.kind, e.severity, e.action, e.detail["kind"]) for e in events] == [
+        ("record_due", "info", "close", "insurance"),
+        ("record_due", "info", "close", "licence"),
+    ]
+    again = reminder_events(due, reg, {"d1": "v1"}, 1_764_633_600_000, "Asia/Shanghai")
+    assert [e.id for e in again] == [e.id for e in events]  # the next day: the same episodes
