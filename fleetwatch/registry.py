@@ -94,6 +94,7 @@ class Registry:
         self.vehicles: list[VehicleConfig] = list(vehicles)
         self.orgs = orgs
         self.version = 0
+        self._log: list[tuple[int, int]] = []  # (version, index) of recent changes
         self._default_kmh = speeding_default_kmh
         self._by_type = dict(limits_by_type or {})
         self._org_pos = {oid: i for i, oid in enumerate(orgs.ids)}
@@ -156,14 +157,32 @@ class Registry:
             self.expected[i] = v.status in _EXPECTED
         if _carries_terminal(v):
             self._by_terminal[v.terminal] = i
-        self.version += 1
+        self._bump([i])
         return i
+
+    _LOG_MAX = 10_000  # changes remembered for changed_since; older asks get None
+
+    def _bump(self, indices: list[int]) -> None:
+        self.version += 1
+        self._log += [(self.version, i) for i in indices]
+        if len(self._log) > self._LOG_MAX:
+            del self._log[: len(self._log) - self._LOG_MAX]
+
+    def changed_since(self, version: int) -> list[int] | None:
+        """Indices changed or added after ``version``; None when that is too far back to
+        know (derive everything again)."""
+        if version == self.version:
+            return []
+        if not self._log or self._log[0][0] > version + 1:
+            return None
+        return sorted({i for ver, i in self._log if ver > version})
 
     def upsert_many(self, vs: Iterable[VehicleConfig]) -> list[int]:
         """:meth:`upsert` of many (start-up: the records on file); new vehicles are appended
         with one concatenation per array, so loading 100,000 stays linear."""
         out: list[int] = []
         fresh: list[VehicleConfig] = []
+        fresh_idx: list[int] = []
         for v in vs:
             if v.id in self._by_id:
                 out.append(self.upsert(v))
@@ -182,6 +201,7 @@ class Registry:
                 if _carries_terminal(v):
                     self._by_terminal[v.terminal] = i
                 fresh.append(v)
+                fresh_idx.append(i)
                 out.append(i)
         if fresh:
             self.org_index = np.concatenate(
@@ -196,7 +216,12 @@ class Registry:
             self.expected = np.concatenate(
                 [self.expected, np.array([v.status in _EXPECTED for v in fresh], bool)]
             )
-            self.version += 1
+            # Too many to remember one by one: an empty log makes changed_since answer None.
+            if len(fresh_idx) <= self._LOG_MAX:
+                self._bump(fresh_idx)
+            else:
+                self._log.clear()
+                self.version += 1
         return out
 
     @classmethod

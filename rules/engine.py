@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from fleetwatch.batch import PositionBatch
 from fleetwatch.errors import Misuse
-from fleetwatch.registry import Registry
+from fleetwatch.registry import Registry, grown
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw
@@ -434,8 +434,14 @@ class RulesEngine:
         reg = self.registry
         n = len(reg)
         if n > self.state.n:
-            keep = np.arange(self.state.n, dtype=np.int64)
-            self.state = _State.from_arrays(n, self.state.arrays(), keep, keep)
+            st, fresh = self.state, _State.fresh(1)
+            for k in st.arrays():
+                if not k.startswith("m:"):
+                    setattr(st, k, grown(getattr(st, k), n, getattr(fresh, k)[0]))
+            for m in st.machines.values():
+                for f in ("open", "runval", "runstart", "started", "acc"):
+                    setattr(m, f, grown(getattr(m, f), n, 0))
+            st.n = n
         self.schedules = Schedules(self.cfg.off_hours.working_hours, reg)
         self._vlimit = np.asarray(reg.speed_limit_kmh, dtype=np.float32)
         self._view_of = None

@@ -240,8 +240,15 @@ class FeedCore:
                 setattr(self, name, grown(getattr(self, name), n, fill))
             self._items += [b""] * (n - self._n)
             self._n = n
-        self._org_ids = [reg.org_of(i) for i in range(n)]
-        self._item_seq[:] = -1  # a plate or organisation may have changed: encode again
+        changed = reg.changed_since(self._reg_version)
+        if changed is None:
+            self._org_ids = [reg.org_of(i) for i in range(n)]
+            self._item_seq[:] = -1  # plates or organisations may have changed: encode again
+        else:
+            self._org_ids += [""] * (n - len(self._org_ids))
+            for i in changed:
+                self._org_ids[i] = reg.org_of(i)
+            self._item_seq[changed] = -1
         self._masks.clear()
         for c in self._clients.values():
             c.visible = self._new_client(c.key[0], c.sub).visible

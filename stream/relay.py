@@ -150,7 +150,13 @@ class RelayOut:
         """The registry changed (records issue): grow the floor, re-read organisations."""
         reg = self.registry
         self._floor = grown(self._floor, len(reg), _NO_TS)
-        self._org_ids = [reg.org_of(i) for i in range(len(reg))]
+        changed = reg.changed_since(self._reg_version)
+        if changed is None:
+            self._org_ids = [reg.org_of(i) for i in range(len(reg))]
+        else:
+            self._org_ids += [""] * (len(reg) - len(self._org_ids))
+            for i in changed:
+                self._org_ids[i] = reg.org_of(i)
         self.max_pending_rows = max(self.max_pending_rows, len(reg))
         self._reg_version = reg.version
 
