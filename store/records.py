@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from fleetwatch.config import VehicleConfig
@@ -221,7 +222,7 @@ class RecordStore:
         rows = await self._run(lambda c: c.execute("SELECT doc FROM rec_vehicles ORDER BY id"))
         out = []
         for (doc,) in rows:
-            d = json.loads(doc)
+            d = orjson.loads(doc)
             out.append(
                 VehicleConfig.model_construct(
                     id=d["id"],

@@ -179,7 +179,10 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
     elif op == "fences":
         await restore_fences(st)
     elif op == "resync":
+        from web.vehicles_api import resync_vehicles
+
         await restore_fences(st)
+        await resync_vehicles(st)
         await apply_orders(st, await st.records.orders())
 
 

@@ -42,7 +42,7 @@ from store.records_core import (
 from web.api import API, JSON, ApiState, audit, body_json, broadcast, fail, need, route, visible
 from web.auth import Principal
 
-__all__ = ["apply_vehicles", "on_command", "records_of", "table_file"]
+__all__ = ["apply_vehicles", "on_command", "records_of", "resync_vehicles", "table_file"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,23 @@ async def on_command(st: ApiState, cmd: dict[str, Any]) -> None:
     found = await records_of(st).vehicles_by_id(ids)
     orgs = set(st.registry.orgs.ids)
     await apply_vehicles(st, [r for r in found if r.org in orgs], publish=False)
+
+
+async def resync_vehicles(st: ApiState) -> int:
+    """After a Redis outage (commands may have been missed): apply every record that
+    differs from this node's registry. Returns how many."""
+    if st.ctx.vehicle_records is None:
+        return 0
+    reg = st.registry
+    orgs = set(reg.orgs.ids)
+    stale = []
+    for v in await records_of(st).registry_vehicles():
+        i = reg.by_id(v.id)
+        if v.org in orgs and (i is None or reg.vehicles[i] != v):
+            stale.append(v)
+    for v in stale:
+        reg.upsert(v)
+    return len(stale)
 
 
 def _visible_record(st: ApiState, p: Principal, r: VehicleRecord | None, vid: str) -> VehicleRecord:

@@ -204,3 +204,16 @@ async def test_drivers(app: Built, client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/drivers/D1", headers=yc)).status_code == 404
     r = await client.get("/api/drivers/export?format=csv", headers=admin)
     assert "王师傅" in r.content.decode("utf-8-sig")
+
+
+async def test_resync_applies_what_a_missed_command_changed(app: Built) -> None:
+    from store.records_core import VehicleRecord
+    from web.vehicles_api import resync_vehicles
+
+    store = app.ctx.vehicle_records
+    missed = VehicleRecord.model_validate(car(9))  # written by another node, command lost
+    await store.put_vehicle(missed, by="other-node", at=1)
+    assert app.ctx.registry.by_id("N9") is None
+    assert await resync_vehicles(app.app.state.api) == 1
+    assert app.ctx.registry.by_terminal(missed.terminal) is not None
+    assert await resync_vehicles(app.app.state.api) == 0
