@@ -49,7 +49,13 @@ log = logging.getLogger(__name__)
 _RECORD_BODY = {"type": "object", "description": "the vehicle record's fields (see VehicleRecord)"}
 _MAX_IMPORT_BYTES = 5_000_000  # an office spreadsheet of a few thousand rows is well below
 _MAX_IMPORT_ROWS = 20_000
-_lock = asyncio.Lock()  # one quota decision at a time on this node
+def _lock(st: ApiState) -> asyncio.Lock:
+    """One quota decision at a time per app (the lock lives in that app's event loop)."""
+    lock: asyncio.Lock | None = getattr(st.ctx, "_records_lock", None)
+    if lock is None:
+        lock = asyncio.Lock()
+        st.ctx._records_lock = lock  # type: ignore[attr-defined]
+    return lock
 
 
 def records_of(st: ApiState) -> RecordStore:
@@ -139,7 +145,7 @@ async def _store(
     if rec.org not in st.registry.orgs.ids:
         raise _Refused(400, {"error": "invalid", "field": "org", "message": "所属单位不存在"})
     store = records_of(st)
-    async with _lock:
+    async with _lock(st):
         previous = await store.vehicle(rec.id)
         refusal = registration_refusal(
             rec, await store.quota(), await store.vehicles(), previous=previous
@@ -354,7 +360,7 @@ async def request_decide(request: Request, st: ApiState, p: Principal) -> Any:
         await store.decide_request(rid, approve=False, by=p.name, at=st.now())
         await audit(st, p, "vehicle.request.reject", rid)
         return {"id": rid, "state": "rejected"}
-    async with _lock:
+    async with _lock(st):
         refusal = registration_refusal(rec, await store.quota(), await store.vehicles())
         if refusal is not None:
             raise _Refused(409, refusal)
