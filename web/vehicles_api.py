@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _RECORD_BODY = {"type": "object", "description": "the vehicle record's fields (see VehicleRecord)"}
 _MAX_IMPORT_BYTES = 5_000_000  # an office spreadsheet of a few thousand rows is well below
 _MAX_IMPORT_ROWS = 20_000
+
+
 def _lock(st: ApiState) -> asyncio.Lock:
     """One quota decision at a time per app (the lock lives in that app's event loop)."""
     lock: asyncio.Lock | None = getattr(st.ctx, "_records_lock", None)
