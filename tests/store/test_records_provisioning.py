@@ -42,3 +42,34 @@ async def test_a_new_terminal_is_provisioned_and_a_disposed_one_is_not(tmp_path:
         stop.set()
         await task
         await records.close()
+
+
+async def test_fleetwatch_gateway_follows_the_records_of_its_configuration(tmp_path: Path) -> None:
+    """The wiring of ``fleetwatch gateway --config``: the records beside its history."""
+    import argparse
+
+    from fleetwatch.config import parse_config
+    from ingest.jt808.tcp import _follow_records
+
+    cfg = parse_config(
+        {
+            "store": {"kind": "sqlite", "sqlite_path": str(tmp_path / "h.db")},
+            "orgs": [{"id": "c", "name": "市"}],
+            "vehicles": [{"id": "v1", "plate": "川X00001", "terminal": "13900000001", "org": "c"}],
+        },
+        source=str(tmp_path / "f.toml"),
+    )
+    prov = Provisioning.from_vehicles(cfg.vehicles)
+    stop = asyncio.Event()
+    task = await _follow_records(argparse.Namespace(config="f.toml"), lambda _: cfg, prov, stop)
+    assert task is not None
+    records = RecordStore(cfg.store)
+    await records.open()
+    try:
+        car = VehicleRecord(id="n1", plate="川X55555", org="c", terminal="13955555555")
+        await records.put_vehicle(car, by="admin", at=1)
+        await _until(lambda: prov.get("13955555555") is not None, timeout=3.0)
+    finally:
+        stop.set()
+        await task
+        await records.close()
