@@ -28,6 +28,7 @@ BENCHES: dict[str, str] = {
     "notify": "notify.bench",
     "records": "store.records_bench",
     "e2e": "simulator.bench",
+    "page": "web.bench",
 }
 
 
@@ -143,6 +144,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{args.file}: OK — {len(cfg.orgs)} organisations, {len(cfg.vehicles)} vehicles, "
             f"{len(cfg.fences) + len(cfg.fence_files)} fence entries"
         )
+        from simulator.cli import demo_secret_warnings
+
+        for warning in demo_secret_warnings(cfg):
+            print(f"{args.file}: warning: {warning}", file=sys.stderr)
         return 0
     if cmd == "decode":
         from ingest.jt808.cli import decode_main

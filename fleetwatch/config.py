@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fleetwatch.errors import ConfigError
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
-from ingest.jt808.config import GatewayConfig
+from ingest.jt808.config import CommandsConfig, GatewayConfig
 from notify.config import NotifyConfig
 from rules.config import RulesConfig
 from store.config import LiveConfig, StoreConfig
@@ -81,6 +81,7 @@ class Config(_Frozen):
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
     gateway: GatewayConfig = GatewayConfig()
+    commands: CommandsConfig = CommandsConfig()
     store: StoreConfig = StoreConfig()
     live: LiveConfig = LiveConfig()
     web: WebConfig = WebConfig()

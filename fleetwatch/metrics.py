@@ -55,7 +55,7 @@ class Metrics:
             ["kind", "action"],
             registry=r,
         )
-        self.ws_clients = Gauge("fleetwatch_ws_clients", "connected live-feed clients", registry=r)
+        # Live feed clients: stream.server.FeedCollector (fleetwatch_ws_clients), not here.
         self.mqtt_connected = Gauge(
             "fleetwatch_mqtt_connected", "1 while the ingest MQTT session is up", registry=r
         )

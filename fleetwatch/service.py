@@ -346,6 +346,8 @@ async def run_service(
     await svc.live.open(svc.registry)
     if repaired:  # a shared live state (Redis) may still list them as open
         await svc.live.update_alarms(repaired)
+    from web.headers import HTTP_SERVER_OPTIONS  # no Server banner
+
     server = _Server(
         uvicorn.Config(
             svc.app,
@@ -356,6 +358,7 @@ async def run_service(
             log_level="warning",
             lifespan="on",
             loop="none",
+            **HTTP_SERVER_OPTIONS,
         )
     )
     try:

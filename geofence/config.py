@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FenceConfig", "FenceFileConfig", "FenceUse"]
+__all__ = ["FenceConfig", "FenceFileConfig", "FenceUse", "PlaceConfig"]
 
 FenceUse = Literal["allowed_region", "forbidden", "lot", "speed_zone"]
 
@@ -43,3 +43,19 @@ class FenceConfig(_Frozen):
     speed_limit_kmh: float | None = Field(None, gt=0)
     # Datum of the coordinates written above; gcj02 ones are converted to WGS-84 on load.
     datum: Literal["wgs84", "gcj02"] = "wgs84"
+
+
+class PlaceConfig(_Frozen):
+    """Place names (geofence.places): how far a landmark or a district is still named."""
+
+    near_max_m: float = Field(
+        5000.0, gt=0, description="name the nearest lot or banned place only within this distance"
+    )
+    district_snap_m: float = Field(
+        1000.0,
+        ge=0,
+        description="a point in no district takes the nearest one within this distance",
+    )
+    max_points: int = Field(
+        200, ge=1, le=10_000, description="points one GET /api/geo/places request may ask for"
+    )

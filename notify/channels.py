@@ -74,8 +74,13 @@ class HttpRequest:
     body: bytes
     timeout_s: float
     channel: str  # the channel name, for errors
-    expect: Literal["status", "errcode"] = "status"
+    expect: Literal["status", "errcode", "json_field"] = "status"
     headers: Mapping[str, str] = field(default_factory=dict)
+    method: Literal["GET", "POST"] = "POST"
+    # expect "json_field": the answer's JSON at this dotted path (list items by index,
+    # e.g. "Response.SendStatusSet.0.Code") must be one of success_values
+    success_field: str = ""
+    success_values: tuple[str, ...] = ()
 
 
 def sign_webhook(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -209,6 +214,18 @@ def check_http_response(req: HttpRequest, status: int, body: bytes) -> None:
     if status >= 300:
         permanent = 400 <= status < 500 and status not in _RETRYABLE_4XX
         raise DeliveryFailed(req.channel, f"HTTP {status}: {snippet}", permanent=permanent)
+    if req.expect == "json_field":
+        try:
+            value: Any = orjson.loads(body)
+            for part in req.success_field.split("."):
+                value = value[int(part)] if isinstance(value, list) else value[part]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+            raise DeliveryFailed(
+                req.channel, f"no {req.success_field} in the answer: {snippet}"
+            ) from None
+        if str(value) not in req.success_values:
+            raise DeliveryFailed(req.channel, f"{req.success_field} = {value}: {snippet}")
+        return
     if req.expect == "errcode":
         try:
             doc = orjson.loads(body)

@@ -24,6 +24,7 @@ __all__ = [
     "EmailChannel",
     "NotifyConfig",
     "RouteConfig",
+    "SmsChannel",
     "WeComChannel",
     "WebhookChannel",
 ]
@@ -83,8 +84,81 @@ class EmailChannel(_Frozen):
     timeout_s: float = Field(30.0, gt=0, le=300)
 
 
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# What notify.sms.placeholder_values fills in (kept here so the config is checked at load).
+SMS_PLACEHOLDERS = frozenset(
+    {
+        "text",
+        "plate",
+        "kind",
+        "org",
+        "time",
+        "severity",
+        "alarm_id",
+        "link",
+        "phones",
+        "phones_json",
+        "phones_e164_json",
+        "key",
+        "timestamp",
+        "nonce",
+    }
+)
+
+
+class SmsChannel(_Frozen):
+    """SMS through a provider's HTTP API: a request template with ``${placeholders}`` and a
+    signature scheme (Aliyun and Tencent Cloud documented in the README; see ``notify.sms``)."""
+
+    type: Literal["sms"]
+    name: str = Field(pattern=_NAME)
+    url: str = Field(pattern=r"^https?://", description="the provider's endpoint")
+    method: Literal["GET", "POST"] = "POST"
+    query: dict[str, str] = Field(default_factory=dict, description="query parameters")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = Field(None, description="request body template")
+    body_format: Literal["json", "form", "text"] = "json"
+    phones: list[str] = Field(min_length=1, max_length=100, description="who gets the SMS")
+    signature: Literal["none", "hmac_sha256", "aliyun_rpc", "tencent_tc3"] = "none"
+    access_key_id: str | None = Field(None, description="Aliyun AccessKeyId / Tencent SecretId")
+    access_key_secret: SecretStr | None = Field(
+        None, description="Aliyun AccessKeySecret / Tencent SecretKey / the HMAC key"
+    )
+    success_field: str = Field(
+        "", description='dotted path in the JSON answer, e.g. "Code"; empty: HTTP status only'
+    )
+    success_values: list[str] = Field(default_factory=lambda: ["OK"])
+    max_chars: int = Field(70, ge=10, le=500, description="${text} is cut to this many characters")
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _check(self) -> SmsChannel:
+        for where, text in [
+            ("url", self.url),
+            ("body", self.body or ""),
+            *((f"query.{k}", v) for k, v in self.query.items()),
+            *((f"headers.{k}", v) for k, v in self.headers.items()),
+        ]:
+            for name in _PLACEHOLDER.findall(text):
+                if name not in SMS_PLACEHOLDERS:
+                    raise ValueError(
+                        f"{where}: unknown placeholder ${{{name}}}; "
+                        f"known: {', '.join(sorted(SMS_PLACEHOLDERS))}"
+                    )
+        if self.signature in ("aliyun_rpc", "tencent_tc3") and not (
+            self.access_key_id and self.access_key_secret
+        ):
+            raise ValueError(
+                f"signature {self.signature} needs access_key_id and access_key_secret"
+            )
+        if self.signature == "hmac_sha256" and self.access_key_secret is None:
+            raise ValueError("signature hmac_sha256 needs access_key_secret (the HMAC key)")
+        return self
+
+
 ChannelConfig = Annotated[
-    WebhookChannel | WeComChannel | DingTalkChannel | EmailChannel, Field(discriminator="type")
+    WebhookChannel | WeComChannel | DingTalkChannel | EmailChannel | SmsChannel,
+    Field(discriminator="type"),
 ]
 
 

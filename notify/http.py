@@ -1,4 +1,4 @@
-"""HTTP delivery (webhook, WeCom, DingTalk) over httpx: the one place that talks HTTP.
+"""HTTP delivery (webhook, WeCom, DingTalk, SMS) over httpx: the one place that talks HTTP.
 
 Foreign exceptions end here: a timeout, a refused connection or a bad answer
 becomes :class:`~notify.channels.DeliveryFailed`.
@@ -24,8 +24,12 @@ class HttpTransport:
 
     async def send(self, req: HttpRequest) -> None:
         try:
-            resp = await self._client.post(
-                req.url, content=req.body, headers=dict(req.headers), timeout=req.timeout_s
+            resp = await self._client.request(
+                req.method,
+                req.url,
+                content=req.body or None,
+                headers=dict(req.headers),
+                timeout=req.timeout_s,
             )
         except httpx.TimeoutException as exc:
             raise DeliveryFailed(req.channel, f"timeout after {req.timeout_s:g} s") from exc

@@ -76,6 +76,9 @@ class Notice:
     covered: bool = False
     escalate_after_s: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # The place name when queued ("武胜县 · 距 某KTV 300 米"); empty: the district is named
+    # from the shipped boundaries when the message is written (geofence.places).
+    place: str = ""
 
     def to_json(self) -> dict[str, Any]:
         # Shallow (dataclasses.asdict deep-copies and costs ~0.3 ms a notice).
@@ -147,6 +150,12 @@ def detail_text(kind: str, detail: Mapping[str, Any]) -> str:
     return "，".join(p for p in parts if p)
 
 
+def _place(n: Notice) -> str:
+    from geofence.places import district_text
+
+    return n.place or district_text(n.lon, n.lat)
+
+
 def notice_subject(n: Notice) -> str:
     return f"【{PURPOSE_NAMES[n.purpose]}】{n.kind_name} {n.plate}（{n.org_name}）"
 
@@ -160,7 +169,7 @@ def _lines(n: Notice) -> list[tuple[str, str]]:
     ]
     if n.ended_at is not None:
         rows.append(("结束", n.local_time(n.ended_at)))
-    rows.append(("位置", f"{n.lat:.5f}, {n.lon:.5f}"))
+    rows.append(("位置", f"{_place(n)}（{n.lat:.5f}, {n.lon:.5f}）"))
     text = detail_text(n.kind, n.detail)
     if text:
         rows.append(("详情", text))

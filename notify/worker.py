@@ -48,6 +48,7 @@ from notify.config import (
     DingTalkChannel,
     EmailChannel,
     NotifyConfig,
+    SmsChannel,
     WebhookChannel,
     WeComChannel,
 )
@@ -62,6 +63,7 @@ from notify.message import (
 )
 from notify.outbox import OutboxRow, PostgresOutbox, SQLiteOutbox
 from notify.routing import StormGate, backoff_ms, delivery_key, digest_key, split_by_target
+from notify.sms import sms_request
 from notify.smtp import send_email
 from store.config import StoreConfig
 
@@ -433,6 +435,8 @@ class Notifier:
             await self.http.send(wecom_request(ch, md, d.key))
         elif isinstance(ch, DingTalkChannel):
             await self.http.send(dingtalk_request(ch, subject, md, d.key, now))
+        elif isinstance(ch, SmsChannel):
+            await self.http.send(sms_request(ch, notices, d.key, now))
         else:
             text = (
                 digest_text(notices, self.config.digest_max_items, url)

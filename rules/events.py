@@ -9,16 +9,31 @@ live feed pushes each event; the notifier sends on ``open`` and ``close``.
 ``id`` is deterministic — ``{vehicle_id}:{kind}:{started_at}`` — so that a
 replay of history finds the same episodes with the same ids as the live run.
 A rule that keeps several episodes per vehicle at once names which after a
-slash (``{vehicle_id}:terminal_alarm/sos:{started_at}``); an episode found in
+dot (``{vehicle_id}:terminal_alarm.sos:{started_at}``); an episode found in
 blind-area back-fill ends in ``:backfill`` so it never overwrites a live one.
+
+Ids are safe in a URL path without encoding (:data:`ALARM_ID_RE`): the API
+routes ``/api/alarms/{id}/ack``, and a ``/`` in an id made SOS episodes
+unreachable. Ids stored before the change (``terminal_alarm/sos``) are rewritten
+by :func:`legacy_alarm_id` when the history stores open.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["KINDS", "AlarmEvent", "episode_id"]
+from fleetwatch.errors import Misuse
+
+__all__ = [
+    "ALARM_ID_RE",
+    "KINDS",
+    "LEGACY_SUB_KEY",
+    "AlarmEvent",
+    "episode_id",
+    "legacy_alarm_id",
+]
 
 # The rule kinds, in the words staff use (see ARCHITECTURE.md, "Domain rules").
 KINDS: tuple[str, ...] = (
@@ -37,12 +52,31 @@ KINDS: tuple[str, ...] = (
 Action = Literal["open", "update", "close"]
 
 
+#: What every alarm id matches: RFC 3986 unreserved characters plus ``:``, all safe in a
+#: URL path segment without percent-encoding.
+ALARM_ID_RE = re.compile(r"^[A-Za-z0-9._~:-]+$")
+_SUB_RE = re.compile(r"^[A-Za-z0-9_~-]+$")
+
+
 def episode_id(
     vehicle_id: str, kind: str, started_at: int, *, sub: str | None = None, backfill: bool = False
 ) -> str:
-    key = f"{kind}/{sub}" if sub else kind
+    """The deterministic id of an episode; ``sub`` names one of several per vehicle and kind."""
+    if sub is not None and not _SUB_RE.match(sub):
+        raise Misuse(f"episode sub-key {sub!r} must be letters, digits, '_', '~' or '-'")
+    key = f"{kind}.{sub}" if sub else kind
     tail = ":backfill" if backfill else ""
     return f"{vehicle_id}:{key}:{started_at}{tail}"
+
+
+#: The one sub-key separator earlier versions stored with a slash, and its current form.
+LEGACY_SUB_KEY = (":terminal_alarm/", ":terminal_alarm.")
+
+
+def legacy_alarm_id(alarm_id: str) -> str:
+    """The current form of an id stored by an earlier version (``terminal_alarm/sos`` →
+    ``terminal_alarm.sos``); the stores run the same ``replace`` in SQL when they open."""
+    return alarm_id.replace(*LEGACY_SUB_KEY)
 
 
 @dataclass(frozen=True, slots=True)

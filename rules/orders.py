@@ -29,7 +29,14 @@ from fleetwatch.errors import BadRecord, Misuse
 from fleetwatch.registry import Registry
 from rules.config import EXCUSE_TOKENS, ORDER_TYPES, OrdersConfig
 
-__all__ = ["TOKEN_BITS", "DispatchOrder", "OrderBook", "load_orders_csv", "parse_orders_csv"]
+__all__ = [
+    "TOKEN_BITS",
+    "DispatchOrder",
+    "OrderBook",
+    "load_orders_csv",
+    "parse_orders_csv",
+    "parse_orders_rows",
+]
 
 TOKEN_BITS: dict[str, int] = {tok: 1 << i for i, tok in enumerate(EXCUSE_TOKENS)}
 # Positions are epoch ms < 2**42 (year 2109); the vehicle index goes above that.
@@ -175,47 +182,71 @@ def parse_orders_csv(
 
     ``vehicle`` is the vehicle id or, given a registry, its plate. Times are
     ISO 8601; without an offset they are local time in ``timezone``. A bad row
-    raises :class:`BadRecord` naming the line.
+    raises :class:`BadRecord` naming the line (see :func:`parse_orders_rows` to
+    keep the good rows and list the bad ones).
+    """
+    orders, rejected = parse_orders_rows(text, registry, timezone=timezone)
+    if rejected:
+        line, reason = rejected[0]
+        raise BadRecord("bad_order", f"line {line}: {reason}")
+    return [o for _, o in orders]
+
+
+def parse_orders_rows(
+    text: str, registry: Registry | None = None, *, timezone: str = "Asia/Shanghai"
+) -> tuple[list[tuple[int, DispatchOrder]], list[tuple[int, str]]]:
+    """Like :func:`parse_orders_csv`, row by row: ``([(line, order)], [(line, reason)])``.
+
+    A missing header column still raises :class:`BadRecord` (no row can be read).
     """
     tz = ZoneInfo(timezone)
     by_plate = (
         {p: vid for p, vid in zip(registry.plates, registry.ids, strict=True)} if registry else {}
     )
-    out: list[DispatchOrder] = []
+    good: list[tuple[int, DispatchOrder]] = []
+    bad: list[tuple[int, str]] = []
     reader = csv.DictReader(text.splitlines())
     missing = {"id", "vehicle", "type", "start", "end"} - set(reader.fieldnames or ())
     if missing:
         raise BadRecord("bad_order", f"CSV header lacks {sorted(missing)}")
     for line, row in enumerate(reader, start=2):
-        vehicle = (row["vehicle"] or "").strip()
-        vehicle = by_plate.get(vehicle, vehicle)
-        if registry is not None and registry.by_id(vehicle) is None:
-            raise BadRecord("bad_order", f"line {line}: unknown vehicle {vehicle!r}")
-        typ = (row["type"] or "").strip()
-        if typ not in ORDER_TYPES:
-            raise BadRecord("bad_order", f"line {line}: type {typ!r} is not one of {ORDER_TYPES}")
-        flag = (row.get("approved") or "true").strip().lower()
-        if flag not in _TRUE | _FALSE:
-            raise BadRecord("bad_order", f"line {line}: approved {flag!r} is not yes/no")
-        approved_at = row.get("approved_at")
-        start = _parse_time(row["start"] or "", tz, line, "start")
-        end = _parse_time(row["end"] or "", tz, line, "end")
-        if end < start:
-            raise BadRecord("bad_order", f"line {line}: end is before start")
-        out.append(
-            DispatchOrder(
-                id=(row["id"] or "").strip() or f"csv-{line}",
-                vehicle_id=vehicle,
-                type=typ,
-                start=start,
-                end=end,
-                approved=flag in _TRUE,
-                approved_at=_parse_time(approved_at, tz, line, "approved_at")
-                if approved_at
-                else None,
-            )
-        )
-    return out
+        try:
+            good.append((line, _order_row(row, line, registry, by_plate, tz)))
+        except BadRecord as exc:
+            bad.append((line, exc.detail.removeprefix(f"line {line}: ")))
+    return good, bad
+
+
+def _order_row(
+    row: dict[str, Any], line: int, registry: Registry | None, by_plate: dict[str, str], tz: Any
+) -> DispatchOrder:
+    vehicle = (row["vehicle"] or "").strip()
+    vehicle = by_plate.get(vehicle, vehicle)
+    if registry is not None and registry.by_id(vehicle) is None:
+        raise BadRecord("bad_order", f"line {line}: unknown vehicle {vehicle!r}")
+    typ = (row["type"] or "").strip()
+    if typ not in ORDER_TYPES:
+        raise BadRecord("bad_order", f"line {line}: type {typ!r} is not one of {ORDER_TYPES}")
+    flag = (row.get("approved") or "true").strip().lower()
+    if flag not in _TRUE | _FALSE:
+        raise BadRecord("bad_order", f"line {line}: approved {flag!r} is not yes/no")
+    approved_at = row.get("approved_at")
+    start = _parse_time(row["start"] or "", tz, line, "start")
+    end = _parse_time(row["end"] or "", tz, line, "end")
+    if end < start:
+        raise BadRecord("bad_order", f"line {line}: end is before start")
+    oid = (row["id"] or "").strip() or f"csv-{line}"
+    if len(oid) > 64:
+        raise BadRecord("bad_order", f"line {line}: id longer than 64 characters")
+    return DispatchOrder(
+        id=oid,
+        vehicle_id=vehicle,
+        type=typ,
+        start=start,
+        end=end,
+        approved=flag in _TRUE,
+        approved_at=_parse_time(approved_at, tz, line, "approved_at") if approved_at else None,
+    )
 
 
 def load_orders_csv(

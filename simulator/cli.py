@@ -7,6 +7,12 @@
     fleetwatch simulate --transport tcp --gateway 127.0.0.1:6808   # terminals of the gateway
     fleetwatch simulate --scenario office --write-config sim.toml
     fleetwatch simulate --verify [--speedup 600] [--day 2026-11-24]   # score FleetWatch
+
+A simulator never publishes to a broker nobody named: a plain ``simulate`` needs
+``--host`` and ``--port``; ``--verify`` runs on its own embedded broker (amqtt, on a
+free port) unless both are given. ``--write-config`` writes generated secrets: a
+random token, and the demo's users with random passwords (stored as argon2
+hashes, printed once).
 """
 
 from __future__ import annotations
@@ -23,12 +29,21 @@ from typing import Literal
 
 from simulator.fleet import FleetSpec
 
-__all__ = ["add_arguments", "simulate_main"]
+__all__ = ["add_arguments", "demo_secret_warnings", "simulate_main"]
+
+#: Shortest plain password ``check-config`` accepts without a warning (plain passwords in a
+#: configuration are meant for demos; a service should hold argon2 hashes).
+MIN_PASSWORD_CHARS = 12
+MIN_TOKEN_CHARS = 16
 
 
 def add_arguments(sim: argparse.ArgumentParser) -> None:
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=1883)
+    sim.add_argument(
+        "--host", default=None, help="MQTT broker host (required unless --verify/--write-config)"
+    )
+    sim.add_argument(
+        "--port", type=int, default=None, help="MQTT broker port (required like --host)"
+    )
     sim.add_argument("--vehicles", type=int, default=None, help="default 200 (40 with --verify)")
     sim.add_argument("--interval", type=float, default=10.0, help="report interval moving, s")
     sim.add_argument("--parked-interval", type=float, default=60.0, help="report interval parked")
@@ -203,20 +218,22 @@ def simulate_main(args: argparse.Namespace) -> int:
     if protocol is None:
         return 2
     if args.write_config:
-        from simulator.scenario import fleet_config
-        from simulator.toml import dumps
-
-        doc = fleet_config(spec, mqtt_host=args.host, mqtt_port=args.port)
-        with open(args.write_config, "w", encoding="utf-8") as fh:
-            fh.write(dumps(doc))
-        print(f"wrote {args.write_config}")
-        return 0
+        return _write_config(args, spec)
+    named = args.host is not None and args.port is not None
+    if (args.host is None) != (args.port is None):
+        print("give both --host and --port (or neither, with --verify)", file=sys.stderr)
+        return 2
     if args.verify:
         from simulator.run import VerifyOptions, verify_run
 
+        embedded = not named
+        host = "127.0.0.1" if embedded else args.host
+        port = _free_port() if embedded else args.port
+        where = "its own embedded broker" if embedded else "the broker named"
+        print(f"verify: publishing to mqtt://{host}:{port} ({where})", file=sys.stderr)
         opts = VerifyOptions(
-            host=args.host,
-            port=args.port,
+            host=host,
+            port=port,
             protocol=protocol,
             speedup=args.speedup or 600.0,
             day=dt.date.fromisoformat(args.day) if args.day else None,
@@ -227,7 +244,19 @@ def simulate_main(args: argparse.Namespace) -> int:
             clock = dt.datetime.fromtimestamp(now / 1000, dt.timezone(dt.timedelta(hours=8)))
             sys.stderr.write(f"\r{clock:%Y-%m-%d %H:%M} published {sent}")
 
-        rep = asyncio.run(verify_run(spec, opts, on_progress=progress))
+        async def run_verify() -> dict[str, object]:
+            if not embedded:
+                return await verify_run(spec, opts, on_progress=progress)
+            import logging
+
+            from fleetwatch.demo import embedded_broker
+
+            for name in ("amqtt", "transitions"):  # the broker's state machine chatter
+                logging.getLogger(name).setLevel(logging.WARNING)
+            async with embedded_broker(port):
+                return await verify_run(spec, opts, on_progress=progress)
+
+        rep = asyncio.run(run_verify())
         sys.stderr.write("\n")
         if args.json:
             print(json.dumps(rep, ensure_ascii=False))
@@ -237,6 +266,16 @@ def simulate_main(args: argparse.Namespace) -> int:
 
     if args.transport == "tcp":
         return _simulate_tcp(args, spec)
+    if not named:
+        print(
+            "fleetwatch simulate publishes positions to a real MQTT broker: name it with"
+            " --host and --port (e.g. --host 127.0.0.1 --port 1883). `fleetwatch demo` runs"
+            " its own broker; `simulate --verify` too.\n"
+            "fleetwatch simulate 会向真实的 MQTT 服务器发布位置：请用 --host 和 --port 指明。",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"publishing to mqtt://{args.host}:{args.port}", file=sys.stderr)
 
     from simulator.mqtt import publish_fleet
 
@@ -267,3 +306,70 @@ def simulate_main(args: argparse.Namespace) -> int:
     sent = asyncio.run(go())
     print(f"published {sent} messages")
     return 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_config(args: argparse.Namespace, spec: FleetSpec) -> int:
+    """Write the simulated city's configuration with fresh secrets; print the passwords once."""
+    import secrets
+
+    from simulator.scenario import fleet_config
+    from simulator.toml import dumps
+    from web.auth import hash_password
+
+    doc = fleet_config(
+        spec,
+        mqtt_host=args.host or "127.0.0.1",
+        mqtt_port=args.port or 1883,
+        token=secrets.token_urlsafe(24),
+    )
+    passwords = {}
+    for user in doc["web"]["users"]:
+        pw = secrets.token_urlsafe(12)
+        passwords[user["username"]] = pw
+        user["password"] = hash_password(pw)
+    with open(args.write_config, "w", encoding="utf-8") as fh:
+        fh.write(dumps(doc))
+    print(f"wrote {args.write_config} (a random token, users with argon2-hashed passwords)")
+    print("passwords, shown only now / 密码仅显示一次:")
+    for name, pw in passwords.items():
+        print(f"  {name}: {pw}")
+    return 0
+
+
+def demo_secret_warnings(cfg: object) -> list[str]:
+    """``check-config``: secrets in ``cfg`` that belong to a demo, not to a service.
+
+    The demo's well-known token, tokens shorter than :data:`MIN_TOKEN_CHARS`, and
+    plain-text passwords (a service's configuration holds argon2 hashes) — above
+    all short ones.
+    """
+    from simulator.scenario import DEMO_TOKEN
+
+    web = getattr(cfg, "web", None)
+    out: list[str] = []
+    for t in getattr(web, "tokens", ()):
+        if t.token == DEMO_TOKEN:
+            out.append(f"web.tokens: {t.name or t.org!r} uses the demo's well-known token")
+        elif len(t.token) < MIN_TOKEN_CHARS:
+            out.append(
+                f"web.tokens: {t.name or t.org!r} is shorter than {MIN_TOKEN_CHARS} characters"
+            )
+    for u in getattr(web, "users", ()):
+        if u.password.startswith("$argon2"):
+            continue
+        if len(u.password) < MIN_PASSWORD_CHARS:
+            out.append(
+                f"web.users: {u.username!r} has a plain password shorter than"
+                f" {MIN_PASSWORD_CHARS} characters"
+            )
+        else:
+            out.append(f"web.users: {u.username!r} has a plain password (store an argon2 hash)")
+    return out

@@ -185,12 +185,17 @@ def _drive(
 def _dest(
     city: City, rng: random.Random, near: tuple[float, float], spread: float
 ) -> tuple[float, float]:
-    """A random intersection within ``spread`` of the radius, not at ``near``."""
+    """A random intersection within ``spread`` of the grid's half-side, not at ``near``, that
+    the grid route reaches and leaves staying inside the city boundary."""
     n = int(city.n_half * spread)
     while True:
         x = rng.randint(-n, n) * city.block_m
         y = rng.randint(-n, n) * city.block_m
-        if math.hypot(x - near[0], y - near[1]) > 2 * city.block_m:
+        if (
+            math.hypot(x - near[0], y - near[1]) > 2 * city.block_m
+            and city.route_inside(route(city, near[0], near[1], x, y))
+            and city.route_inside(route(city, x, y, near[0], near[1]))
+        ):
             return x, y
 
 
@@ -204,18 +209,10 @@ def _crossings(city: City, legs: list[Leg]) -> list[tuple[int, bool]]:
     """(time, now_inside) at each crossing of the city boundary along ``legs``."""
     out = []
     for leg in legs:
-        a = city.inside(leg.x0, leg.y0)
-        b = city.inside(leg.x1, leg.y1)
-        if a == b or leg.t1 <= leg.t0:
+        if leg.t1 <= leg.t0 or leg.length_m < 1.0:
             continue
-        # Legs are axis-aligned: solve for the boundary along the moving axis.
-        if abs(leg.x1 - leg.x0) > abs(leg.y1 - leg.y0):
-            c0, c1 = leg.x0, leg.x1
-        else:
-            c0, c1 = leg.y0, leg.y1
-        edge = math.copysign(city.half_m, c1 if not b else c0)
-        f = (edge - c0) / (c1 - c0)
-        out.append((leg.t0 + round(f * (leg.t1 - leg.t0)), b))
+        for f, inside in city.crossings(leg.x0, leg.y0, leg.x1, leg.y1):
+            out.append((leg.t0 + round(f * (leg.t1 - leg.t0)), inside))
     return out
 
 
@@ -270,10 +267,12 @@ def plan_day(
         back: bool = True,
         loss: bool = False,
         sos: bool = False,
+        path: list[tuple[float, float]] | None = None,
     ) -> bool:
-        """Leave within [w0, w1), stay, come back before w1; False when it does not fit."""
-        out_pts = route(city, b.x, b.y, *dest)
-        back_pts = route(city, dest[0], dest[1], lot.x, lot.y)
+        """Leave within [w0, w1), stay, come back before w1; False when it does not fit.
+        With ``path`` (from the lot), go along it and come back the same way."""
+        out_pts = path if path is not None else route(city, b.x, b.y, *dest)
+        back_pts = path[::-1] if path is not None else route(city, dest[0], dest[1], lot.x, lot.y)
         t_out = b.t
         need = _trip_time(city, out_pts) + (_trip_time(city, back_pts) if back else 0)
         depart = max(b.t, w0 + rng.randint(margin, margin + 20 * MIN))
@@ -329,10 +328,9 @@ def plan_day(
             ):
                 raise AssertionError("speeding trip does not fit the morning")
         elif first and violation == "out_of_area":
-            a = city.arterial_every * city.block_m
-            side = 1.0 if lot.x >= 0 else -1.0
-            dest = (side * (city.half_m + 3000.0), round(lot.y / a) * a)
-            if not trip_out_back(dest, w0, w1, stay_len(15, 30)):
+            # Out along the shortest road that leaves the real city boundary, 2.5 km past it.
+            path = city.exit_path(org, beyond_m=2500.0)
+            if not trip_out_back(path[-1], w0, w1, stay_len(10, 20), path=path):
                 raise AssertionError("out-of-area trip does not fit the morning")
         elif first and violation == "sos":
             dest = _dest(city, rng, home, 0.7)

@@ -175,13 +175,20 @@ async def verify_run(
             # Let the last batches through the pipeline before reading the alarms.
             await asyncio.sleep(1.0)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as http:
-                r = await http.get(
-                    "/api/alarms",
-                    params={"limit": 5000},
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-                r.raise_for_status()
-                alarms = r.json()["alarms"]
+                alarms = []
+                page = 1
+                while True:  # every page of the alarm history
+                    r = await http.get(
+                        "/api/alarms",
+                        params={"page": page, "page_size": 500},
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                    r.raise_for_status()
+                    body = r.json()
+                    alarms += body["alarms"]
+                    if not body["alarms"] or len(alarms) >= body["total"]:
+                        break
+                    page += 1
         finally:
             if watcher is not None:
                 watcher.cancel()

@@ -2,9 +2,9 @@
 
 The fences come from the same :class:`~simulator.city.City` the fleet drives
 in, so FleetWatch is configured to catch exactly what the simulator injects:
-the city boundary (``allowed_region``), one lot per unit (``lot``), and the
-banned places (``forbidden``). The demo ships no real map data (publishing map
-data in China needs approval); these shapes are generated.
+the city boundary (``allowed_region``: Guang'an's real outline, from the district
+boundaries the package ships), one lot per unit (``lot``), and the banned places
+(``forbidden``). The lots, places and the road grid are generated.
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ def plate(i: int) -> str:
 
 
 def _fences(city: City) -> list[dict[str, Any]]:
-    h = city.half_m
     out: list[dict[str, Any]] = [
         {
             "id": "city",
-            "name": "广安市 (模拟边界)",
+            "name": "广安市行政区域",
             "use": "allowed_region",
             "org": "ga",
             "shape": "polygon",
-            "ring": city.ring([(-h, -h), (h, -h), (h, h), (-h, h)]),
+            "ring": [list(p) for p in city.boundary_ring],
         }
     ]
     for lot in city.lots:

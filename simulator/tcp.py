@@ -10,7 +10,14 @@ blind area ends, a 0x0704 batch of type 1 (back-fill) after reconnecting, as
 a terminal whose network came back does. Every frame waits for the gateway's
 reply (0x8001, or 0x8100 to a registration); replies with a failure result,
 replies later than ``ack_timeout_s`` and frames never answered are counted in
-:class:`TerminalStats`. A connection that is lost, or whose replies stop for
+:class:`TerminalStats`. The terminals answer the platform's commands (JT/T 808 downlink,
+:mod:`ingest.jt808.downlink`) as real ones do: a text (0x8300) is kept in
+:attr:`TerminalClient.texts` and answered 0x0001; an alarm confirmation (0x8203)
+clears the latched alarm bits it names (with ``latch_alarms``, an SOS stays set
+in every report from the press until it is confirmed); a locate (0x8201) is answered 0x0201 with the
+last position; temporary tracking (0x8202) sends the last position every
+interval for the validity; parameters are set (0x8103) and read (0x8104/0x8106,
+answered 0x0104). A connection that is lost, or whose replies stop for
 ``stall_s``, is reopened (with backoff) and authenticated again with the code
 kept; what was in flight on it counts as unacknowledged (no retransmission:
 the gateway does not drop duplicates). A terminal registers once in its life and
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -52,6 +60,24 @@ from typing import Any
 
 from fleetwatch.errors import FrameError, Misuse, ServiceUnavailable
 from ingest.jt808.codec import decode_frame, encode_message
+from ingest.jt808.downlink import (
+    CONFIRMABLE_ALARMS,
+    DOWNLINK_IDS,
+    AlarmConfirm,
+    Downlink,
+    LocateQuery,
+    LocateReply,
+    ParamsQuery,
+    ParamsReply,
+    ParamsSet,
+    ParamValue,
+    TemporaryTracking,
+    TerminalControl,
+    TextMessage,
+    decode_downlink,
+    encode_uplink_reply,
+)
+from ingest.jt808.frame import build_frame
 from ingest.jt808.framing import FrameSplitter
 from ingest.jt808.messages import (
     Authentication,
@@ -61,8 +87,10 @@ from ingest.jt808.messages import (
     Logout,
     Message,
     PlatformReply,
+    RawMessage,
     Registration,
     RegistrationReply,
+    TerminalReply,
 )
 from ingest.jt808.session import ProvisionedTerminal, Provisioning
 from simulator.fleet import Fleet, FleetSpec, terminal_id, vehicle_id
@@ -87,6 +115,10 @@ log = logging.getLogger(__name__)
 # inside the 1,023-byte body limit (JT/T 808-2013 table 2, 10-bit length).
 BATCH_MAX = 20
 _FD_RESERVE = 64  # descriptors kept for the broker client, the log, the event loop
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def parse_hostport(text: str, default_port: int = 6808) -> tuple[str, int]:
@@ -120,6 +152,10 @@ class TcpOptions:
     reconnect_on_backfill: bool = True  # a blind area ends: new connection, authenticate again
     batch_max: int = BATCH_MAX  # locations per 0x0704 frame
     codes_file: str | None = None  # JSON {phone: auth code}: kept between runs, like flash
+    # Latch the alarm bits a platform confirms by hand (SOS, ...) from their first report
+    # until a 0x8203 clears them, as real terminals do; off, the reports say what the
+    # scenario says (an SOS episode ends when the scenario's SOS ends).
+    latch_alarms: bool = False
 
     def __post_init__(self) -> None:
         if self.version not in (2011, 2013, 2019):
@@ -156,6 +192,7 @@ class TerminalStats:
     late: int = 0  # answered after ack_timeout_s
     unacknowledged: int = 0  # never answered: connection lost, or still waiting at the end
     unexpected: int = 0  # replies to no frame of ours, or undecodable frames from the gateway
+    commands: int = 0  # platform commands received (and answered)
     dropped: int = 0  # positions of a terminal that could not log in or reconnect
     unsent: int = 0  # positions still queued when the run was stopped or its time was up
     latency_ms: array[float] = field(default_factory=lambda: array("d"))
@@ -225,6 +262,21 @@ class TerminalClient:
         self.online = False  # authenticated on the current connection
         self._retry_at = 0.0  # after a failed reconnect, no new attempt before this
         self._backoff = 0.5
+        # What a terminal keeps of the platform's commands (see the module docstring).
+        self.commands: list[Downlink] = []
+        self.texts: list[TextMessage] = []
+        self.latched_alarm = 0
+        self._source_alarm = 0
+        self.last_location: Location | None = None
+        self.params: dict[int, ParamValue] = {
+            0x0001: round(opts.heartbeat_s),  # JT/T 808-2019 table 12
+            0x0029: 30,
+            0x0055: 120,
+            0x0056: 10,
+        }
+        self.tracking: TemporaryTracking | None = None
+        self.tracked = 0  # reports sent for temporary tracking
+        self._tracker: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -314,7 +366,19 @@ class TerminalClient:
             raise
         self._backoff = 0.5
 
+    def _with_latch(self, loc: Location) -> Location:
+        """The confirmable alarm bits latch on their rising edge and stay until 0x8203."""
+        if not self.opts.latch_alarms:
+            return loc
+        rising = loc.alarm & ~self._source_alarm & CONFIRMABLE_ALARMS
+        self._source_alarm = loc.alarm
+        self.latched_alarm |= rising
+        alarm = (loc.alarm & ~CONFIRMABLE_ALARMS) | self.latched_alarm
+        return dataclasses.replace(loc, alarm=alarm) if alarm != loc.alarm else loc
+
     async def send_location(self, loc: Location) -> None:
+        loc = self._with_latch(loc)
+        self.last_location = loc
         await self._send(loc)
         self.stats.locations += 1
         self.stats.positions += 1
@@ -426,12 +490,89 @@ class TerminalClient:
                         self._settle(msg.reply_serial, msg.reply_msg_id, msg, msg.result)
                     elif isinstance(msg, RegistrationReply):
                         self._settle(msg.reply_serial, None, msg, msg.result)
+                    elif isinstance(msg, RawMessage) and msg.msg_id in DOWNLINK_IDS:
+                        self._command(raw, msg)
                     else:
                         self.stats.unexpected += 1
         except (ConnectionError, OSError):
             pass
         finally:
             self._lose()
+
+    def _command(self, raw: bytes, msg: RawMessage) -> None:
+        """Carry out a platform command and answer it (no window: replies are not answered)."""
+        header = decode_frame(raw).header
+        try:
+            cmd = decode_downlink(msg.msg_id, msg.body, version=header.version)
+        except FrameError:
+            self._answer(TerminalReply(header.serial, msg.msg_id, 2))  # 2: bad message
+            return
+        self.commands.append(cmd)
+        self.stats.commands += 1
+        if isinstance(cmd, LocateQuery):
+            loc = self.last_location or Location(lat=0.0, lon=0.0, time_ms=_now_ms())
+            self._answer_specific(LocateReply(header.serial, loc))
+            return
+        if isinstance(cmd, ParamsQuery):
+            ids = cmd.ids or tuple(sorted(self.params))
+            items = tuple((i, self.params[i]) for i in ids if i in self.params)
+            self._answer_specific(ParamsReply(header.serial, items))
+            return
+        if isinstance(cmd, TextMessage):
+            self.texts.append(cmd)
+        elif isinstance(cmd, AlarmConfirm):
+            self.latched_alarm &= ~cmd.alarm_types
+        elif isinstance(cmd, TemporaryTracking):
+            self._track(cmd)
+        elif isinstance(cmd, ParamsSet):
+            self.params.update(cmd.params)
+        elif isinstance(cmd, TerminalControl):
+            pass  # a simulated terminal does not reset; it says it did
+        self._answer(TerminalReply(header.serial, msg.msg_id, 0))
+
+    def _answer(self, reply: TerminalReply) -> None:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return
+        self.serial = (self.serial + 1) & 0xFFFF
+        writer.write(
+            encode_message(reply, phone=self.phone, serial=self.serial, version=self.opts.version)
+        )
+        self.stats.frames += 1
+
+    def _answer_specific(self, reply: LocateReply | ParamsReply) -> None:
+        writer = self._writer
+        if writer is None or writer.is_closing():
+            return
+        msg_id, body = encode_uplink_reply(reply, version=self.opts.version)
+        self.serial = (self.serial + 1) & 0xFFFF
+        writer.write(
+            build_frame(
+                msg_id, body, phone=self.phone, serial=self.serial, version=self.opts.version
+            )
+        )
+        self.stats.frames += 1
+
+    def _track(self, cmd: TemporaryTracking) -> None:
+        if self._tracker is not None:
+            self._tracker.cancel()
+            self._tracker = None
+        self.tracking = cmd if cmd.interval_s > 0 else None
+        if self.tracking is not None:
+            self._tracker = asyncio.get_running_loop().create_task(self._tracking(cmd))
+
+    async def _tracking(self, cmd: TemporaryTracking) -> None:
+        """The last position every ``interval_s`` (time moved on) until ``validity_s`` passed."""
+        until = time.monotonic() + cmd.validity_s
+        while time.monotonic() + cmd.interval_s <= until:
+            await asyncio.sleep(cmd.interval_s)
+            base = self.last_location
+            if base is None or not self.online:
+                continue
+            with contextlib.suppress(ConnectionError, ServiceUnavailable):
+                await self.send_location(dataclasses.replace(base, time_ms=_now_ms()))
+                self.tracked += 1
+        self.tracking = None
 
     def _lose(self) -> None:
         """The connection ended: what is still waiting will never be answered."""
@@ -447,6 +588,9 @@ class TerminalClient:
             self._writer.close()
 
     async def _disconnect(self) -> None:
+        if self._tracker is not None:
+            self._tracker.cancel()
+            self._tracker = None
         writer, task = self._writer, self._reader_task
         self._writer = self._reader_task = None
         self.online = False

@@ -71,11 +71,32 @@ class AlarmQuery:
 
     state: str | None = None  # "open" | "closed"
     kinds: Sequence[str] | None = None
+    severities: Sequence[str] | None = None  # "critical" | "warning" | "info"
     orgs: Sequence[str] | None = None
     vehicle_id: str | None = None
+    plate: str | None = None  # the plate contains this, case-insensitive (川X12 finds 川X1234)
     from_ms: int | None = None  # started_at >= from_ms
     to_ms: int | None = None  # started_at < to_ms
     limit: int = 500
+    offset: int = 0  # rows skipped, in the order newest first (started_at DESC, id)
+
+    def conditions(self) -> list[tuple[str, str, Any]]:
+        """(column, operator, value) for each filter set, operator one of ``=``, ``in`` (a
+        list), ``>=``, ``<``, ``contains`` (upper-cased text); each store writes its SQL."""
+        out: list[tuple[str, str, Any]] = []
+        for col, op, value in (
+            ("state", "=", self.state),
+            ("kind", "in", list(self.kinds) if self.kinds is not None else None),
+            ("severity", "in", list(self.severities) if self.severities is not None else None),
+            ("org", "in", list(self.orgs) if self.orgs is not None else None),
+            ("vehicle_id", "=", self.vehicle_id),
+            ("plate", "contains", self.plate.strip().upper() if self.plate else None),
+            ("started_at", ">=", self.from_ms),
+            ("started_at", "<", self.to_ms),
+        ):
+            if value is not None:
+                out.append((col, op, value))
+        return out
 
 
 @runtime_checkable
@@ -104,12 +125,26 @@ class HistoryStore(Protocol):
         """
 
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling)."""
+        """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling).
+
+        ``query.limit`` rows from ``query.offset`` on."""
+
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        """How many episodes match ``query`` (its limit and offset ignored)."""
 
     async def ack_alarm(
-        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+        self,
+        alarm_id: str,
+        user: str,
+        note: str,
+        handled: bool,
+        at_ms: int | None = None,
+        action: str = "ack",
     ) -> bool:
-        """Record who acknowledged an episode, when and what was done. False if unknown id."""
+        """Add one entry (``action``: ack | close | note) to an episode's handling record.
+
+        The first entry is the episode's ``ack`` and stays so; every entry is kept in
+        ``acks``, oldest first. False if unknown id."""
 
     async def daily_stats(
         self, day: dt.date, tz: str, orgs: Sequence[str] | None = None
@@ -252,6 +287,7 @@ def alarm_row(
     ack_at: int | None,
     ack_note: str | None,
     handled: bool | None,
+    acks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One stored episode in the live feed's alarm shape, plus its handling record."""
     ack = (
@@ -259,6 +295,8 @@ def alarm_row(
         if ack_user is not None
         else None
     )
+    if acks is None:  # a row acknowledged before the handling record was kept
+        acks = [] if ack is None else [{**ack, "action": "ack"}]
     return {
         "id": id,
         "vehicle": vehicle_id,
@@ -276,6 +314,7 @@ def alarm_row(
         "covered": covered,
         "detail": detail,
         "ack": ack,
+        "acks": acks,
     }
 
 
@@ -366,6 +405,22 @@ def alarm_from_columns(r: Sequence[Any]) -> dict[str, Any]:
         ack_at=r[16],
         ack_note=r[17],
         handled=r[18],
+        acks=json.loads(r[19]) if isinstance(r[19], str) else r[19],
+    )
+
+
+# The handling record (``acks``) and the legacy alarm ids, for both stores. ``ack_*`` hold
+# the first entry and are only set while empty; ``handled`` once true stays true.
+ACKS_COLUMN = "acks"
+
+
+def ack_entry(user: str, note: str, at: int, action: str, handled: bool) -> str:
+    """One handling entry as JSON text (the stores append it to ``acks``)."""
+    if action not in ("ack", "close", "note"):
+        raise ValueError(f"unknown handling action {action!r}")
+    return json.dumps(
+        {"user": user, "note": note, "at": at, "action": action, "handled": handled},
+        ensure_ascii=False,
     )
 
 

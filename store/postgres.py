@@ -43,7 +43,7 @@ from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
-from rules.events import AlarmEvent
+from rules.events import LEGACY_SUB_KEY, AlarmEvent
 from store import pgcopy, timescale
 from store.config import StoreConfig
 from store.figures import project_m, simplify
@@ -54,6 +54,7 @@ from store.history import (
     UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
+    ack_entry,
     alarm_event_rows,
     alarm_from_columns,
     day_bounds_ms,
@@ -106,7 +107,8 @@ CREATE TABLE IF NOT EXISTS {s}.alarms (
     ack_user text,
     ack_at int8,
     ack_note text,
-    handled bool
+    handled bool,
+    acks jsonb
 );
 CREATE INDEX IF NOT EXISTS alarms_started ON {s}.alarms (started_at);
 CREATE INDEX IF NOT EXISTS alarms_open ON {s}.alarms (state) WHERE state = 'open';
@@ -134,7 +136,7 @@ _STATS_WIRE = {
 }
 _ALARM_COLS = (
     "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
-    " backfill, covered, detail, ack_user, ack_at, ack_note, handled"
+    " backfill, covered, detail, ack_user, ack_at, ack_note, handled, acks"
 )
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 
@@ -152,6 +154,14 @@ def _day_name(day: int) -> str:
 
 def _ts_literal(ms: int) -> sql.Literal:
     return sql.Literal(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
+
+
+# The comparisons AlarmQuery.conditions() names, as SQL over one column.
+_COMPARE = {
+    "=": sql.SQL("{} = %s"),
+    ">=": sql.SQL("{} >= %s"),
+    "<": sql.SQL("{} < %s"),
+}
 
 
 class PostgresHistory:
@@ -264,6 +274,18 @@ class PostgresHistory:
         await cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
         await cur.execute(sql.SQL(_TABLES_DDL).format(s=s))
         await cur.execute(outbox_ddl_postgres(self.schema))
+        # Alarms tables made by earlier versions: the handling record, ids without '/'.
+        await cur.execute(
+            sql.SQL("ALTER TABLE {}.alarms ADD COLUMN IF NOT EXISTS acks jsonb").format(s)
+        )
+        old, new = LEGACY_SUB_KEY
+        await cur.execute(
+            sql.SQL(
+                "UPDATE {s}.alarms a SET id = replace(a.id, %s, %s) WHERE strpos(a.id, %s) > 0"
+                " AND NOT EXISTS (SELECT 1 FROM {s}.alarms b WHERE b.id = replace(a.id, %s, %s))"
+            ).format(s=s),
+            (old, new, old, old, new),
+        )
         suffix = "" if available else " PARTITION BY RANGE (ts)"
         await cur.execute(
             sql.SQL(
@@ -601,26 +623,28 @@ class PostgresHistory:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
-    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        q = query or AlarmQuery()
+    @staticmethod
+    def _alarm_where(q: AlarmQuery) -> tuple[sql.Composable, list[Any]]:
         where: list[sql.Composable] = [sql.SQL("true")]
         params: list[Any] = []
-        for cond, value in (
-            ("state = %s", q.state),
-            ("kind = ANY(%s)", list(q.kinds) if q.kinds is not None else None),
-            ("org = ANY(%s)", list(q.orgs) if q.orgs is not None else None),
-            ("vehicle_id = %s", q.vehicle_id),
-            ("started_at >= %s", q.from_ms),
-            ("started_at < %s", q.to_ms),
-        ):
-            if value is not None:
-                where.append(sql.SQL(cond))
-                params.append(value)
+        for col, op, value in q.conditions():
+            if op == "in":
+                where.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(col)))
+            elif op == "contains":
+                where.append(sql.SQL("strpos(upper({}), %s) > 0").format(sql.Identifier(col)))
+            else:
+                where.append(_COMPARE[op].format(sql.Identifier(col)))
+            params.append(value)
+        return sql.SQL(" AND ").join(where), params
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where, params = self._alarm_where(q)
         stmt = sql.SQL(
             "SELECT " + _ALARM_COLS + " FROM {}.alarms WHERE {}"
-            " ORDER BY started_at DESC, id LIMIT %s"
-        ).format(self._s, sql.SQL(" AND ").join(where))
-        params.append(q.limit)
+            " ORDER BY started_at DESC, id LIMIT %s OFFSET %s"
+        ).format(self._s, where)
+        params += [q.limit, q.offset]
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cur = await conn.execute(stmt, params)
@@ -628,17 +652,44 @@ class PostgresHistory:
 
         return [alarm_from_columns(r) for r in await self._on("read", read)]
 
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        where, params = self._alarm_where(query or AlarmQuery())
+        stmt = sql.SQL("SELECT count(*) FROM {}.alarms WHERE {}").format(self._s, where)
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> int:
+            cur = await conn.execute(stmt, params)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on("read", read)
+
     async def ack_alarm(
-        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+        self,
+        alarm_id: str,
+        user: str,
+        note: str,
+        handled: bool,
+        at_ms: int | None = None,
+        action: str = "ack",
     ) -> bool:
         at = _now_ms() if at_ms is None else at_ms
+        entry = ack_entry(user, note, at, action, handled)
+        # Right-hand sides see the row before the update: the first entry wins ack_*.
         stmt = sql.SQL(
-            "UPDATE {}.alarms SET ack_user = %s, ack_at = %s, ack_note = %s, handled = %s"
+            "UPDATE {}.alarms SET"
+            " acks = coalesce(acks, CASE WHEN ack_user IS NULL THEN '[]'::jsonb"
+            "  ELSE jsonb_build_array(jsonb_build_object('user', ack_user, 'note',"
+            "  coalesce(ack_note, ''), 'at', ack_at, 'action', 'ack', 'handled',"
+            "  coalesce(handled, false))) END) || jsonb_build_array(%s::jsonb),"
+            " ack_user = coalesce(ack_user, %s),"
+            " ack_at = CASE WHEN ack_user IS NULL THEN %s ELSE ack_at END,"
+            " ack_note = CASE WHEN ack_user IS NULL THEN %s ELSE ack_note END,"
+            " handled = (coalesce(handled, false) OR %s)"
             " WHERE id = %s"
         ).format(self._s)
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> bool:
-            cur = await conn.execute(stmt, (user, at, note, handled, alarm_id))
+            cur = await conn.execute(stmt, (entry, user, at, note, handled, alarm_id))
             return cur.rowcount > 0
 
         return await self._on("write", write)

@@ -305,10 +305,20 @@ class SpoolingWriter:
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
         return await self._inner_or_raise().alarms(query)
 
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        return await self._inner_or_raise().count_alarms(query)
+
     async def ack_alarm(
-        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+        self,
+        alarm_id: str,
+        user: str,
+        note: str,
+        handled: bool,
+        at_ms: int | None = None,
+        action: str = "ack",
     ) -> bool:
-        return await self._inner_or_raise().ack_alarm(alarm_id, user, note, handled, at_ms)
+        inner = self._inner_or_raise()
+        return await inner.ack_alarm(alarm_id, user, note, handled, at_ms, action=action)
 
     async def daily_stats(
         self, day: dt.date, tz: str, orgs: Sequence[str] | None = None

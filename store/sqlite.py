@@ -24,16 +24,18 @@ from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
-from rules.events import AlarmEvent
+from rules.events import LEGACY_SUB_KEY, AlarmEvent
 from store.config import StoreConfig
 from store.figures import project_m, simplify
 from store.history import (
+    ACKS_COLUMN,
     DAY_MS,
     TRACK_FIELDS,
     UPSERT_SET,
     UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
+    ack_entry,
     alarm_event_rows,
     alarm_from_columns,
     day_bounds_ms,
@@ -88,7 +90,8 @@ CREATE TABLE IF NOT EXISTS alarms (
     ack_user TEXT,
     ack_at INTEGER,
     ack_note TEXT,
-    handled INTEGER
+    handled INTEGER,
+    acks TEXT
 );
 CREATE INDEX IF NOT EXISTS alarms_started ON alarms (started_at);
 CREATE INDEX IF NOT EXISTS alarms_open ON alarms (state) WHERE state = 'open';
@@ -115,8 +118,20 @@ _POS_COLS = (
 )
 _ALARM_COLS = (
     "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
-    " backfill, covered, detail, ack_user, ack_at, ack_note, handled"
+    " backfill, covered, detail, ack_user, ack_at, ack_note, handled, acks"
 )
+
+
+def _migrate_alarms(db: sqlite3.Connection) -> None:
+    """Bring an alarms table made by an earlier version up to date (idempotent)."""
+    cols = {r[1] for r in db.execute("PRAGMA table_info(alarms)")}
+    if ACKS_COLUMN not in cols:
+        db.execute(f"ALTER TABLE alarms ADD COLUMN {ACKS_COLUMN} TEXT")
+    old, new = LEGACY_SUB_KEY
+    db.execute(
+        "UPDATE OR IGNORE alarms SET id = replace(id, ?, ?) WHERE instr(id, ?) > 0",
+        (old, new, old),
+    )
 
 
 def _now_ms() -> int:
@@ -166,6 +181,7 @@ class SQLiteHistory:
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
             db.executescript(OUTBOX_DDL_SQLITE)
+            _migrate_alarms(db)
             db.execute("BEGIN")
             db.executemany(
                 "INSERT OR IGNORE INTO vehicles (id) VALUES (?)", [(v,) for v in registry.ids]
@@ -334,50 +350,73 @@ class SQLiteHistory:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
-    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
-        q = query or AlarmQuery()
+    @staticmethod
+    def _alarm_where(q: AlarmQuery) -> tuple[str, list[Any]]:
         where: list[str] = ["1=1"]
         params: list[Any] = []
-        if q.state is not None:
-            where.append("state = ?")
-            params.append(q.state)
-        if q.kinds is not None:
-            where.append(f"kind IN ({','.join('?' * len(q.kinds))})")
-            params.extend(q.kinds)
-        if q.orgs is not None:
-            where.append(f"org IN ({','.join('?' * len(q.orgs))})")
-            params.extend(q.orgs)
-        if q.vehicle_id is not None:
-            where.append("vehicle_id = ?")
-            params.append(q.vehicle_id)
-        if q.from_ms is not None:
-            where.append("started_at >= ?")
-            params.append(q.from_ms)
-        if q.to_ms is not None:
-            where.append("started_at < ?")
-            params.append(q.to_ms)
+        for col, op, value in q.conditions():
+            if op == "in":
+                where.append(f"{col} IN ({','.join('?' * len(value))})")
+                params.extend(value)
+            elif op == "contains":
+                where.append(f"instr(upper({col}), ?) > 0")
+                params.append(value)
+            else:
+                where.append(f"{col} {op} ?")
+                params.append(value)
+        return " AND ".join(where), params
+
+    async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
+        q = query or AlarmQuery()
+        where, params = self._alarm_where(q)
         sql = (
-            f"SELECT {_ALARM_COLS} FROM alarms WHERE {' AND '.join(where)}"
-            " ORDER BY started_at DESC, id LIMIT ?"
+            f"SELECT {_ALARM_COLS} FROM alarms WHERE {where}"
+            " ORDER BY started_at DESC, id LIMIT ? OFFSET ?"
         )
-        params.append(q.limit)
+        params += [q.limit, q.offset]
 
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return db.execute(sql, params).fetchall()
 
         return [alarm_from_columns(r) for r in await self._run(read)]
 
+    async def count_alarms(self, query: AlarmQuery | None = None) -> int:
+        where, params = self._alarm_where(query or AlarmQuery())
+        sql = f"SELECT count(*) FROM alarms WHERE {where}"
+
+        def read(db: sqlite3.Connection) -> int:
+            return int(db.execute(sql, params).fetchone()[0])
+
+        return await self._run(read)
+
     async def ack_alarm(
-        self, alarm_id: str, user: str, note: str, handled: bool, at_ms: int | None = None
+        self,
+        alarm_id: str,
+        user: str,
+        note: str,
+        handled: bool,
+        at_ms: int | None = None,
+        action: str = "ack",
     ) -> bool:
         at = _now_ms() if at_ms is None else at_ms
+        entry = ack_entry(user, note, at, action, handled)
 
         def write(db: sqlite3.Connection) -> bool:
             with db:
+                # Right-hand sides see the row before the update: the first entry wins ack_*.
                 cur = db.execute(
-                    "UPDATE alarms SET ack_user = ?, ack_at = ?, ack_note = ?, handled = ?"
+                    "UPDATE alarms SET"
+                    " acks = json_insert(coalesce(acks, CASE WHEN ack_user IS NULL THEN '[]'"
+                    "  ELSE json_array(json_object('user', ack_user,"
+                    "  'note', coalesce(ack_note, ''), 'at', ack_at, 'action', 'ack',"
+                    "  'handled', json(CASE WHEN handled"
+                    "  THEN 'true' ELSE 'false' END))) END), '$[#]', json(?)),"
+                    " ack_user = coalesce(ack_user, ?),"
+                    " ack_at = CASE WHEN ack_user IS NULL THEN ? ELSE ack_at END,"
+                    " ack_note = CASE WHEN ack_user IS NULL THEN ? ELSE ack_note END,"
+                    " handled = (coalesce(handled, 0) OR ?)"
                     " WHERE id = ?",
-                    (user, at, note, handled, alarm_id),
+                    (entry, user, at, note, handled, alarm_id),
                 )
             return cur.rowcount > 0
 

@@ -21,8 +21,20 @@ Conflation: each vehicle carries the ``seq`` of its last change; each client the
 client is therefore ``changed_seq > basis`` — one array comparison instead of a
 Python set per client. Position frames due while the previous one still waits in
 the client's outbox replace it (the old one is *superseded*: dropped and
-counted); alarm frames queue behind it. An outbox that grows past
-``client_buffer`` frames marks the client for disconnection.
+counted); alarm frames queue behind it. Replies to the client's own requests
+(pongs, errors) go through the same outbox (:meth:`FeedCore.reply`): an outbox
+that grows past ``client_buffer`` frames, whatever they are, marks the client
+for disconnection, so a client that sends without reading cannot grow memory.
+
+Limits (:class:`FeedLimits`): the size of one client message, the number of
+vehicle ids and organisations in one subscription. A subscription's visibility
+mask is cached while some client uses it and released with its last client.
+
+Handling history: an alarm item carries ``ack`` (the first acknowledgement) and
+``acks`` (every entry, oldest first, ``{"user", "note", "at", "action"}`` with
+action ``ack | close | note``). It is kept while the feed holds the alarm, then
+for the ``closed_alarms_kept`` alarms that left the desk last (a late update of a
+closed episode still shows it); nothing else is kept.
 
 Call order: :meth:`FeedCore.connect` (queues a snapshot), optionally
 :meth:`FeedCore.subscribe` (queues a new snapshot), then repeatedly
@@ -49,6 +61,7 @@ from rules.events import AlarmEvent
 __all__ = [
     "STATES",
     "FeedCore",
+    "FeedLimits",
     "FeedStats",
     "Subscription",
     "latest_per_vehicle",
@@ -88,6 +101,25 @@ def latest_per_vehicle_reference(vehicle: Array, ts: Array, current_ts: Array) -
 
 
 @dataclass(frozen=True, slots=True)
+class FeedLimits:
+    """What one live feed client may ask for at once.
+
+    A city-wide desk follows organisations, not lists of vehicles; a few thousand
+    ids cover any hand-picked group. Larger requests are refused with an error
+    frame before they are parsed (a 1.2 M-id subscribe stalled the event loop for
+    a second and left 500 MiB behind).
+    """
+
+    max_message_bytes: int = 256 * 1024
+    max_vehicles: int = 5_000
+    max_orgs: int = 500
+
+    def __post_init__(self) -> None:
+        if min(self.max_message_bytes, self.max_vehicles, self.max_orgs) < 1:
+            raise Misuse("FeedLimits must all be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class Subscription:
     """What a client asked for. Each filter given narrows the set; none means everything.
 
@@ -101,11 +133,23 @@ class Subscription:
     bbox: BBox | None = None
 
     @classmethod
-    def from_message(cls, msg: dict[str, Any]) -> Subscription:
+    def from_message(cls, msg: dict[str, Any], limits: FeedLimits | None = None) -> Subscription:
         """Validate a ``{"op": "subscribe", ...}`` message. Raises :class:`BadRecord`."""
+        lim = limits or FeedLimits()
         orgs = msg.get("orgs") or []
         vehicles = msg.get("vehicles") or []
         bbox = msg.get("bbox")
+        if isinstance(orgs, list) and len(orgs) > lim.max_orgs:
+            raise BadRecord(
+                "subscription_too_large",
+                f"{len(orgs)} organisations; at most {lim.max_orgs} in one subscription",
+            )
+        if isinstance(vehicles, list) and len(vehicles) > lim.max_vehicles:
+            raise BadRecord(
+                "subscription_too_large",
+                f"{len(vehicles)} vehicle ids; at most {lim.max_vehicles} in one subscription"
+                " (follow organisations instead)",
+            )
         if not isinstance(orgs, list) or not all(isinstance(o, str) for o in orgs):
             raise BadRecord("bad_subscription", "orgs must be a list of organisation ids")
         if not isinstance(vehicles, list) or not all(isinstance(v, str) for v in vehicles):
@@ -137,6 +181,8 @@ class FeedStats:
     encodes: int = 0
     superseded: int = 0
     slow_disconnects: int = 0
+    replies: int = 0
+    refused_requests: int = 0
 
 
 @dataclass
@@ -162,7 +208,8 @@ class FeedCore:
     """Latest state of the fleet and the frames each connected client should get.
 
     ``interval_ms`` is the shortest time between two position frames to one
-    client; ``client_buffer`` the outbox size past which a client is cut off;
+    client; ``client_buffer`` the outbox size (all frames: positions, alarms,
+    replies) past which a client is cut off;
     ``alarm_ring`` how many alarm frames are kept for replay to reconnecting
     clients; a vehicle silent for ``offline_after_ms`` shows as ``offline``;
     one at or above ``moving_kmh`` as ``moving``.
@@ -178,6 +225,7 @@ class FeedCore:
         offline_after_ms: int = 600_000,
         moving_kmh: float = 5.0,
         closed_alarms_kept: int = 500,
+        limits: FeedLimits | None = None,
     ) -> None:
         if interval_ms <= 0 or client_buffer < 1 or alarm_ring < 1:
             raise Misuse("FeedCore needs interval_ms > 0, client_buffer >= 1, alarm_ring >= 1")
@@ -186,6 +234,7 @@ class FeedCore:
         self.client_buffer = client_buffer
         self.offline_after_ms = offline_after_ms
         self.moving_kmh = moving_kmh
+        self.limits = limits or FeedLimits()
         self.seq = 0
         self.stats = FeedStats()
         n = len(registry)
@@ -206,10 +255,13 @@ class FeedCore:
         self._alarms: dict[str, dict[str, Any]] = {}  # open, plus closed still unacknowledged
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._closed_kept = closed_alarms_kept
-        self._acks: dict[str, dict[str, Any]] = {}
+        # Handling records: of alarms in _alarms, then of the last ones that left the desk.
+        self._acks: dict[str, list[dict[str, Any]]] = {}
+        self._acks_done: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._ring: deque[_RingEntry] = deque(maxlen=alarm_ring)
         self._clients: dict[int, _Client] = {}
-        self._masks: dict[tuple[Any, ...], Array] = {}
+        # Visibility masks by filter, with the number of clients using each.
+        self._masks: dict[tuple[Any, ...], tuple[Array, int]] = {}
         self._ready: set[int] = set()
         self._closing: list[int] = []
         self._now_ms = 0
@@ -301,35 +353,57 @@ class FeedCore:
             if was_open:
                 self.alarms_open[v] -= 1
             if item["ack"] is None:
-                self._alarms[event.id] = item
+                self._hold(event.id, item)
                 self._closed[event.id] = None
                 self._trim_closed()
             else:
-                self._alarms.pop(event.id, None)
+                self._release(event.id)
         else:
             if not was_open:
                 self.alarms_open[v] += 1
-            self._alarms[event.id] = item
+            self._hold(event.id, item)
         return self._publish_alarm(v, item)
 
-    def acknowledge(self, alarm_id: str, ack: dict[str, Any]) -> list[int]:
-        """Record that an operator acknowledged (or handled) an alarm and tell every desk.
+    def acknowledge(self, alarm_id: str, entry: dict[str, Any]) -> list[int]:
+        """Add one entry to an alarm's handling record and tell every desk.
 
-        ``ack`` is what the page shows (``by``, ``at``, ``note``...). Returns the
-        clients whose outbox grew; an alarm the feed no longer holds only keeps the ack.
+        ``entry`` is ``{"user", "note", "at", "action"}`` (action ``ack | close |
+        note``; a missing one is ``ack``). The first entry becomes the alarm's
+        ``ack``; later ones only append to ``acks``, never replace it. Returns the
+        clients whose outbox grew; an alarm the feed no longer holds keeps the
+        record among the last ``closed_alarms_kept`` only.
         """
-        self._acks[alarm_id] = dict(ack)
-        item = self._alarms.get(alarm_id)
-        if item is None:
+        e = {"action": "ack", **entry}
+        held = self._alarms.get(alarm_id)
+        if held is not None:
+            record = self._acks.setdefault(alarm_id, [])
+        else:
+            record = self._acks_done.setdefault(alarm_id, [])
+            self._acks_done.move_to_end(alarm_id)
+            self._trim_acks_done()
+        record.append(e)
+        if held is None:
             return []
-        item = {**item, "ack": dict(ack)}
+        item = {**held, "ack": record[0], "acks": list(record)}
         if item["state"] == "closed":
-            self._alarms.pop(alarm_id, None)
             self._closed.pop(alarm_id, None)
+            self._release(alarm_id)
         else:
             self._alarms[alarm_id] = item
         v = self.registry.by_id(item["vehicle"])
         return self._publish_alarm(v if v is not None else 0, item)
+
+    def handling(self, alarm_id: str) -> list[dict[str, Any]]:
+        """The handling record the feed keeps for an alarm, oldest first (empty if none)."""
+        record = self._acks.get(alarm_id)
+        if record is None:
+            record = self._acks_done.get(alarm_id)
+        return list(record or ())
+
+    @property
+    def handling_kept(self) -> int:
+        """How many alarms' handling records the feed holds (bounded; see the module doc)."""
+        return len(self._acks) + len(self._acks_done)
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -358,6 +432,12 @@ class FeedCore:
     def subscribe(self, client: int, sub: Subscription, now_ms: int) -> None:
         """Change what a client follows; queue a fresh snapshot. Raises :class:`BadRecord`."""
         c = self._client(client)
+        lim = self.limits
+        if len(sub.orgs) > lim.max_orgs or len(sub.vehicles) > lim.max_vehicles:
+            raise BadRecord(
+                "subscription_too_large",
+                f"at most {lim.max_orgs} organisations and {lim.max_vehicles} vehicle ids",
+            )
         known = self.registry.orgs.ids
         for o in sub.orgs:
             if o not in known:
@@ -369,8 +449,9 @@ class FeedCore:
         fresh = self._new_client(org, sub)
         fresh.last_frame_ms = c.last_frame_ms
         # A pending position frame was built for the old filter; the snapshot replaces it.
-        fresh.outbox = deque(f for f in c.outbox if f[0] == "alarm")
+        fresh.outbox = deque(f for f in c.outbox if f[0] in ("alarm", "reply"))
         self._clients[client] = fresh
+        self._unuse_mask(c)
         self._queue_snapshot(client, fresh, now_ms)
 
     def resync(self, now_ms: int) -> int:
@@ -387,9 +468,33 @@ class FeedCore:
         return len(self._clients)
 
     def disconnect(self, client: int) -> None:
-        self._clients.pop(client, None)
+        c = self._clients.pop(client, None)
+        if c is not None:
+            self._unuse_mask(c)
         self._ready.discard(client)
         self.stats.clients = len(self._clients)
+
+    def connected(self, client: int) -> bool:
+        """False once the client left or was cut off (outbox overflow)."""
+        return client in self._clients
+
+    def reply(self, client: int, frame: bytes) -> bool:
+        """Queue an answer to the client's own request (pong, error) behind its other frames.
+
+        It counts towards ``client_buffer`` like any frame. Returns False if the
+        client is not (or no longer) connected.
+        """
+        c = self._clients.get(client)
+        if c is None:
+            return False
+        self.stats.replies += 1
+        self._push(client, c, "reply", self.seq, frame)
+        return client in self._clients
+
+    @property
+    def cached_filters(self) -> int:
+        """Visibility masks held for the subscriptions of connected clients."""
+        return len(self._masks)
 
     def drain(self, client: int) -> list[bytes]:
         """Hand over everything queued for ``client``, oldest first (seq order)."""
@@ -398,7 +503,7 @@ class FeedCore:
             return []
         out = []
         for kind, seq, frame in c.outbox:
-            if kind != "alarm":
+            if kind in ("positions", "snapshot"):
                 c.basis = max(c.basis, seq)
             out.append(frame)
         c.outbox.clear()
@@ -497,8 +602,11 @@ class FeedCore:
 
     def _new_client(self, visible_org: str, sub: Subscription) -> _Client:
         key = (visible_org, tuple(sorted(sub.orgs)), tuple(sorted(sub.vehicles)), sub.bbox)
-        mask = self._masks.get(key[:3])
-        if mask is None:
+        cached = self._masks.get(key[:3])
+        if cached is not None:
+            mask, users = cached
+            self._masks[key[:3]] = (mask, users + 1)
+        else:
             reg = self.registry
             mask = reg.visible_mask(visible_org)
             if sub.orgs:
@@ -510,10 +618,18 @@ class FeedCore:
                 vm = np.zeros(self._n, dtype=bool)
                 vm[[i for i in (reg.by_id(v) for v in sub.vehicles) if i is not None]] = True
                 mask = mask & vm
-            if len(self._masks) > 1024:
-                self._masks.clear()
-            self._masks[key[:3]] = mask
+            self._masks[key[:3]] = (mask, 1)
         return _Client(visible=mask, sub=sub, key=key)
+
+    def _unuse_mask(self, c: _Client) -> None:
+        cached = self._masks.get(c.key[:3])
+        if cached is None:
+            return
+        mask, users = cached
+        if users <= 1:
+            del self._masks[c.key[:3]]
+        else:
+            self._masks[c.key[:3]] = (mask, users - 1)
 
     def _in_bbox(self, idx: Array, bbox: BBox) -> Array:
         w, s, e, n = bbox
@@ -606,6 +722,10 @@ class FeedCore:
 
     def _alarm_item(self, e: AlarmEvent) -> dict[str, Any]:
         v = e.vehicle
+        found = self._acks.get(e.id)
+        if found is None:
+            found = self._acks_done.get(e.id)
+        record = list(found or ())
         return {
             "id": e.id,
             "vehicle": e.vehicle_id,
@@ -617,14 +737,37 @@ class FeedCore:
             "ended_at": e.ended_at,
             "lat": e.lat,
             "lon": e.lon,
+            "severity": e.severity,
             "detail": {**e.detail, "severity": e.severity, "covered": e.covered},
-            "ack": self._acks.get(e.id),
+            "ack": record[0] if record else None,
+            "acks": record,
         }
+
+    def _hold(self, alarm_id: str, item: dict[str, Any]) -> None:
+        """Keep an alarm on the desk; its handling record comes back from the done list."""
+        self._alarms[alarm_id] = item
+        if alarm_id not in self._acks:
+            done = self._acks_done.pop(alarm_id, None)
+            if done is not None:
+                self._acks[alarm_id] = done
+
+    def _release(self, alarm_id: str) -> None:
+        """The alarm leaves the desk; its handling record joins the bounded done list."""
+        self._alarms.pop(alarm_id, None)
+        record = self._acks.pop(alarm_id, None)
+        if record is not None:
+            self._acks_done[alarm_id] = record
+            self._acks_done.move_to_end(alarm_id)
+            self._trim_acks_done()
+
+    def _trim_acks_done(self) -> None:
+        while len(self._acks_done) > self._closed_kept:
+            self._acks_done.popitem(last=False)
 
     def _trim_closed(self) -> None:
         while len(self._closed) > self._closed_kept:
             old, _ = self._closed.popitem(last=False)
-            self._alarms.pop(old, None)
+            self._release(old)
 
     def _publish_alarm(self, v: int, item: dict[str, Any]) -> list[int]:
         self.seq += 1

@@ -4,8 +4,17 @@ A thin layer over :class:`stream.feed.FeedCore` for Starlette (served by uvicorn
 whose websocket implementation is the ``websockets`` library). The token comes
 as the ``token`` query parameter, or in a first message ``{"op": "auth",
 "token": ..., "last_seq": ...}`` within five seconds; ``last_seq`` may also be a
-query parameter. Close codes: 4401 no or bad token, 4408 too slow (outbox
-overflow), 1011 server error.
+query parameter. Close codes: 4401 no or bad token, or the session ended while
+the socket was open (reason ``session_expired`` or ``session_revoked``; checked
+every ``recheck_s`` by :meth:`FeedServer._watch_session`), 4408 too slow (outbox
+overflow: more than ``client_buffer`` frames waiting — position and alarm
+frames and the replies to the client's own requests alike, so a client that
+sends pings without reading is cut off, not buffered), 1011 server error.
+
+A client message longer than ``FeedLimits.max_message_bytes`` is answered
+``{"type": "error", "reason": "message_too_large"}`` without being parsed; a
+subscription over the id limits with ``subscription_too_large``. Every answer
+goes through the client's outbox in :class:`~stream.feed.FeedCore`.
 
 Start :meth:`FeedServer.run` as a task (``create_app`` does it in its lifespan),
 route ``/ws/live`` to :meth:`FeedServer.endpoint`, then feed positions and alarms
@@ -32,16 +41,22 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from fleetwatch.errors import BadRecord
 from stream.feed import FeedCore, Subscription, parse_client_message
 
-__all__ = ["Authenticate", "FeedCollector", "FeedServer"]
+__all__ = ["Authenticate", "FeedCollector", "FeedServer", "SessionEnded"]
 
 log = logging.getLogger(__name__)
 
 #: Maps a token to the organisation whose subtree its holder may see, or None if refused.
 Authenticate = Callable[[str], Awaitable[str | None]]
+#: Why a token's session has ended (``session_expired``, ``session_revoked``, ...), or
+#: None while it lives. Called for each open socket every ``recheck_s``; a call also
+#: keeps a sliding session alive.
+SessionEnded = Callable[[str], Awaitable[str | None]]
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 AUTH_TIMEOUT_S = 5.0
+#: How long the close frame may wait behind a full send buffer before the socket is dropped.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def wall_ms() -> int:
@@ -52,8 +67,8 @@ def wall_ms() -> int:
 class _Conn:
     ws: WebSocket
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    errors: list[bytes] = field(default_factory=list)
     too_slow: bool = False
+    session_end: str | None = None  # why its session ended while open (close 4401)
 
 
 class FeedServer:
@@ -64,10 +79,15 @@ class FeedServer:
         core: FeedCore,
         authenticate: Authenticate,
         clock_ms: Callable[[], int] = wall_ms,
+        *,
+        session_ended: SessionEnded | None = None,
+        recheck_s: float = 2.0,
     ) -> None:
         self.core = core
         self.authenticate = authenticate
         self.clock_ms = clock_ms
+        self.session_ended = session_ended
+        self.recheck_s = recheck_s
         self._ids = itertools.count(1)
         self._conns: dict[int, _Conn] = {}
         self._kick = asyncio.Event()
@@ -143,7 +163,8 @@ class FeedServer:
                 last_seq = _as_int(msg.get("last_seq"))
         org = await self.authenticate(token) if token else None
         if org is None:
-            await _refuse(ws, "unauthorized", CLOSE_UNAUTHORIZED)
+            why = await self.session_ended(token) if token and self.session_ended else None
+            await _refuse(ws, why or "unauthorized", CLOSE_UNAUTHORIZED)
             return
         cid = next(self._ids)
         conn = _Conn(ws)
@@ -152,43 +173,74 @@ class FeedServer:
         conn.wake.set()
         reader = asyncio.create_task(self._read(cid, conn))
         writer = asyncio.create_task(self._write(cid, conn))
+        tasks = {reader, writer}
+        if self.session_ended is not None and token:
+            tasks.add(asyncio.create_task(self._watch_session(conn, token)))
         try:
-            done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if not t.cancelled() and t.exception() is not None:
                     log.error("live feed client %s failed", cid, exc_info=t.exception())
         finally:
-            for t in (reader, writer):
+            for t in tasks:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.gather(reader, writer, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
+            cut_off = conn.too_slow or not self.core.connected(cid)
             self.core.disconnect(cid)
             self._conns.pop(cid, None)
-            code = CLOSE_TOO_SLOW if conn.too_slow else 1000
+            code = CLOSE_TOO_SLOW if cut_off else 1000
+            reason = ""
+            if conn.session_end is not None:
+                code, reason = CLOSE_UNAUTHORIZED, conn.session_end
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(code), 1.0)
+                    await asyncio.wait_for(_close(ws, code, reason), CLOSE_TIMEOUT_S)
+
+    async def _watch_session(self, conn: _Conn, token: str) -> None:
+        """Return (ending the connection) once the token's session has ended."""
+        assert self.session_ended is not None
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            why = await self.session_ended(token)
+            if why is not None:
+                conn.session_end = why
+                return
 
     async def _read(self, cid: int, conn: _Conn) -> None:
-        while True:
+        """Answer the client's requests through its outbox; return when it is gone or cut off."""
+        limits = self.core.limits
+        while self.core.connected(cid):
             msg = await conn.ws.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             raw = msg.get("text") or msg.get("bytes") or b""
             try:
+                if len(raw) > limits.max_message_bytes:
+                    raise BadRecord(
+                        "message_too_large",
+                        f"{len(raw)} bytes; at most {limits.max_message_bytes} in one message",
+                    )
                 req = parse_client_message(raw)
                 op = req["op"]
                 if op == "subscribe":
-                    self.core.subscribe(cid, Subscription.from_message(req), self.clock_ms())
+                    sub = Subscription.from_message(req, limits)
+                    self.core.subscribe(cid, sub, self.clock_ms())
                 elif op == "ping":
-                    conn.errors.append(orjson.dumps({"type": "pong", "seq": self.core.seq}))
+                    self.core.reply(cid, orjson.dumps({"type": "pong", "seq": self.core.seq}))
                 elif op != "auth":
                     raise BadRecord("bad_message", f"unknown op {op!r}")
             except BadRecord as exc:
-                conn.errors.append(
-                    orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail})
+                self.core.stats.refused_requests += 1
+                self.core.reply(
+                    cid,
+                    orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail}),
                 )
             conn.wake.set()
+            if self.core.pending(cid) * 2 >= self.core.client_buffer:
+                # Messages parsed from one read arrive without a suspension: let the writer
+                # take the answers first, so only a client that does not read overflows.
+                await asyncio.sleep(0)
 
     async def _write(self, cid: int, conn: _Conn) -> None:
         while True:
@@ -196,10 +248,7 @@ class FeedServer:
             conn.wake.clear()
             if conn.too_slow:
                 return
-            frames = self.core.drain(cid)
-            if conn.errors:
-                frames, conn.errors = [*frames, *conn.errors], []
-            for frame in frames:
+            for frame in self.core.drain(cid):
                 await conn.ws.send_text(self._as_text(frame))
 
     def _as_text(self, frame: bytes) -> str:
@@ -214,10 +263,24 @@ class FeedServer:
         return text
 
 
+async def _close(ws: WebSocket, code: int, reason: str = "") -> None:
+    """Send the close frame, then read (and drop) until the peer's close reply.
+
+    Without the reads the server stops reading a client that still has messages
+    in flight, closes the socket with them unread, and the kernel answers with a
+    reset that destroys the close frame (and its code) before the client reads it.
+    """
+    await ws.close(code, reason)
+    while ws.client_state != WebSocketState.DISCONNECTED:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+
+
 async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(orjson.dumps({"type": "error", "reason": reason}).decode())
-        await ws.close(code)
+        await ws.close(code, reason)
 
 
 def _as_int(v: Any) -> int | None:
@@ -260,6 +323,19 @@ class FeedCollector(Collector):
             "fleetwatch_feed_slow_disconnects",
             "Clients disconnected because their outbox overflowed",
             value=s.slow_disconnects,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_replies", "Replies (pong, error) queued to clients", value=s.replies
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_refused_requests",
+            "Client messages refused (bad, too large, over the subscription limits)",
+            value=s.refused_requests,
+        )
+        yield GaugeMetricFamily(
+            "fleetwatch_feed_cached_filters",
+            "Subscription masks held for connected clients",
+            value=self.core.cached_filters,
         )
         yield GaugeMetricFamily(
             "fleetwatch_feed_seq", "Live feed sequence number", value=self.core.seq

@@ -1,7 +1,10 @@
 """Users, tokens and the audit log, kept in SQLite (or PostgreSQL with the postgres store).
 
-Small and synchronous underneath; :class:`Accounts` runs each call in a worker
-thread so the event loop never waits on the database or on argon2. Tables are
+Small and synchronous underneath; :class:`Accounts` runs each database call in a
+worker thread so the event loop never waits on it. argon2 runs in its own small,
+bounded pool (:class:`HashPool`): a burst of logins queues there, or is refused at
+once, and never delays token checks, the history writer or ingest, which share
+the default pool. Tables are
 prefixed ``web_`` and live beside the history store's tables (same SQLite file
 or PostgreSQL database) unless ``web.accounts_path`` names another file.
 """
@@ -13,13 +16,23 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fleetwatch.config import Config
 from fleetwatch.errors import Misuse, ServiceUnavailable
-from web.auth import Principal, hash_password, hash_token, new_token, verify_password
+from web.auth import (
+    Principal,
+    Refused,
+    Session,
+    hash_password,
+    hash_token,
+    new_token,
+    slid_expiry,
+    verify_password,
+)
 
-__all__ = ["Accounts"]
+__all__ = ["Accounts", "HashBusy", "HashPool"]
 
 T = TypeVar("T")
 
@@ -37,6 +50,72 @@ _SCHEMA = (
         target TEXT NOT NULL, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS web_audit_ts ON web_audit (ts)",
 )
+
+# Columns added to web_tokens for sessions (older databases get them on open).
+# kind: 'session' (a login, sliding expiry) or 'machine' (POST /api/tokens, fixed);
+# expires_at is the current expiry, absolute_expires_at its cap.
+_TOKEN_COLUMNS = (
+    ("kind", "TEXT NOT NULL DEFAULT 'session'"),
+    ("absolute_expires_at", "BIGINT NOT NULL DEFAULT 0"),
+    ("room", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("duty_operator", "TEXT"),
+    ("revoked_at", "BIGINT"),
+    ("revoked_why", "TEXT"),
+)
+
+# An ended session is remembered this long after it ended, so that its holder hears
+# "session_expired"/"session_revoked" rather than "unauthorized"; then it is purged.
+_REMEMBER_ENDED_MS = 86_400_000
+
+
+class HashBusy(ServiceUnavailable):
+    """Every password-hashing thread is busy and its queue full: answer 503 at once."""
+
+
+class HashPool:
+    """argon2 in its own threads: ``workers`` hashing, at most ``queue`` waiting.
+
+    argon2id costs ~64 MiB and tens of milliseconds of CPU per call; on the default
+    pool a burst of logins would hold every thread that the database calls need.
+    """
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self.workers = workers
+        self.limit = workers + queue
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close
+        self._taken = 0
+        self._lock = threading.Lock()
+
+    @property
+    def taken(self) -> int:
+        """Calls running or queued now."""
+        return self._taken
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a hashing thread; :class:`HashBusy` when the pool is full."""
+        with self._lock:
+            if self._taken >= self.limit:
+                raise HashBusy("password_hashing", "busy")
+            self._taken += 1
+        try:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="argon2")
+            fut = self._pool.submit(fn, *args)
+        except BaseException:
+            self._release(None)
+            raise
+        # released when the thread is done, not when a cancelled caller stops waiting
+        fut.add_done_callback(self._release)
+        return await asyncio.wrap_future(fut)
+
+    def _release(self, _: Future[Any] | None) -> None:
+        with self._lock:
+            self._taken -= 1
+
+    def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Db:
@@ -71,6 +150,16 @@ class _Db:
             else:
                 self._sq.close()
 
+    def columns(self, table: str) -> set[str]:
+        if self.kind == "postgres":
+            rows = self.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = ? AND table_schema = current_schema()",
+                (table,),
+            )
+            return {str(r[0]) for r in rows}
+        return {str(r[1]) for r in self.execute(f"PRAGMA table_info({table})")}
+
 
 class Accounts:
     """Users (argon2 passwords), expiring tokens, static config tokens, the audit log."""
@@ -78,6 +167,12 @@ class Accounts:
     def __init__(self, config: Config, clock_ms: Callable[[], int]) -> None:
         self.config = config
         self.clock_ms = clock_ms
+        auth = config.web.auth
+        self.hashing = HashPool(auth.hash_workers, auth.hash_queue)
+        self._idle_ms = auth.idle_timeout_s * 1000
+        # a used session's expiry is written at most once per this (a write per call
+        # would turn every read into a database write)
+        self._touch_ms = min(30_000, self._idle_ms // 10)
         self._db: _Db | None = None
         self._static = {
             hash_token(t.token): Principal(
@@ -119,6 +214,12 @@ class Accounts:
             db = _Db(kind, target)
             for stmt in _SCHEMA:
                 db.execute(stmt)
+            have = db.columns("web_tokens")
+            for col, decl in _TOKEN_COLUMNS:
+                if col not in have:
+                    db.execute(f"ALTER TABLE web_tokens ADD COLUMN {col} {decl}")
+            if "absolute_expires_at" not in have:  # tokens from before sessions
+                db.execute("UPDATE web_tokens SET absolute_expires_at = expires_at")
             return db
 
         self._db = await self._run(setup)
@@ -133,6 +234,7 @@ class Accounts:
         if self._db is not None:
             db, self._db = self._db, None
             await self._run(db.close)
+        self.hashing.close()
 
     # -- users ------------------------------------------------------------------------------
 
@@ -142,11 +244,15 @@ class Accounts:
         """False if the user name is taken."""
         db = self._conn()
         now = self.clock_ms()
+        if await self._run(
+            lambda: db.execute("SELECT 1 FROM web_users WHERE username = ?", (username,))
+        ):
+            return False
+        pw = password if pre_hashed else await self.hashing.run(hash_password, password)
 
         def do() -> bool:
             if db.execute("SELECT 1 FROM web_users WHERE username = ?", (username,)):
                 return False
-            pw = password if pre_hashed else hash_password(password)
             db.execute(
                 "INSERT INTO web_users (username, org, role, pw_hash, created_at, disabled)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -184,23 +290,24 @@ class Accounts:
         disabled: bool | None = None,
     ) -> bool:
         db = self._conn()
+        now = self.clock_ms()
+        pw_hash = None if password is None else await self.hashing.run(hash_password, password)
 
         def do() -> bool:
             if not db.execute("SELECT 1 FROM web_users WHERE username = ?", (username,)):
                 return False
-            if password is not None:
+            if pw_hash is not None:
                 db.execute(
-                    "UPDATE web_users SET pw_hash = ? WHERE username = ?",
-                    (hash_password(password), username),
+                    "UPDATE web_users SET pw_hash = ? WHERE username = ?", (pw_hash, username)
                 )
             for col, val in (("role", role), ("org", org), ("disabled", disabled)):
                 if val is not None:
                     db.execute(
                         f"UPDATE web_users SET {col} = ? WHERE username = ?", (val, username)
                     )
-            if disabled or role is not None or org is not None or password is not None:
+            if disabled or role is not None or org is not None or pw_hash is not None:
                 # a changed or disabled account must log in again
-                db.execute("DELETE FROM web_tokens WHERE username = ?", (username,))
+                _revoke_user(db, username, now, "account_changed")
             return True
 
         return await self._run(do)
@@ -208,54 +315,87 @@ class Accounts:
     async def delete_user(self, username: str) -> bool:
         db = self._conn()
 
+        now = self.clock_ms()
+
         def do() -> bool:
             found = bool(db.execute("SELECT 1 FROM web_users WHERE username = ?", (username,)))
-            db.execute("DELETE FROM web_tokens WHERE username = ?", (username,))
+            _revoke_user(db, username, now, "account_deleted")
             db.execute("DELETE FROM web_users WHERE username = ?", (username,))
             return found
 
         return await self._run(do)
 
     async def check_password(self, username: str, password: str) -> Principal | None:
-        """The user's principal if the password is right and the account enabled."""
-        db = self._conn()
+        """The user's principal if the password is right and the account enabled.
 
-        def do() -> Principal | None:
-            rows = db.execute(
+        The lookup runs on the default pool, argon2 on :attr:`hashing` (which raises
+        :class:`HashBusy` when full)."""
+        db = self._conn()
+        rows = await self._run(
+            lambda: db.execute(
                 "SELECT org, role, pw_hash, disabled FROM web_users WHERE username = ?",
                 (username,),
             )
-            if not rows:
-                verify_password(_DUMMY_HASH, password)  # same time for unknown users
-                return None
-            org, role, pw_hash, disabled = rows[0]
-            if disabled or not verify_password(pw_hash, password):
-                return None
-            return Principal(name=username, org=org, role=role, username=username)
-
-        return await self._run(do)
+        )
+        # unknown and disabled accounts cost the same hash: no timing tells them apart
+        stored = rows[0][2] if rows and not rows[0][3] else _DUMMY_HASH
+        ok = await self.hashing.run(verify_password, stored, password)
+        if not ok or not rows or rows[0][3]:
+            return None
+        org, role, _, _ = rows[0]
+        return Principal(name=username, org=org, role=role, username=username)
 
     # -- tokens -----------------------------------------------------------------------------
 
     async def issue_token(
         self, principal: Principal, ttl_s: int, name: str = ""
     ) -> tuple[str, dict[str, Any]]:
-        """A new token carrying ``principal``'s org and role; returns (token, its record)."""
-        token = new_token()
+        """A machine token carrying ``principal``'s org and role, with a fixed lifetime;
+        returns (token, its record)."""
         now = self.clock_ms()
-        rec = {
+        end = now + ttl_s * 1000
+        return await self._insert_token(principal, name, "machine", now, end, end, False, None)
+
+    async def open_session(
+        self, principal: Principal, *, room: bool = False, duty_operator: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A login session: sliding expiry, capped by ``max_session_s`` (room sessions:
+        ``room_max_session_s``)."""
+        auth = self.config.web.auth
+        now = self.clock_ms()
+        cap = now + (auth.room_max_session_s if room else auth.max_session_s) * 1000
+        exp = slid_expiry(now, self._idle_ms, cap)
+        return await self._insert_token(
+            principal, "", "session", now, exp, cap, room, duty_operator
+        )
+
+    async def _insert_token(
+        self,
+        principal: Principal,
+        name: str,
+        kind: str,
+        now: int,
+        expires_at: int,
+        absolute: int,
+        room: bool,
+        duty_operator: str | None,
+    ) -> tuple[str, dict[str, Any]]:
+        token = new_token()
+        rec: dict[str, Any] = {
             "id": hash_token(token)[:16],
             "name": name or principal.name,
             "username": principal.username,
             "org": principal.org,
             "role": principal.role,
             "created_at": now,
-            "expires_at": now + ttl_s * 1000,
+            "expires_at": expires_at,
+            "absolute_expires_at": absolute,
         }
         await self._run(
             lambda: self._conn().execute(
                 "INSERT INTO web_tokens (id, token_hash, username, name, org, role, created_at,"
-                " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " expires_at, kind, absolute_expires_at, room, duty_operator)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rec["id"],
                     hash_token(token),
@@ -263,41 +403,114 @@ class Accounts:
                     rec["name"],
                     rec["org"],
                     rec["role"],
-                    rec["created_at"],
-                    rec["expires_at"],
+                    now,
+                    expires_at,
+                    kind,
+                    absolute,
+                    room,
+                    duty_operator,
                 ),
             )
         )
         return token, rec
 
-    async def principal(self, token: str) -> Principal | None:
-        """Who holds ``token``: a config token, or an issued one not yet expired."""
+    async def authenticate(self, token: str) -> Principal | Refused:
+        """Who holds ``token`` — a config token or a live issued one — or why not.
+
+        Using a login session slides its expiry (written at most every few seconds).
+        """
         h = hash_token(token)
         static = self._static.get(h)
         if static is not None:
             return static
         now = self.clock_ms()
-        rows = await self._run(
-            lambda: self._conn().execute(
-                "SELECT id, username, name, org, role FROM web_tokens"
-                " WHERE token_hash = ? AND expires_at > ?",
-                (h, now),
+        db = self._conn()
+        idle, slack = self._idle_ms, self._touch_ms
+
+        def do() -> Principal | Refused:
+            rows = db.execute(
+                "SELECT id, username, name, org, role, kind, expires_at, absolute_expires_at,"
+                " room, duty_operator, revoked_at FROM web_tokens WHERE token_hash = ?",
+                (h,),
             )
-        )
-        if not rows:
-            return None
-        tid, username, name, org, role = rows[0]
-        return Principal(name=username or name, org=org, role=role, username=username, token_id=tid)
+            if not rows:
+                return Refused("unauthorized")
+            tid, username, name, org, role, kind, exp, cap, room, duty, revoked = rows[0]
+            if revoked is not None:
+                return Refused("session_revoked")
+            if exp <= now:
+                return Refused("session_expired")
+            session = None
+            if kind == "session":
+                new_exp = slid_expiry(now, idle, cap)
+                if new_exp - exp >= slack:
+                    db.execute(
+                        "UPDATE web_tokens SET expires_at = ? WHERE id = ? AND revoked_at IS NULL",
+                        (new_exp, tid),
+                    )
+                    exp = new_exp
+                session = Session(exp, cap, bool(room), duty)
+            return Principal(
+                name=username or name,
+                org=org,
+                role=role,
+                username=username,
+                token_id=tid,
+                session=session,
+            )
+
+        return await self._run(do)
+
+    async def principal(self, token: str) -> Principal | None:
+        """Who holds ``token``, or None (see :meth:`authenticate` for why)."""
+        found = await self.authenticate(token)
+        return found if isinstance(found, Principal) else None
+
+    async def set_duty_operator(self, token_id: str, duty_operator: str) -> bool:
+        """Name the duty operator of a room session; False if it is no live room session."""
+        db = self._conn()
+
+        def do() -> bool:
+            if not db.execute(
+                "SELECT 1 FROM web_tokens WHERE id = ? AND room AND revoked_at IS NULL",
+                (token_id,),
+            ):
+                return False
+            db.execute(
+                "UPDATE web_tokens SET duty_operator = ? WHERE id = ?", (duty_operator, token_id)
+            )
+            return True
+
+        return await self._run(do)
 
     async def tokens(self, orgs: frozenset[str]) -> list[dict[str, Any]]:
+        """Live tokens and sessions (never their secret)."""
+        now = self.clock_ms()
         rows = await self._run(
             lambda: self._conn().execute(
-                "SELECT id, name, username, org, role, created_at, expires_at FROM web_tokens"
-                " ORDER BY created_at"
+                "SELECT id, name, username, org, role, created_at, expires_at, kind,"
+                " absolute_expires_at, room, duty_operator FROM web_tokens"
+                " WHERE revoked_at IS NULL AND expires_at > ? ORDER BY created_at",
+                (now,),
             )
         )
-        keys = ("id", "name", "username", "org", "role", "created_at", "expires_at")
-        return [dict(zip(keys, r, strict=True)) for r in rows if r[3] in orgs]
+        keys = (
+            "id",
+            "name",
+            "username",
+            "org",
+            "role",
+            "created_at",
+            "expires_at",
+            "kind",
+            "absolute_expires_at",
+            "room",
+            "duty_operator",
+        )
+        out = [dict(zip(keys, r, strict=True)) for r in rows if r[3] in orgs]
+        for t in out:
+            t["room"] = bool(t["room"])
+        return out
 
     async def token_org(self, token_id: str) -> str | None:
         rows = await self._run(
@@ -305,20 +518,34 @@ class Accounts:
         )
         return str(rows[0][0]) if rows else None
 
-    async def revoke_token(self, token_id: str) -> bool:
+    async def revoke_token(self, token_id: str, why: str = "revoked") -> bool:
+        """End a token or session now; its holders hear ``session_revoked``."""
         db = self._conn()
+        now = self.clock_ms()
 
         def do() -> bool:
-            found = bool(db.execute("SELECT 1 FROM web_tokens WHERE id = ?", (token_id,)))
-            db.execute("DELETE FROM web_tokens WHERE id = ?", (token_id,))
+            found = bool(
+                db.execute(
+                    "SELECT 1 FROM web_tokens WHERE id = ? AND revoked_at IS NULL", (token_id,)
+                )
+            )
+            db.execute(
+                "UPDATE web_tokens SET revoked_at = ?, revoked_why = ?"
+                " WHERE id = ? AND revoked_at IS NULL",
+                (now, why, token_id),
+            )
             return found
 
         return await self._run(do)
 
     async def purge_expired(self) -> None:
-        now = self.clock_ms()
+        """Forget tokens that ended more than a day ago."""
+        before = self.clock_ms() - _REMEMBER_ENDED_MS
         await self._run(
-            lambda: self._conn().execute("DELETE FROM web_tokens WHERE expires_at <= ?", (now,))
+            lambda: self._conn().execute(
+                "DELETE FROM web_tokens WHERE expires_at <= ? OR revoked_at <= ?",
+                (before, before),
+            )
         )
 
     # -- audit ------------------------------------------------------------------------------
@@ -374,6 +601,14 @@ class Accounts:
 
 
 _DUMMY_HASH = hash_password("not a real password")
+
+
+def _revoke_user(db: _Db, username: str, now: int, why: str) -> None:
+    db.execute(
+        "UPDATE web_tokens SET revoked_at = ?, revoked_why = ?"
+        " WHERE username = ? AND revoked_at IS NULL",
+        (now, why, username),
+    )
 
 
 def _user(r: Sequence[Any]) -> dict[str, Any]:

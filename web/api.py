@@ -14,11 +14,12 @@ import inspect
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,12 +27,22 @@ from starlette.responses import Response
 from fleetwatch.errors import BadRecord, FleetWatchError
 from rules.events import KINDS, AlarmEvent
 from stream.feed import STATES
-from web.accounts import Accounts
-from web.auth import ROLES, LoginLimiter, Principal, role_at_least
+from web.accounts import Accounts, HashBusy
+from web.auth import LoginLimiter, Principal, role_at_least
+from web.bodies import (
+    DutyBody,
+    Invalid,
+    LoginBody,
+    TokenCreate,
+    UserCreate,
+    UserPatch,
+    parse_body,
+    schema_of,
+)
 from web.context import AppContext
 from web.records import Records
 
-__all__ = ["API", "JSON", "ApiState", "Route"]
+__all__ = ["API", "JSON", "ApiState", "BodyLimit", "Route"]
 
 
 class JSON(Response):
@@ -47,6 +58,7 @@ class ApiState:
     accounts: Accounts
     limiter: LoginLimiter
     records: Records
+    purged_at: int = 0  # when ended tokens were last purged (epoch ms)
 
     @property
     def registry(self) -> Any:
@@ -59,6 +71,13 @@ class ApiState:
 Handler = Callable[[Request, ApiState, Principal], Awaitable[Any]]
 
 
+#: Body limit classes of :class:`web.config.BodyLimits` a route may name.
+BodyLimit = Literal["login", "api", "upload"]
+
+#: A query parameter: (name, type or JSON schema, description).
+Param = tuple[str, str | dict[str, Any], str]
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -66,9 +85,12 @@ class Route:
     handler: Any
     role: str | None  # None: no token needed
     summary: str
-    params: tuple[tuple[str, str, str], ...] = ()  # (name, type, description) query parameters
+    params: tuple[Param, ...] = ()  # query parameters
     body: dict[str, Any] | None = None  # JSON schema of the request body
     tag: str = "api"
+    # the body's size class, checked before authentication and before the body is read
+    limit: BodyLimit = "api"
+    model: type[BaseModel] | None = None  # the body's model (web.bodies); gives ``body``
 
 
 API: list[Route] = []
@@ -80,15 +102,26 @@ def route(
     role: str | None,
     summary: str,
     *,
-    params: tuple[tuple[str, str, str], ...] = (),
+    params: tuple[Param, ...] = (),
     body: dict[str, Any] | None = None,
     tag: str = "api",
+    limit: BodyLimit | None = None,
+    model: type[BaseModel] | None = None,
 ) -> Callable[[Any], Any]:
+    if model is not None:
+        body = schema_of(model)
+    if limit is None:  # CSV and GeoJSON uploads are big; everything else is small
+        limit = "upload" if body is not None and _is_upload(body, tag) else "api"
+
     def deco(fn: Any) -> Any:
-        API.append(Route(method, path, fn, role, summary, params, body, tag))
+        API.append(Route(method, path, fn, role, summary, params, body, tag, limit, model))
         return fn
 
     return deco
+
+
+def _is_upload(body: dict[str, Any], tag: str) -> bool:
+    return body.get("description") == "text/csv" or tag == "fences"
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -161,7 +194,9 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
 
     op = cmd.get("op")
     if op == "orders":
-        found = [await st.records.order(str(i)) for i in cmd.get("ids") or ()]
+        found = [await st.records.order(str(k[0]), str(k[1])) for k in cmd.get("keys") or ()]
+        for i in cmd.get("ids") or ():  # from a node of an earlier version
+            found.extend(await st.records.orders_by_id(str(i)))
         await apply_orders(st, [o for o in found if o is not None])
     elif op == "close":
         closer = getattr(st.ctx.rules, "close_episode", None)
@@ -215,11 +250,13 @@ def str_field(
     return v
 
 
-_LOGIN_BODY = {
-    "type": "object",
-    "required": ["username", "password"],
-    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-}
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def retry_after(ms: int) -> dict[str, str]:
+    return {"Retry-After": str(max(1, -(-ms // 1000)))}
+
 
 # -- session -----------------------------------------------------------------------------------
 
@@ -228,38 +265,85 @@ _LOGIN_BODY = {
     "POST",
     "/api/login",
     None,
-    "Log in; returns an expiring bearer token",
-    body=_LOGIN_BODY,
+    "Log in; returns a session token (sliding expiry, absolute cap). room: a wall screen",
+    model=LoginBody,
+    limit="login",
     tag="auth",
 )
 async def login(request: Request, st: ApiState, _: Principal | None) -> Any:
-    data = await body_json(request)
-    username = str_field(data, "username", max_len=64)
-    password = str_field(data, "password", max_len=1024)
-    addr = request.client.host if request.client else "?"
-    keys = (f"user:{username}", f"addr:{addr}")
+    body = parse_body(LoginBody, await request.body())
+    addr = client_address(request)
     now = st.now()
-    if st.limiter.blocked(keys, now):
-        raise fail(429, "too many failed logins; wait a minute")
-    p = await st.accounts.check_password(username, password)
+    # counted on arrival, before hashing: a burst of guesses meets the limit too
+    wait = st.limiter.admit(body.username, addr, now)
+    if wait > 0:
+        return JSON({"error": "rate_limited"}, status_code=429, headers=retry_after(wait))
+    try:
+        p = await st.accounts.check_password(body.username, body.password)
+    except HashBusy:
+        st.limiter.withdrawn(body.username, addr)
+        busy_ms = st.ctx.config.web.auth.busy_retry_after_s * 1000
+        return JSON({"error": "busy"}, status_code=503, headers=retry_after(busy_ms))
     if p is None:
-        st.limiter.failed(keys, now)
+        st.limiter.failed(body.username, addr, now)
         raise fail(401, "wrong user name or password")
-    st.limiter.succeeded(keys)
-    token, rec = await st.accounts.issue_token(p, st.ctx.config.web.token_ttl_s)
-    await audit(st, p, "login", username)
+    st.limiter.succeeded(body.username, addr)
+    token, rec = await st.accounts.open_session(p, room=body.room, duty_operator=body.duty_operator)
+    await audit(st, p, "login", body.username, room=body.room, duty_operator=body.duty_operator)
+    if now - st.purged_at > 60_000:
+        st.purged_at = now
+        await st.accounts.purge_expired()
     return {
         "token": token,
         "expires_at": rec["expires_at"],
+        "absolute_expires_at": rec["absolute_expires_at"],
         "user": {"name": p.name, "org": p.org, "role": p.role},
     }
 
 
-@route("POST", "/api/logout", "viewer", "Revoke the token used for this call", tag="auth")
+@route("POST", "/api/logout", "viewer", "End the session used for this call", tag="auth")
 async def logout(request: Request, st: ApiState, p: Principal) -> Any:
     if p.token_id:
-        await st.accounts.revoke_token(p.token_id)
+        await st.accounts.revoke_token(p.token_id, "logout")
     return {"ok": True}
+
+
+@route(
+    "PUT",
+    "/api/session/duty",
+    "viewer",
+    "Name the duty operator (值班员) of this room session (audited)",
+    model=DutyBody,
+    limit="login",
+    tag="auth",
+)
+async def session_duty(request: Request, st: ApiState, p: Principal) -> Any:
+    body = parse_body(DutyBody, await request.body())
+    if p.session is None or not p.session.room or p.token_id is None:
+        raise fail(409, "not a room session: log in with room = true")
+    if not await st.accounts.set_duty_operator(p.token_id, body.duty_operator):
+        raise fail(409, "not a room session: log in with room = true")
+    await audit(
+        st,
+        p,
+        "session.duty",
+        p.token_id,
+        before=p.session.duty_operator,
+        after=body.duty_operator,
+    )
+    return {"session": _session_info(p, body.duty_operator)}
+
+
+def _session_info(p: Principal, duty_operator: str | None = None) -> dict[str, Any] | None:
+    s = p.session
+    if s is None:
+        return None
+    return {
+        "expires_at": s.expires_at,
+        "absolute_expires_at": s.absolute_expires_at,
+        "room": s.room,
+        "duty_operator": duty_operator if duty_operator is not None else s.duty_operator,
+    }
 
 
 @route("GET", "/api/me", "viewer", "Who the token belongs to, and the page's settings", tag="auth")
@@ -269,6 +353,7 @@ async def me(request: Request, st: ApiState, p: Principal) -> Any:
     orgs = visible(st, p)
     return {
         "user": {"name": p.name, "org": p.org, "role": p.role},
+        "session": _session_info(p),
         "service": cfg.service.name,
         "timezone": cfg.service.timezone,
         "orgs": [
@@ -390,42 +475,99 @@ async def vehicle_detail(request: Request, st: ApiState, p: Principal) -> Any:
     return out
 
 
+def q_time(request: Request, name: str, default: int | None = None) -> int | None:
+    """A time query parameter: epoch milliseconds, or ISO 8601 with its UTC offset
+    (``2025-11-25T09:30:00+08:00``; a ``+`` written unescaped in a URL arrives as a space)."""
+    v = (request.query_params.get(name) or "").strip()
+    if not v:
+        return default
+    if v.lstrip("-").isdigit():
+        return int(v)
+    iso = v.replace(" ", "+") if "T" in v else v
+    try:
+        t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(400, f"{name} must be epoch ms or ISO 8601 with an offset") from None
+    if t.tzinfo is None:
+        raise fail(400, f"{name}: an ISO time needs its UTC offset (e.g. +08:00)")
+    return int(t.timestamp() * 1000)
+
+
 @route(
     "GET",
     "/api/vehicles/{id}/track",
     "viewer",
-    "Track playback: positions in [from, to) as columns, and the alarms in that window",
+    "Track playback: positions in [from, to) as columns, stops, trips and alarms in that window",
     params=(
-        ("from", "integer", "epoch ms, default: start of today"),
-        ("to", "integer", "epoch ms, default: now"),
-        ("simplify_m", "number", "Douglas–Peucker tolerance in metres"),
+        ("from", "string", "epoch ms or ISO 8601 with offset; default: start of today"),
+        ("to", "string", "epoch ms or ISO 8601 with offset; default: now (at most 31 days on)"),
+        ("simplify_m", "number", "Douglas–Peucker tolerance in metres (points only)"),
+        ("lang", "string", "zh|en: language of the stops' place names"),
     ),
     tag="vehicles",
 )
 async def track(request: Request, st: ApiState, p: Principal) -> Any:
+    from store.figures import project_m, simplify
     from store.history import AlarmQuery, day_bounds_ms
+    from store.playback import stops_and_trips
+    from web.geo_api import place_texts
 
     vid = request.path_params["id"]
-    vehicle_index(st, p, vid)
+    i = vehicle_index(st, p, vid)
     history = need(st.ctx.history, "history store")
     start, _ = day_bounds_ms(today(st), st.ctx.config.service.timezone)
-    from_ms = q_int(request, "from", start)
-    to_ms = q_int(request, "to", st.now() + 1)
+    from_ms = q_time(request, "from", start)
+    to_ms = q_time(request, "to", st.now() + 1)
     assert from_ms is not None and to_ms is not None
     if to_ms <= from_ms or to_ms - from_ms > 31 * 86_400_000:
         raise fail(400, "need from < to, at most 31 days apart")
-    simplify = request.query_params.get("simplify_m")
+    simplify_q = request.query_params.get("simplify_m")
     try:
-        tol = float(simplify) if simplify else None
+        tol = float(simplify_q) if simplify_q else None
     except ValueError:
         raise fail(400, "simplify_m must be a number of metres") from None
-    cols = await history.track(vid, from_ms, to_ms, tol)
-    alarms = await history.alarms(AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms))
+    en = request.query_params.get("lang", st.ctx.config.web.language) == "en"
+    # Stops and trips from every point; the points sent may then be simplified.
+    cols = await history.track(vid, from_ms, to_ms, None)
+    stops, trips = stops_and_trips(cols["ts"], cols["lat"], cols["lon"], cols["speed"], cols["acc"])
+    if tol:
+        x, y = project_m(cols["lat"], cols["lon"])
+        keep = simplify(x, y, tol)
+        cols = {k: v[keep] for k, v in cols.items()}
+    alarms = await history.alarms(
+        AlarmQuery(vehicle_id=vid, from_ms=from_ms, to_ms=to_ms, limit=5000)
+    )
+    places = place_texts(st, stops["lat"].tolist(), stops["lon"].tolist(), "en" if en else "zh")
     return {
         "vehicle": vid,
         "from": from_ms,
         "to": to_ms,
+        "limit_kmh": float(st.registry.speed_limit_kmh[i]),
         "points": {k: cols[k].tolist() for k in ("ts", "lat", "lon", "speed", "heading", "acc")},
+        "stops": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "lat": float(la),
+                "lon": float(lo),
+                "duration_s": round((int(b) - int(a)) / 1000),
+                "place": pl,
+            }
+            for a, b, la, lo, pl in zip(
+                stops["start"], stops["end"], stops["lat"], stops["lon"], places, strict=True
+            )
+        ],
+        "trips": [
+            {
+                "start": int(a),
+                "end": int(b),
+                "km": round(float(km), 3),
+                "max_speed_kmh": round(float(v), 1),
+            }
+            for a, b, km, v in zip(
+                trips["start"], trips["end"], trips["km"], trips["max_speed_kmh"], strict=True
+            )
+        ],
         "alarms": alarms,
     }
 
@@ -437,65 +579,165 @@ async def track(request: Request, st: ApiState, p: Principal) -> Any:
     "GET",
     "/api/alarms",
     "viewer",
-    "Alarm episodes, newest first",
+    "Alarm history (报警记录), newest first, paged; format=csv|xlsx exports every page",
     params=(
         ("state", "string", "open|closed"),
         ("kind", "string", "comma-separated kinds"),
+        ("severity", "string", "comma-separated: critical|warning|info"),
         ("org", "string", "organisation subtree"),
         ("vehicle", "string", "vehicle id"),
-        ("from", "integer", "started at or after, epoch ms"),
-        ("to", "integer", "started before, epoch ms"),
-        ("limit", "integer", "at most"),
+        ("plate", "string", "plate contains (case-insensitive)"),
+        ("from", "string", "started at or after: epoch ms or ISO 8601 with offset"),
+        ("to", "string", "started before: epoch ms or ISO 8601 with offset"),
+        ("page", "integer", "page number, from 1"),
+        ("page_size", "integer", "alarms per page, 1–500 (default 100)"),
+        ("format", "string", "json (default) | csv | xlsx"),
+        ("lang", "string", "zh|en: language of the export's headers and words"),
     ),
     tag="alarms",
 )
 async def alarms(request: Request, st: ApiState, p: Principal) -> Any:
     from store.history import AlarmQuery
+    from web.geo_api import place_texts
 
-    state = request.query_params.get("state") or None
+    q = request.query_params
+    state = q.get("state") or None
     if state not in (None, "open", "closed"):
         raise fail(400, "state must be open or closed")
     kinds = q_list(request, "kind")
     if kinds and not set(kinds) <= set(KINDS):
         raise fail(400, f"kind must be among {KINDS}")
+    severities = q_list(request, "severity")
+    if severities and not set(severities) <= {"critical", "warning", "info"}:
+        raise fail(400, "severity must be among critical, warning, info")
     orgs = visible(st, p)
-    org = request.query_params.get("org")
+    org = q.get("org")
     if org:
         if org not in orgs:
             raise fail(404, f"no organisation {org!r}")
         orgs = st.registry.orgs.subtree(org)
-    vid = request.query_params.get("vehicle") or None
+    vid = q.get("vehicle") or None
     if vid:
         vehicle_index(st, p, vid)
-    limit = max(1, min(q_int(request, "limit", 500) or 500, 5000))
-    from_ms, to_ms = q_int(request, "from"), q_int(request, "to")
-    if st.ctx.history is None:
-        items = [
-            a
-            for a in st.ctx.feed.alarm_items()
-            if a["org"] in orgs
-            and (state is None or a["state"] == state)
-            and (not kinds or a["kind"] in kinds)
-            and (vid is None or a["vehicle"] == vid)
-            and (from_ms is None or a["started_at"] >= from_ms)
-            and (to_ms is None or a["started_at"] < to_ms)
-        ][::-1][:limit]
-    else:
-        items = await st.ctx.history.alarms(
-            AlarmQuery(
-                state=state,
-                kinds=kinds,
-                orgs=sorted(orgs),
-                vehicle_id=vid,
-                from_ms=from_ms,
-                to_ms=to_ms,
-                limit=limit,
-            )
+    plate = (q.get("plate") or "").strip().upper() or None
+    from_ms, to_ms = q_time(request, "from"), q_time(request, "to")
+    page = q_int(request, "page", 1) or 1
+    # ``limit`` is the older name of page_size (its old cap of 5,000 is gone with paging).
+    size = q_int(request, "page_size", q_int(request, "limit", 100)) or 100
+    if page < 1 or not 1 <= size <= 500:
+        raise fail(400, "page must be >= 1 and page_size within 1..500")
+    fmt = q.get("format") or "json"
+    if fmt not in ("json", "csv", "xlsx"):
+        raise fail(400, "format must be json, csv or xlsx")
+    lang = q.get("lang") or st.ctx.config.web.language
+    if lang not in ("zh", "en"):
+        raise fail(400, "lang must be zh or en")
+    query = AlarmQuery(
+        state=state,
+        kinds=kinds,
+        severities=severities,
+        orgs=sorted(orgs),
+        vehicle_id=vid,
+        plate=plate,
+        from_ms=from_ms,
+        to_ms=to_ms,
+    )
+
+    async def fetch(
+        offset: int, limit: int, count: bool = True
+    ) -> tuple[int, list[dict[str, Any]]]:
+        if st.ctx.history is None:  # the live desk only: what the feed holds
+            want = set(severities) if severities else None
+            found = [
+                a
+                for a in st.ctx.feed.alarm_items()[::-1]
+                if a["org"] in orgs
+                and (state is None or a["state"] == state)
+                and (not kinds or a["kind"] in kinds)
+                and (want is None or a.get("severity") in want)
+                and (vid is None or a["vehicle"] == vid)
+                and (plate is None or plate in str(a.get("plate") or "").upper())
+                and (from_ms is None or a["started_at"] >= from_ms)
+                and (to_ms is None or a["started_at"] < to_ms)
+            ]
+            return len(found), found[offset : offset + limit]
+        page_q = dataclasses.replace(query, offset=offset, limit=limit)
+        total = await st.ctx.history.count_alarms(query) if count else -1
+        return total, await st.ctx.history.alarms(page_q)
+
+    def with_places(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        texts = place_texts(
+            st,
+            [float(a["lat"]) if a.get("lat") is not None else float("nan") for a in items],
+            [float(a["lon"]) if a.get("lon") is not None else float("nan") for a in items],
+            "en" if lang == "en" else "zh",
         )
-    return {"alarms": items}
+        return [{**a, "place": t} for a, t in zip(items, texts, strict=True)]
+
+    if fmt == "json":
+        total, items = await fetch((page - 1) * size, size)
+        return {"total": total, "page": page, "page_size": size, "alarms": with_places(items)}
+    return await _export_alarms(st, fetch, with_places, fmt, "en" if lang == "en" else "zh")
+
+
+async def _export_alarms(
+    st: ApiState, fetch: Any, with_places: Any, fmt: str, lang: Any
+) -> Response:
+    """Every page of the query as one file, up to ``web.export_max_rows`` (said when cut)."""
+    import asyncio
+
+    from web.export import alarm_table, to_csv, to_xlsx
+
+    cap = st.ctx.config.web.export_max_rows
+    chunk = 5000
+    total, rows = await fetch(0, min(chunk, cap))
+    rows = list(rows)
+    while len(rows) < min(total, cap):
+        _, more = await fetch(len(rows), min(chunk, cap - len(rows)), count=False)
+        if not more:
+            break
+        rows.extend(more)
+    org_names = dict(zip(st.registry.orgs.ids, st.registry.orgs.names, strict=True))
+    tz = st.ctx.config.service.timezone
+    headers, table = alarm_table(with_places(rows), tz=tz, org_names=org_names, lang=lang)
+    cut = total > len(rows)
+    notes = []
+    if cut:
+        notes.append(
+            f"共 {total} 条，导出上限 {cap} 条，仅导出最新的 {len(rows)} 条"
+            if lang == "zh"
+            else f"{total} alarms; the export holds at most {cap}: the newest {len(rows)} only"
+        )
+    stamp = dt.datetime.fromtimestamp(st.now() / 1000, ZoneInfo(tz)).strftime("%Y%m%d-%H%M")
+    if fmt == "csv":
+        body, media = to_csv(headers, table), "text/csv; charset=utf-8"
+    else:
+        body = await asyncio.to_thread(
+            to_xlsx,
+            headers,
+            table,
+            sheet="报警记录" if lang == "zh" else "Alarms",
+            notes=notes,
+            notes_sheet="说明" if lang == "zh" else "Notes",
+        )
+        media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return Response(
+        body,
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="alarms-{stamp}.{fmt}"',
+            "X-Export-Total": str(total),
+            "X-Export-Rows": str(len(rows)),
+            "X-Export-Truncated": "true" if cut else "false",
+        },
+    )
 
 
 def _alarm_vehicle(st: ApiState, p: Principal, alarm_id: str) -> int:
+    from rules.events import ALARM_ID_RE
+
+    if not ALARM_ID_RE.match(alarm_id):
+        raise fail(404, f"no alarm {alarm_id!r}")
     vid = alarm_id.split(":", 1)[0]
     i = st.registry.by_id(vid)
     if i is None or st.registry.org_of(i) not in visible(st, p):
@@ -528,16 +770,24 @@ async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     handled = bool(data.get("handled", False))
     now = st.now()
     if st.ctx.history is not None and not await st.ctx.history.ack_alarm(
-        alarm_id, p.name, note, handled, now
+        alarm_id, p.name, note, handled, now, action="ack"
     ):
         raise fail(404, f"no alarm {alarm_id!r}")
-    ack = {"user": p.name, "at": now, "note": note, "handled": handled}
-    if st.ctx.relay is not None:
-        st.ctx.relay.acknowledge(alarm_id, ack)  # every node's desks, this one's included
-    else:
-        st.ctx.feed.acknowledge(alarm_id, ack)
+    ack = _handled(st, alarm_id, p.name, note, now, "ack", handled)
     await audit(st, p, "alarm.handle" if handled else "alarm.ack", alarm_id, note=note)
     return {"ok": True, "ack": ack}
+
+
+def _handled(
+    st: ApiState, alarm_id: str, user: str, note: str, at: int, action: str, handled: bool
+) -> dict[str, Any]:
+    """One entry of the handling record (first ack stays first), to every node's desks."""
+    entry = {"user": user, "at": at, "note": note, "action": action, "handled": handled}
+    if st.ctx.relay is not None:
+        st.ctx.relay.acknowledge(alarm_id, entry)  # every node's desks, this one's included
+    else:
+        st.ctx.feed.acknowledge(alarm_id, entry)
+    return entry
 
 
 @route(
@@ -596,6 +846,9 @@ async def close_alarm(request: Request, st: ApiState, p: Principal) -> Any:
         ]
         await publish_events(st, events)
         await broadcast(st, "close", id=alarm_id, at=now, by=p.name, note=note)
+    if st.ctx.history is not None:
+        await st.ctx.history.ack_alarm(alarm_id, p.name, note, True, now, action="close")
+    _handled(st, alarm_id, p.name, note, now, "close", True)
     await audit(st, p, "alarm.close", alarm_id, note=note)
     return {"ok": True}
 
@@ -621,11 +874,31 @@ def _order_visible(st: ApiState, p: Principal, o: dict[str, Any]) -> bool:
     return i is not None and st.registry.org_of(i) in visible(st, p)
 
 
+def _order_keys(orders: list[dict[str, Any]]) -> list[list[str]]:
+    return [[o["org"], o["id"]] for o in orders]
+
+
+async def _visible_order(request: Request, st: ApiState, p: Principal) -> dict[str, Any]:
+    """The order named by the path's id (and ``?org=`` where the caller sees several)."""
+    org = request.query_params.get("org")
+    found = [
+        o
+        for o in await st.records.orders_by_id(request.path_params["id"])
+        if _order_visible(st, p, o) and (org is None or o["org"] == org)
+    ]
+    if not found:
+        raise fail(404, "no such order")
+    if len(found) > 1:
+        raise fail(409, "several of your organisations have an order with this id: add ?org=")
+    return found[0]
+
+
 def _dispatch_order(o: dict[str, Any]) -> Any:
     from rules.orders import DispatchOrder
 
+    # The engine knows an order once by its id: ids are unique per organisation only.
     return DispatchOrder(
-        id=o["id"],
+        id=f"{o['org']}:{o['id']}" if o.get("org") else o["id"],
         vehicle_id=o["vehicle"],
         type=o["type"],
         start=o["start"],
@@ -676,6 +949,7 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
         raise fail(400, "id must be a string of at most 64 characters")
     now = st.now()
     return {
+        "org": reg.org_of(reg.by_id(vid)),
         "id": oid,
         "vehicle": vid,
         "type": typ,
@@ -701,7 +975,8 @@ def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool)
 async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     o = _new_order(st, p, await body_json(request), approved=False)
     if not await st.records.add_order(o):
-        raise fail(409, f"order {o['id']!r} exists")
+        # Ids are unique per organisation (the vehicle's): the one taken is the caller's own.
+        raise fail(409, f"order {o['id']!r} exists in {o['org']}")
     await audit(st, p, "order.create", o["id"], vehicle=o["vehicle"], type=o["type"])
     return o
 
@@ -714,15 +989,14 @@ async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
     tag="orders",
 )
 async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
-    o = await st.records.order(request.path_params["id"])
-    if o is None or not _order_visible(st, p, o):
-        raise fail(404, "no such order")
+    o = await _visible_order(request, st, p)
     if not o["approved"]:
-        o = await st.records.approve_order(o["id"], p.name, st.now())
-        assert o is not None
+        approved = await st.records.approve_order(o["org"], o["id"], p.name, st.now())
+        assert approved is not None
+        o = approved
         await apply_orders(st, [o])
-        await broadcast(st, "orders", ids=[o["id"]])
-    await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"])
+        await broadcast(st, "orders", keys=_order_keys([o]))
+    await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"], org=o["org"])
     return o
 
 
@@ -735,17 +1009,27 @@ async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
     tag="orders",
 )
 async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
-    from rules.orders import parse_orders_csv
+    """Row by row: good rows are imported, each bad one is listed with its line and reason.
+
+    A row only ever writes its own vehicle's organisation's order (ids are unique per
+    organisation), so an id another county uses is simply a new order here; a row for a
+    vehicle outside the caller's subtree is refused exactly like an unknown vehicle.
+    """
+    from rules.orders import parse_orders_rows
 
     text = (await request.body()).decode("utf-8-sig", errors="replace")
+    reg = st.registry
     try:
-        parsed = parse_orders_csv(text, st.registry, timezone=st.ctx.config.service.timezone)
+        parsed, bad = parse_orders_rows(text, reg, timezone=st.ctx.config.service.timezone)
     except BadRecord as exc:
         raise fail(400, exc.detail or exc.reason) from None
+    rejected: list[dict[str, Any]] = [{"line": line, "reason": reason} for line, reason in bad]
     now = st.now()
     out: list[dict[str, Any]] = []
-    for d in parsed:
+    for line, d in parsed:
+        v = reg.by_id(d.vehicle_id)
         o: dict[str, Any] = {
+            "org": reg.org_of(v),
             "id": d.id,
             "vehicle": d.vehicle_id,
             "type": d.type,
@@ -759,14 +1043,24 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
             "approved_at": (d.approved_at or now) if d.approved else None,
         }
         if not _order_visible(st, p, o):
-            raise fail(403, f"order {d.id}: vehicle {d.vehicle_id} is outside your organisation")
+            rejected.append({"line": line, "reason": f"unknown vehicle {d.vehicle_id!r}"})
+            continue
         out.append(o)
+    rejected.sort(key=lambda r: int(r["line"]))
     await st.records.put_orders(out)
     await apply_orders(st, out)
     if any(o["approved"] for o in out):
-        await broadcast(st, "orders", ids=[o["id"] for o in out if o["approved"]])
-    await audit(st, p, "order.import", f"{len(out)} orders", ids=[o["id"] for o in out])
-    return {"imported": len(out), "orders": out}
+        await broadcast(st, "orders", keys=_order_keys([o for o in out if o["approved"]]))
+    await audit(
+        st,
+        p,
+        "order.import",
+        f"{len(out)} orders",
+        ids=[o["id"] for o in out],
+        orgs=sorted({o["org"] for o in out}),
+        rejected=rejected,
+    )
+    return {"imported": len(out), "orders": out, "rejected": rejected}
 
 
 # -- the board ---------------------------------------------------------------------------------
@@ -842,23 +1136,11 @@ async def stats(request: Request, st: ApiState, p: Principal) -> Any:
 
 # -- users and tokens --------------------------------------------------------------------------
 
-_USER_BODY = {
-    "type": "object",
-    "required": ["username", "password", "org", "role"],
-    "properties": {
-        "username": {"type": "string"},
-        "password": {"type": "string"},
-        "org": {"type": "string"},
-        "role": {"enum": list(ROLES)},
-    },
-}
-
 
 def _check_grant(st: ApiState, p: Principal, org: str, role: str) -> None:
-    if role not in ROLES:
-        raise fail(400, f"role must be one of {ROLES}")
     if org not in visible(st, p):
-        raise fail(403, "you may only manage your own organisation and those below it")
+        # the same answer for an organisation elsewhere and for none at all
+        raise Invalid([{"field": "org", "reason": "no such organisation in your subtree"}])
     if not role_at_least(p.role, role):
         raise fail(403, "you cannot grant a role above your own")
 
@@ -868,19 +1150,16 @@ async def list_users(request: Request, st: ApiState, p: Principal) -> Any:
     return {"users": await st.accounts.users(visible(st, p))}
 
 
-@route("POST", "/api/users", "admin", "Create a user (audited)", body=_USER_BODY, tag="users")
+@route("POST", "/api/users", "admin", "Create a user (audited)", model=UserCreate, tag="users")
 async def create_user(request: Request, st: ApiState, p: Principal) -> Any:
-    data = await body_json(request)
-    username = str_field(data, "username", max_len=64)
-    password = str_field(data, "password", max_len=1024)
-    if len(password) < 8:
-        raise fail(400, "password must have at least 8 characters")
-    org, role = str_field(data, "org", max_len=64), str_field(data, "role", max_len=16)
-    _check_grant(st, p, org, role)
-    if not await st.accounts.create_user(username, password, org, role):
-        raise fail(409, f"user {username!r} exists")
-    await audit(st, p, "user.create", username, org=org, role=role)
-    return await st.accounts.user(username)
+    body = parse_body(UserCreate, await request.body())
+    _check_grant(st, p, body.org, body.role)
+    if not await st.accounts.create_user(body.username, body.password, body.org, body.role):
+        # user names are one name space (they log in without an organisation): this
+        # says the name is taken, never where or by whom
+        raise fail(409, "user name not available")
+    await audit(st, p, "user.create", body.username, org=body.org, role=body.role)
+    return await st.accounts.user(body.username)
 
 
 async def _own_user(st: ApiState, p: Principal, username: str) -> dict[str, Any]:
@@ -895,36 +1174,20 @@ async def _own_user(st: ApiState, p: Principal, username: str) -> dict[str, Any]
     "/api/users/{username}",
     "admin",
     "Change a user's password, role, organisation or disable it (audited)",
+    model=UserPatch,
     tag="users",
-    body={
-        "type": "object",
-        "properties": {
-            "password": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "org": {"type": "string"},
-            "disabled": {"type": "boolean"},
-        },
-    },
 )
 async def update_user(request: Request, st: ApiState, p: Principal) -> Any:
     username = request.path_params["username"]
     u = await _own_user(st, p, username)
-    data = await body_json(request)
-    role = data.get("role")
-    org = data.get("org")
-    _check_grant(st, p, org or u["org"], role or u["role"])
-    pw = data.get("password")
-    if pw is not None and (not isinstance(pw, str) or len(pw) < 8):
-        raise fail(400, "password must have at least 8 characters")
-    disabled = data.get("disabled")
+    body = parse_body(UserPatch, await request.body())
+    if not role_at_least(p.role, u["role"]):
+        raise fail(403, "you cannot change a user above your own role")
+    _check_grant(st, p, body.org or u["org"], body.role or u["role"])
     await st.accounts.update_user(
-        username,
-        password=pw,
-        role=role,
-        org=org,
-        disabled=bool(disabled) if disabled is not None else None,
+        username, password=body.password, role=body.role, org=body.org, disabled=body.disabled
     )
-    changed = sorted(k for k in ("password", "role", "org", "disabled") if k in data)
+    changed = sorted(body.model_fields_set)
     await audit(st, p, "user.update", username, changed=changed)
     return await st.accounts.user(username)
 
@@ -938,7 +1201,7 @@ async def delete_user(request: Request, st: ApiState, p: Principal) -> Any:
     return {"ok": True}
 
 
-@route("GET", "/api/tokens", "admin", "Issued tokens (never their secret)", tag="users")
+@route("GET", "/api/tokens", "admin", "Live tokens and sessions (never their secret)", tag="users")
 async def list_tokens(request: Request, st: ApiState, p: Principal) -> Any:
     return {"tokens": await st.accounts.tokens(visible(st, p))}
 
@@ -949,32 +1212,20 @@ async def list_tokens(request: Request, st: ApiState, p: Principal) -> Any:
     "admin",
     "Issue a machine token; the secret is shown once (audited)",
     tag="users",
-    body={
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string"},
-            "org": {"type": "string"},
-            "role": {"enum": list(ROLES)},
-            "ttl_s": {"type": "integer"},
-        },
-    },
+    model=TokenCreate,
 )
 async def create_token(request: Request, st: ApiState, p: Principal) -> Any:
-    data = await body_json(request)
-    name = str_field(data, "name", max_len=64)
-    org = data.get("org") or p.org
-    role = data.get("role") or "viewer"
-    _check_grant(st, p, org, role)
-    ttl = data.get("ttl_s", 90 * 86_400)
-    if not isinstance(ttl, int) or not 60 <= ttl <= 3 * 365 * 86_400:
-        raise fail(400, "ttl_s must be between 60 s and 3 years")
-    token, rec = await st.accounts.issue_token(Principal(name=name, org=org, role=role), ttl, name)
-    await audit(st, p, "token.create", rec["id"], name=name, org=org, role=role)
+    body = parse_body(TokenCreate, await request.body())
+    org = body.org or p.org
+    _check_grant(st, p, org, body.role)
+    token, rec = await st.accounts.issue_token(
+        Principal(name=body.name, org=org, role=body.role), body.ttl_s, body.name
+    )
+    await audit(st, p, "token.create", rec["id"], name=body.name, org=org, role=body.role)
     return {"token": token, **rec}
 
 
-@route("DELETE", "/api/tokens/{id}", "admin", "Revoke a token (audited)", tag="users")
+@route("DELETE", "/api/tokens/{id}", "admin", "Revoke a token or session (audited)", tag="users")
 async def revoke_token(request: Request, st: ApiState, p: Principal) -> Any:
     tid = request.path_params["id"]
     org = await st.accounts.token_org(tid)
@@ -993,8 +1244,8 @@ async def revoke_token(request: Request, st: ApiState, p: Principal) -> Any:
     params=(
         ("from", "integer", "epoch ms"),
         ("to", "integer", "epoch ms"),
-        ("action", "string", "e.g. alarm.ack"),
-        ("limit", "integer", "at most"),
+        ("action", {"type": "string", "maxLength": 64}, "e.g. alarm.ack"),
+        ("limit", {"type": "integer", "minimum": 1, "maximum": 5000}, "at most (default 500)"),
     ),
     tag="users",
 )

@@ -7,7 +7,7 @@ and publishes a command on ``{prefix}web:commands``; every other node applies
 it to its engine too (applying twice is harmless: an order is taken once per
 id, an episode closes once, fences are re-read from the database)::
 
-    {"op": "orders", "ids": [order_id...], "node": ...}   approved: give them to the engine
+    {"op": "orders", "keys": [[org, order_id]...], "node": ...}   approved: to the engine
     {"op": "close", "id": alarm_id, "at": ms, "by": user, "note": ..., "node": ...}
     {"op": "fences", "node": ...}                        fence changes: re-read them
 

@@ -9,6 +9,7 @@ with ``?datum=gcj02`` converts AMap/DataV coordinates to WGS-84 first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -117,6 +118,18 @@ def fence_from_feature(feat: dict[str, Any], default_org: str, datum: str = "wgs
         raise fail(400, str(exc)) from None
 
 
+def scoped_fence_id(org: str, fid: str) -> str:
+    """The id of a fence made by an administrator below the top of the tree.
+
+    Such an id lives in the administrator's own name space (``wusheng.ktv``), so a
+    409 can only be about a fence the administrator sees: whether another county
+    has a ``ktv`` never changes the answer. The city-wide administrator sees every
+    fence and keeps plain ids.
+    """
+    prefix = f"{org}."
+    return fid if fid.startswith(prefix) else prefix + fid
+
+
 def _features(data: dict[str, Any]) -> list[dict[str, Any]]:
     if data.get("type") == "FeatureCollection":
         feats = data.get("features")
@@ -154,6 +167,8 @@ async def create_fences(request: Request, st: ApiState, p: Principal) -> Any:
         raise fail(400, "datum must be wgs84 or gcj02")
     made = [fence_from_feature(f, p.org, datum) for f in _features(await body_json(request))]
     orgs = visible(st, p)
+    if orgs != frozenset(st.registry.orgs.ids):
+        made = [dataclasses.replace(f, id=scoped_fence_id(p.org, f.id)) for f in made]
     existing = set(fences.index.ids)
     for f in made:
         if f.org not in orgs:

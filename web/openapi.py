@@ -17,6 +17,65 @@ _TYPES = {
 }
 
 
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {}},
+}
+
+_INVALID = {
+    "type": "object",
+    "required": ["error", "fields"],
+    "properties": {
+        "error": {"const": "invalid"},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+}
+
+_SESSION_ENDED = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"enum": ["unauthorized", "session_expired", "session_revoked"]}},
+}
+
+# path parameters: ids are safe in a URL path (ARCHITECTURE.md, "Ids are safe in a URL path")
+_PATH_PARAM = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema if schema is not None else _ERROR}},
+    }
+
+
+def _responses(r: Route) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {}}},
+        "400": _json("bad request"),
+        "404": _json("not found, or outside your organisation subtree"),
+        "413": _json("request body larger than this route's limit (web.body_limits)"),
+        "422": _json("the body breaks its model: each bad field with the reason", _INVALID),
+        "503": _json("a part this route needs is not configured or busy"),
+    }
+    if r.role is not None:
+        out["401"] = _json("no token, or its session expired or was revoked", _SESSION_ENDED)
+        out["403"] = _json("role too low or outside your organisation")
+    else:
+        out["401"] = _json("wrong user name or password")
+        out["429"] = _json("too many login attempts: wait Retry-After seconds")
+    if r.method in ("POST", "PUT", "PATCH"):
+        out["409"] = _json("conflicts with the current state")
+    return out
+
+
 def openapi_document(routes: Sequence[Route], title: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for r in routes:
@@ -24,21 +83,13 @@ def openapi_document(routes: Sequence[Route], title: str) -> dict[str, Any]:
             "summary": r.summary,
             "operationId": r.handler.__name__,
             "tags": [r.tag],
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {}}},
-                "400": {"description": "bad request"},
-                "401": {"description": "no or expired token"},
-                "403": {"description": "role too low or outside your organisation"},
-                "404": {"description": "not found, or outside your organisation subtree"},
-            },
+            "responses": _responses(r),
         }
         if r.role is not None:
             op["security"] = [{"bearer": []}]
             op["description"] = f"Requires the **{r.role}** role (or higher)."
-        else:
-            op["responses"]["429"] = {"description": "too many failed logins"}
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": dict(_PATH_PARAM)}
             for name in re.findall(r"{(\w+)}", r.path)
         ]
         params += [
@@ -46,7 +97,7 @@ def openapi_document(routes: Sequence[Route], title: str) -> dict[str, Any]:
                 "name": n,
                 "in": "query",
                 "required": False,
-                "schema": _TYPES.get(t, {}),
+                "schema": t if isinstance(t, dict) else _TYPES.get(t, {}),
                 "description": d,
             }
             for n, t, d in r.params

@@ -3,7 +3,12 @@
 Same database as :mod:`web.accounts` (tables prefixed ``web_``), so that a
 restart — or another web node on the same PostgreSQL — finds them again::
 
-    web_orders         one row per order: all its fields, who created it, approval state
+    web_dispatch_orders  one row per (organisation, order id): all its fields, who created
+                       it, approval state. Order ids are unique per organisation — the
+                       organisation of the order's vehicle — so one county's import can never
+                       overwrite another county's order, and a taken id is only ever one the
+                       caller can see. Rows of the earlier ``web_orders`` (ids unique
+                       city-wide) are copied over once, with organisation ``""``.
     web_fence_changes  one row per fence id changed through the API: the fence as a
                        GeoJSON Feature (created or replaced), or a tombstone (deleted)
 
@@ -23,17 +28,19 @@ from web.accounts import Accounts
 __all__ = ["FenceChange", "Records", "apply_fence_changes"]
 
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS web_orders (
-        id TEXT PRIMARY KEY, vehicle TEXT NOT NULL, type TEXT NOT NULL,
+    """CREATE TABLE IF NOT EXISTS web_dispatch_orders (
+        org TEXT NOT NULL, id TEXT NOT NULL, vehicle TEXT NOT NULL, type TEXT NOT NULL,
         start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, reason TEXT NOT NULL,
         created_by TEXT NOT NULL, created_at BIGINT NOT NULL,
-        approved BOOLEAN NOT NULL, approved_by TEXT, approved_at BIGINT)""",
+        approved BOOLEAN NOT NULL, approved_by TEXT, approved_at BIGINT,
+        PRIMARY KEY (org, id))""",
     """CREATE TABLE IF NOT EXISTS web_fence_changes (
         fence_id TEXT PRIMARY KEY, deleted BOOLEAN NOT NULL, feature TEXT,
         changed_by TEXT NOT NULL, changed_at BIGINT NOT NULL, seq BIGINT NOT NULL)""",
 )
 
 _ORDER_COLS = (
+    "org",
     "id",
     "vehicle",
     "type",
@@ -64,6 +71,7 @@ class FenceChange:
 
 def _order_row(o: dict[str, Any]) -> tuple[Any, ...]:
     return (
+        o["org"],
         o["id"],
         o["vehicle"],
         o["type"],
@@ -81,6 +89,7 @@ def _order_row(o: dict[str, Any]) -> tuple[Any, ...]:
 def _order_dict(r: Sequence[Any]) -> dict[str, Any]:
     d = dict(zip(_ORDER_COLS, r, strict=True))
     return {
+        "org": d["org"],
         "id": d["id"],
         "vehicle": d["vehicle"],
         "type": d["type"],
@@ -107,6 +116,15 @@ class Records:
         def setup() -> None:
             for stmt in SCHEMA:
                 db.execute(stmt)
+            legacy = db.execute("SELECT count(*) FROM web_dispatch_orders") == [
+                (0,)
+            ] and _table_exists(db, "web_orders")
+            if legacy:
+                cols = ", ".join(_ORDER_COLS[1:])
+                db.execute(
+                    f"INSERT INTO web_dispatch_orders (org, {cols}) SELECT '', {cols}"
+                    " FROM web_orders"
+                )
 
         await self.accounts.run(setup)
 
@@ -116,29 +134,46 @@ class Records:
         db = self.accounts.database()
         rows = await self.accounts.run(
             lambda: db.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM web_orders ORDER BY created_at, id"
+                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders"
+                " ORDER BY created_at, org, id"
             )
         )
         return [_order_dict(r) for r in rows]
 
-    async def order(self, order_id: str) -> dict[str, Any] | None:
+    async def orders_by_id(self, order_id: str) -> list[dict[str, Any]]:
+        """Every organisation's order with this id (the caller filters what it may see)."""
         db = self.accounts.database()
         rows = await self.accounts.run(
             lambda: db.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM web_orders WHERE id = ?", (order_id,)
+                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders WHERE id = ?"
+                " ORDER BY org",
+                (order_id,),
+            )
+        )
+        return [_order_dict(r) for r in rows]
+
+    async def order(self, org: str, order_id: str) -> dict[str, Any] | None:
+        db = self.accounts.database()
+        rows = await self.accounts.run(
+            lambda: db.execute(
+                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders"
+                " WHERE org = ? AND id = ?",
+                (org, order_id),
             )
         )
         return _order_dict(rows[0]) if rows else None
 
     async def add_order(self, o: dict[str, Any]) -> bool:
-        """Insert a new order; False if its id is taken."""
+        """Insert a new order; False if its organisation already has that id."""
         db = self.accounts.database()
 
         def do() -> bool:
-            if db.execute("SELECT 1 FROM web_orders WHERE id = ?", (o["id"],)):
+            if db.execute(
+                "SELECT 1 FROM web_dispatch_orders WHERE org = ? AND id = ?", (o["org"], o["id"])
+            ):
                 return False
             db.execute(
-                f"INSERT INTO web_orders ({', '.join(_ORDER_COLS)})"
+                f"INSERT INTO web_dispatch_orders ({', '.join(_ORDER_COLS)})"
                 f" VALUES ({', '.join('?' * len(_ORDER_COLS))})",
                 _order_row(o),
             )
@@ -147,13 +182,14 @@ class Records:
         return await self.accounts.run(do)
 
     async def put_orders(self, orders: Sequence[dict[str, Any]]) -> None:
-        """Insert or overwrite orders (a CSV import may correct earlier rows)."""
+        """Insert or overwrite orders (a CSV import may correct earlier rows). The key is
+        (organisation, id): a row only ever replaces its own organisation's order."""
         db = self.accounts.database()
-        sets = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLS[1:])
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLS[2:])
         sql = (
-            f"INSERT INTO web_orders ({', '.join(_ORDER_COLS)})"
+            f"INSERT INTO web_dispatch_orders ({', '.join(_ORDER_COLS)})"
             f" VALUES ({', '.join('?' * len(_ORDER_COLS))})"
-            f" ON CONFLICT (id) DO UPDATE SET {sets}"
+            f" ON CONFLICT (org, id) DO UPDATE SET {sets}"
         )
 
         def do() -> None:
@@ -162,17 +198,19 @@ class Records:
 
         await self.accounts.run(do)
 
-    async def approve_order(self, order_id: str, by: str, at: int) -> dict[str, Any] | None:
+    async def approve_order(
+        self, org: str, order_id: str, by: str, at: int
+    ) -> dict[str, Any] | None:
         """Mark approved (once: a second approval keeps the first's who/when)."""
         db = self.accounts.database()
         await self.accounts.run(
             lambda: db.execute(
-                "UPDATE web_orders SET approved = ?, approved_by = ?, approved_at = ?"
-                " WHERE id = ? AND NOT approved",
-                (True, by, at, order_id),
+                "UPDATE web_dispatch_orders SET approved = ?, approved_by = ?, approved_at = ?"
+                " WHERE org = ? AND id = ? AND NOT approved",
+                (True, by, at, org, order_id),
             )
         )
-        return await self.order(order_id)
+        return await self.order(org, order_id)
 
     # -- fences -----------------------------------------------------------------------------
 
@@ -218,6 +256,18 @@ class Records:
             FenceChange(str(fid), None if deleted else json.loads(feat), str(by), int(at))
             for fid, deleted, feat, by, at in rows
         ]
+
+
+def _table_exists(db: Any, name: str) -> bool:
+    """Whether the accounts database (SQLite or PostgreSQL) has a table of that name."""
+    if db.kind == "postgres":
+        sql = (
+            "SELECT 1 FROM information_schema.tables"
+            " WHERE table_name = ? AND table_schema = current_schema()"
+        )
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return bool(db.execute(sql, (name,)))
 
 
 def apply_fence_changes(

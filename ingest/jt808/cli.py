@@ -2,7 +2,10 @@
 
 One JSON object per frame on standard output, with the keys of
 ``jt808_vectors.json``: ``valid, why_invalid, msg_id, version, phone, serial,
-positions, batch_type`` and ``ack`` (the 0x8001/0x0001 reply fields, or null).
+positions, batch_type`` and ``ack`` (the 0x8001/0x0001 reply fields, or null);
+a platform command (0x8300, 0x8203, 0x8201, 0x8202, 0x8103, 0x8104, 0x8106,
+0x8105) or a terminal's specific reply (0x0201, 0x0104) adds ``command``: its
+kind and fields (a 0x0201's position also goes to ``positions``).
 ``--verbose`` adds ``detail`` (why a frame is invalid), ``quirks`` (what
 lenient decoding let through) and ``split`` ([total, index] of a sub-package).
 Exit status 0 when every frame is valid, 1 otherwise, 2 on bad usage.
@@ -19,12 +22,30 @@ from typing import Any
 
 from fleetwatch.errors import FrameError
 from ingest.jt808.codec import Decoded, decode_frame
+from ingest.jt808.commands import to_wire
+from ingest.jt808.downlink import (
+    DOWNLINK_IDS,
+    MSG_LOCATE_REPLY,
+    MSG_PARAMS_REPLY,
+    AlarmConfirm,
+    Downlink,
+    LocateQuery,
+    LocateReply,
+    ParamsQuery,
+    ParamsSet,
+    TemporaryTracking,
+    TerminalControl,
+    TextMessage,
+    decode_downlink,
+    decode_uplink_reply,
+)
 from ingest.jt808.frame import Header, parse_frame
 from ingest.jt808.framing import split_frames
 from ingest.jt808.messages import (
     Location,
     LocationBatch,
     PlatformReply,
+    RawMessage,
     SplitPart,
     TerminalReply,
 )
@@ -81,9 +102,34 @@ def frame_to_json(decoded: Decoded) -> dict[str, Any]:
         out["batch_type"] = msg.batch_type
     elif isinstance(msg, PlatformReply | TerminalReply):
         out["ack"] = {"serial": msg.reply_serial, "msg_id": msg.reply_msg_id, "result": msg.result}
+    elif isinstance(msg, RawMessage) and msg.msg_id in DOWNLINK_IDS:
+        cmd = decode_downlink(msg.msg_id, msg.body, version=decoded.header.version)
+        out["command"] = to_wire(_KIND[type(cmd)], cmd)
+    elif isinstance(msg, RawMessage) and msg.msg_id in (MSG_LOCATE_REPLY, MSG_PARAMS_REPLY):
+        reply = decode_uplink_reply(msg.msg_id, msg.body)
+        if isinstance(reply, LocateReply):
+            out["positions"] = [location_to_json(reply.location)]
+            out["command"] = {"kind": "locate_reply", "reply_serial": reply.reply_serial}
+        else:
+            out["command"] = {
+                "kind": "params_reply",
+                "reply_serial": reply.reply_serial,
+                "params": reply.named(),
+            }
     if decoded.quirks:
         out["quirks"] = list(decoded.quirks)
     return out
+
+
+_KIND: dict[type[Downlink], str] = {
+    TextMessage: "text",
+    AlarmConfirm: "confirm_alarm",
+    LocateQuery: "locate",
+    TemporaryTracking: "track",
+    ParamsSet: "params_set",
+    ParamsQuery: "params_get",
+    TerminalControl: "control",
+}
 
 
 def _invalid(raw: bytes, err: FrameError) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["MIN_SECRET_CHARS", "GatewayConfig", "gateway_problems"]
+__all__ = ["MIN_SECRET_CHARS", "CommandsConfig", "GatewayConfig", "gateway_problems"]
 
 # An HMAC key shorter than this is guessable from a few auth codes offline.
 MIN_SECRET_CHARS = 16
@@ -72,6 +72,25 @@ class GatewayConfig(BaseModel):
         description="what a 0x0100 must carry as provisioned, besides a known phone: "
         "plate, vin (plate colour 0), maker (manufacturer id)",
     )
+    command_reply_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="downlink: how long the first transmission of a command waits for its "
+        "reply (JT/T 808-2019 table 12, parameter 0x0002)",
+    )
+    command_retransmissions: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="downlink: retransmissions before a command times out; the n-th waits "
+        "T(n) = T(n-1) x (n+1) (JT/T 808-2019 §7.5.1, parameter 0x0003)",
+    )
+    command_queue_per_terminal: int = Field(
+        32, ge=1, le=10_000, description="downlink: commands kept for one offline terminal"
+    )
+    command_queue_total: int = Field(
+        20_000, ge=1, description="downlink: commands kept for offline terminals on one node"
+    )
     lenient_terminals: tuple[str, ...] = Field(
         (), description="phones whose quirks are accepted (bad checksum, raw 0x7D, ...)"
     )
@@ -96,6 +115,50 @@ class GatewayConfig(BaseModel):
     @property
     def idle_timeout_s(self) -> float:
         return 3 * self.heartbeat_s
+
+
+class CommandsConfig(BaseModel):
+    """Commands to terminals from the web API (``[commands]``): limits and what is allowed.
+
+    Commands travel over the broker of ``[mqtt]`` on ``{gateway.topic_prefix}/{phone}/down``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="operators may send commands to terminals")
+    default_expiry_s: int = Field(
+        600, ge=10, description="a command not delivered within this long expires"
+    )
+    max_expiry_s: int = Field(86_400, ge=10, description="the longest expiry a request may ask")
+    max_open_per_vehicle: int = Field(
+        20, ge=1, le=1000, description="commands not yet done per vehicle; more answer 429"
+    )
+    text_max_chars: int = Field(200, ge=1, le=512, description="longest text (0x8300)")
+    allow_cut: bool = Field(
+        False,
+        description="allow cutting and restoring oil/power (a vendor 0x8105 command word); "
+        "each needs a second operator's confirmation",
+    )
+    cut_command_word: int = Field(
+        0x64, ge=0, le=255, description="the terminal vendor's 0x8105 word to cut oil/power"
+    )
+    restore_command_word: int = Field(
+        0x65, ge=0, le=255, description="the terminal vendor's 0x8105 word to restore oil/power"
+    )
+    confirm_on_ack: bool = Field(
+        False,
+        description="acknowledging a terminal alarm also sends the manual alarm "
+        "confirmation 0x8203 (clears the latched SOS)",
+    )
+    expire_sweep_s: float = Field(
+        5.0, gt=0, le=3600, description="how often commands past their expiry are marked"
+    )
+    republish_s: float = Field(
+        30.0,
+        ge=0,
+        description="a command still queued this long after it was published is published "
+        "again (a gateway that was restarting missed it; gateways drop repeats); 0: never",
+    )
 
 
 def gateway_problems(cfg: GatewayConfig) -> list[str]:

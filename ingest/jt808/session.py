@@ -30,6 +30,16 @@ The rules it enforces:
   ``max_junk_bytes`` outside any frame, a frame over ``max_frame_bytes``, and
   ``max_bad_frames`` bad or refused frames in a row. Unfinished split messages
   are bounded in count, bytes and age by :class:`~ingest.jt808.reassembly.Reassembler`.
+- **Commands** (downlink, :mod:`ingest.jt808.commands`). Give a command with
+  :meth:`~TerminalSession.command` once the terminal is authenticated; one is out
+  at a time, the others wait in arrival order. The session numbers it, matches the
+  terminal's 0x0001 general reply (or the specific 0x0201 / 0x0104) by serial and
+  message id, retransmits the same frame after ``T, T×2, T×2×3 …`` seconds
+  (JT/T 808-2019 §7.5.1) and gives up after ``command_retransmissions``; a command
+  whose expiry passes before it was sent expires. What to write and what to report
+  comes out of :meth:`~TerminalSession.drain_downlink` (call it after each call
+  into the session); :meth:`~TerminalSession.unfinished` hands back what is left
+  when the connection ends. Replies are published but never answered with 0x8001.
 """
 
 from __future__ import annotations
@@ -41,19 +51,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fleetwatch.errors import FrameError
+from fleetwatch.errors import FrameError, Misuse
 from ingest.jt808.codec import Decoded, decode_frame, encode_platform_reply
 from ingest.jt808.codec import encode_registration_reply as _registration_reply
+from ingest.jt808.commands import Command, answers, expected_reply, reply_timeouts
 from ingest.jt808.config import GatewayConfig
+from ingest.jt808.downlink import (
+    MSG_LOCATE_REPLY,
+    MSG_PARAMS_REPLY,
+    LocateReply,
+    decode_uplink_reply,
+    encode_downlink_frame,
+)
 from ingest.jt808.frame import Header
 from ingest.jt808.framing import FrameSplitter
 from ingest.jt808.messages import (
     MSG_AUTHENTICATION,
     MSG_LOGOUT,
     MSG_REGISTRATION,
+    MSG_TERMINAL_REPLY,
     Authentication,
+    RawMessage,
     Registration,
     SplitPart,
+    TerminalReply,
 )
 from ingest.jt808.reassembly import Reassembler
 
@@ -66,6 +87,7 @@ __all__ = [
     "Action",
     "Authenticate",
     "Close",
+    "CommandReport",
     "GatewayStats",
     "ProvisionedTerminal",
     "Provisioning",
@@ -183,6 +205,12 @@ class GatewayStats:
     other_terminal: int = 0
     junk_closed: int = 0
     split_dropped: int = 0
+    commands_sent: int = 0  # transmissions, retransmissions included
+    commands_acked: int = 0
+    commands_failed: int = 0
+    commands_timeout: int = 0
+    commands_expired: int = 0
+    replies_unmatched: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
     def count(self, reason: str) -> None:
@@ -235,7 +263,20 @@ class Close:
     farewell: bytes = b""
 
 
+@dataclass(frozen=True, slots=True)
+class CommandReport:
+    """Publish the new ``state`` of ``command`` (``result``: the 0x0001 result code;
+    ``reply``: what a 0x0201 / 0x0104 said, as JSON)."""
+
+    command: Command
+    state: str
+    result: int | None = None
+    reply: dict[str, object] | None = None
+    reason: str | None = None
+
+
 Action = Send | Publish | Register | Authenticate | Close
+Downlink = Send | CommandReport
 
 
 class TerminalSession:
@@ -276,6 +317,11 @@ class TerminalSession:
         self._tokens = float(cfg.rate_burst)
         self._tokens_at = now
         self.closed: Close | None = None
+        self._version = 2013
+        self._commands: list[Command] = []  # waiting behind the one out
+        self._out: Command | None = None  # sent, its reply awaited
+        self._down: list[Downlink] = []
+        self._timeouts = reply_timeouts(cfg.command_reply_timeout_s, cfg.command_retransmissions)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -283,9 +329,12 @@ class TerminalSession:
     def deadline(self) -> float:
         """When :meth:`poll` must be called next (an accepted frame moves it later)."""
         split = self._splits.next_expiry_ms()
-        if split is None:
-            return self._frame_deadline
-        return min(self._frame_deadline, split / 1000)
+        due = self._frame_deadline if split is None else min(self._frame_deadline, split / 1000)
+        if self._out is not None:
+            due = min(due, self._out.reply_due)
+        for c in self._commands:
+            due = min(due, c.expires_at)
+        return due
 
     def receive_data(self, data: bytes, now: float) -> list[bytes]:
         """Bytes read from the socket → complete frames, to pass to :meth:`receive_frame`.
@@ -315,6 +364,8 @@ class TerminalSession:
         if now >= self._frame_deadline:
             self.stats.idle_closed += 1
             self._close("idle")
+        if self.closed is None:
+            self._command_timers(now)
         return self.closed
 
     def rate_delay(self, now: float) -> float:
@@ -361,6 +412,11 @@ class TerminalSession:
         if isinstance(msg, SplitPart):
             return self._split_part(d, raw, now)
         self._accept(now)
+        if h.msg_id == MSG_TERMINAL_REPLY and isinstance(msg, TerminalReply):
+            self._settle(msg.reply_serial, msg.reply_msg_id, msg.result, None, now)
+            return Publish(h.phone, raw, ())  # a reply is not answered
+        if h.msg_id in (MSG_LOCATE_REPLY, MSG_PARAMS_REPLY) and isinstance(msg, RawMessage):
+            return self._specific_reply(h, msg, raw, now)
         if h.msg_id == MSG_LOGOUT:
             self.authenticated = False
         return Publish(h.phone, raw, (self._reply(h, REPLY_OK),))
@@ -402,6 +458,166 @@ class TerminalSession:
         self._accept(now)
         return Publish(h.phone, req.raw, (self._reply(h, REPLY_OK),))
 
+    # -- commands (downlink) --------------------------------------------------------------
+
+    @property
+    def may_command(self) -> bool:
+        """Whether commands may be given (:meth:`command`): the terminal is known and
+        authenticated (or authentication is off and it sent a frame)."""
+        if self.closed is not None or self.phone is None:
+            return False
+        return self.authenticated or not self.cfg.require_auth
+
+    def command(self, cmd: Command, now: float) -> None:
+        """Take a command for this terminal (state ``queued``); then :meth:`drain_downlink`."""
+        if not self.may_command:
+            raise Misuse(f"terminal {self.phone} is not ready for commands")
+        self._commands.append(cmd)
+        self._pump(now)
+
+    def drain_downlink(self) -> list[Downlink]:
+        """The frames to write (:class:`Send`) and the states to publish
+        (:class:`CommandReport`) since the last call, in order."""
+        out, self._down = self._down, []
+        return out
+
+    def unfinished(self, now: float) -> list[Command]:
+        """On close: the commands not done, back in state ``queued`` (the one out is
+        ``lost``), for the terminal's next connection."""
+        out: list[Command] = []
+        if self._out is not None:
+            self._out.move("lost", now)
+            out.append(self._out)
+            self._out = None
+        out.extend(self._commands)
+        self._commands = []
+        return out
+
+    def _pump(self, now: float) -> None:
+        while self._out is None and self._commands:
+            cmd = self._commands.pop(0)
+            if cmd.expires_at <= now:
+                self._finish(cmd, "expire", now)
+                continue
+            assert self._header_phone is not None
+            serial = self._next_serial()
+            try:
+                frame = encode_downlink_frame(
+                    cmd.message, phone=self._header_phone, serial=serial, version=self._version
+                )
+            except Misuse as exc:  # e.g. text too long in GBK: the API should have said so
+                self._finish(cmd, "refuse", now, reason=str(exc))
+                continue
+            cmd.serial, cmd.frame, cmd.msg_id = serial, frame, int.from_bytes(frame[1:3], "big")
+            cmd.attempts = 0
+            self._transmit(cmd, now)
+
+    def _transmit(self, cmd: Command, now: float) -> None:
+        cmd.reply_due = now + self._timeouts[cmd.attempts]
+        cmd.attempts += 1
+        cmd.move("send", now)
+        self._out = cmd
+        self.stats.commands_sent += 1
+        self._down.append(Send(cmd.frame))
+        self._down.append(CommandReport(cmd, "sent"))
+
+    def _finish(
+        self,
+        cmd: Command,
+        event: str,
+        now: float,
+        *,
+        result: int | None = None,
+        reply: dict[str, object] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        state = cmd.move(event, now)
+        st = self.stats
+        if state == "acked":
+            st.commands_acked += 1
+        elif state == "failed":
+            st.commands_failed += 1
+        elif state == "timeout":
+            st.commands_timeout += 1
+        elif state == "expired":
+            st.commands_expired += 1
+        self._down.append(CommandReport(cmd, state, result, reply, reason))
+
+    def _command_timers(self, now: float) -> None:
+        out = self._out
+        if out is not None and now >= out.reply_due:
+            if out.attempts < len(self._timeouts):
+                self._transmit(out, now)  # the same frame, the same serial
+            else:
+                self._out = None
+                self._finish(out, "no_reply", now, reason="no reply")
+        for cmd in [c for c in self._commands if c.expires_at <= now]:
+            self._commands.remove(cmd)
+            self._finish(cmd, "expire", now)
+        self._pump(now)
+
+    def _settle(
+        self,
+        serial: int,
+        msg_id: int | None,
+        result: int | None,
+        reply: dict[str, object] | None,
+        now: float,
+        reply_id: int = MSG_TERMINAL_REPLY,
+    ) -> None:
+        """A reply to ``serial``: match it with the command out, or count it unmatched."""
+        cmd = self._out
+        matches = (
+            cmd is not None
+            and cmd.serial == serial
+            and expected_reply(cmd.message) == reply_id
+            and (msg_id is None or msg_id == cmd.msg_id)
+            and (reply_id == MSG_TERMINAL_REPLY or cmd.msg_id in answers(reply_id))
+        )
+        if not matches:
+            self.stats.replies_unmatched += 1
+            return
+        assert cmd is not None
+        self._out = None
+        ok = result in (None, 0)
+        # 0x0001 results (JT/T 808-2019 §8.1): 0 success, 1 failure, 2 bad message, 3 unsupported
+        self._finish(
+            cmd,
+            "ack" if ok else "nack",
+            now,
+            result=result,
+            reply=reply,
+            reason=None
+            if ok
+            else {1: "failure", 2: "bad message", 3: "unsupported"}.get(
+                result or 0, f"result {result}"
+            ),
+        )
+        self._pump(now)
+
+    def _specific_reply(self, h: Header, msg: RawMessage, raw: bytes, now: float) -> Action:
+        try:
+            reply = decode_uplink_reply(h.msg_id, msg.body)
+        except FrameError as exc:
+            self.stats.bad_frames += 1
+            self.stats.count(exc.reason)
+            return self._refused(self._reply(h, REPLY_BAD))
+        if isinstance(reply, LocateReply):
+            loc = reply.location
+            detail: dict[str, object] = {
+                "lat": loc.lat,
+                "lon": loc.lon,
+                "speed_kmh": loc.speed_kmh,
+                "heading": loc.heading,
+                "time_ms": loc.time_ms,
+                "alarm": loc.alarm,
+                "status": loc.status,
+            }
+        else:
+            detail = {"params": reply.named()}
+        self._settle(reply.reply_serial, None, None, detail, now, reply_id=h.msg_id)
+        return Publish(h.phone, raw, ())
+
     # -- internals ------------------------------------------------------------------------
 
     def _bind(self, h: Header) -> Close | None:
@@ -409,6 +625,7 @@ class TerminalSession:
         if self.phone is None:
             self.phone = phone
             self._header_phone = h.phone
+            self._version = h.version
             return None
         if phone == self.phone:
             return None  # the same terminal with another header edition's padding

@@ -9,6 +9,14 @@ only once the broker has taken it (its PUBACK completes the future
 the registration store (:mod:`ingest.jt808.registrations`); close — and wakes
 the session at its deadline.
 
+Commands (downlink): the gateway subscribes to ``{prefix}/+/down`` (QoS 1; JSON
+``{"id", "command": <wire form>, "expires_at": ms}``, see
+:mod:`ingest.jt808.commands`). A command for a terminal connected here goes to its
+session; one for a terminal that is not is kept in an :class:`OfflineQueue` until
+it connects (to this node) or the command expires. Every change of state is
+published on ``{prefix}/{phone}/cmd-result`` (QoS 1) with this node's id; a node
+that hears another node report a command drops its own queued copy.
+
 Each connection is its own task with its own limits, so one slow or hostile
 terminal never holds up another. If the broker goes away, terminals are
 disconnected (their unacknowledged frames will be resent) and the gateway
@@ -25,13 +33,16 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import secrets
 import signal
 import socket
 import sys
 import threading
+import time
 import tomllib
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -39,12 +50,14 @@ import paho.mqtt.client as paho
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from fleetwatch.errors import ConfigError, ServiceUnavailable
+from fleetwatch.errors import BadRecord, ConfigError, ServiceUnavailable
+from ingest.jt808.commands import Command, OfflineQueue, from_wire, result_json
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.registrations import RegistrationStore, open_registrations
 from ingest.jt808.session import (
     Action,
     Close,
+    CommandReport,
     GatewayStats,
     Provisioning,
     Publish,
@@ -96,6 +109,7 @@ class MqttPublisher:
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self._misc: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
+        self.on_message: Callable[[str, bytes], None] | None = None
         c = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"{cfg.mqtt_client_id}-{secrets.token_hex(3)}",
@@ -108,6 +122,7 @@ class MqttPublisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_message = self._on_message
         c.on_socket_open = self._on_socket_open
         c.on_socket_close = self._on_socket_close
         c.on_socket_register_write = self._on_register_write
@@ -148,6 +163,19 @@ class MqttPublisher:
         self._acks[info.mid] = fut
         fut.add_done_callback(lambda _: self._window.release())
         return fut
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe with QoS 1; messages go to :attr:`on_message` (topic, payload)."""
+        rc, _ = self._client.subscribe(topic, qos=1)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ServiceUnavailable("MQTT broker", f"subscribe {topic}: {paho.error_string(rc)}")
+
+    def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
+        if self.on_message is not None:
+            try:
+                self.on_message(message.topic, message.payload)
+            except Exception:  # one bad command must not stop the broker's socket
+                log.exception("handling %s", message.topic)
 
     async def slot(self) -> None:
         """Wait until one more publish may be in flight; :meth:`publish` must follow."""
@@ -261,6 +289,156 @@ class Gateway:
         self.secret = (cfg.auth_secret or secrets.token_hex(16)).encode()
         self._tasks: set[asyncio.Task[None]] = set()
         self.broker_lost = asyncio.Event()
+        self.node = f"{cfg.mqtt_client_id}-{secrets.token_hex(3)}"
+        self.connections: dict[str, _Connection] = {}  # canonical phone → its connection
+        self.offline = OfflineQueue(cfg.command_queue_per_terminal, cfg.command_queue_total)
+        # Ids given to a session here: a republished copy of one is dropped (bounded).
+        self._given: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def start_downlink(self) -> None:
+        """Subscribe to the commands and the other nodes' results; expire queued commands."""
+        prefix = self.cfg.topic_prefix
+        self.broker.on_message = self._on_message
+        self.broker.subscribe(f"{prefix}/+/down")
+        self.broker.subscribe(f"{prefix}/+/cmd-result")
+        self._spawn(self._expire_loop())
+
+    def _spawn(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 3:
+            return
+        phone, what = canonical_phone(parts[-2]), parts[-1]
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            self.stats.count("command_not_json")
+            log.warning("command on %s is not JSON: dropped", topic)
+            return
+        if not isinstance(data, dict):
+            self.stats.count("command_not_json")
+            return
+        if what == "cmd-result":
+            if data.get("node") != self.node and data.get("state") != "queued":
+                self.offline.discard(str(data.get("id")))  # another node has it
+            return
+        if what == "down":
+            self._command(phone, data)
+
+    def _command(self, phone: str, data: dict[str, Any]) -> None:
+        cid = str(data.get("id") or "")
+        wire = data.get("command")
+        try:
+            if not cid or not isinstance(wire, dict):
+                raise BadRecord("command", "needs id and command")
+            msg = from_wire(wire)
+            expires_ms = int(data["expires_at"])
+        except (BadRecord, KeyError, TypeError, ValueError) as exc:
+            self.stats.count("command_invalid")
+            log.warning("command %r for %s refused: %s", cid, phone, exc)
+            if cid:
+                self.report_state(phone, cid, "failed", reason=f"invalid command: {exc}")
+            return
+        now = self._loop.time()
+        cmd = Command(cid, str(wire.get("kind")), msg, now + (expires_ms - _wall_ms()) / 1000)
+        if cid in self._given:
+            self.stats.count("command_repeated")
+            return
+        conn = self.connections.get(phone)
+        if conn is not None and conn.session.may_command:
+            self.given([cmd])
+            conn.give([cmd])
+            return
+        for dropped in self.offline.add(phone, cmd):
+            self.report_state(
+                phone, dropped.id, "failed", reason="too many commands queued for the terminal"
+            )
+
+    def report(self, phone: str, r: CommandReport) -> None:
+        c = r.command
+        self.report_state(
+            phone,
+            c.id,
+            r.state,
+            attempts=c.attempts,
+            result=r.result,
+            reply=r.reply,
+            reason=r.reason,
+        )
+
+    def report_state(
+        self,
+        phone: str,
+        command_id: str,
+        state: str,
+        *,
+        attempts: int = 0,
+        result: int | None = None,
+        reply: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        body = result_json(
+            command_id,
+            phone,
+            state,
+            _wall_ms(),
+            node=self.node,
+            attempts=attempts,
+            result=result,
+            reply=reply,
+            reason=reason,
+        )
+        self._spawn(self._publish_result(phone, json.dumps(body, ensure_ascii=False).encode()))
+
+    async def _publish_result(self, phone: str, payload: bytes) -> None:
+        try:
+            await self.broker.slot()
+            await self.broker.publish(f"{self.cfg.topic_prefix}/{phone}/cmd-result", payload)
+        except ServiceUnavailable as exc:  # the broker went: the API expires it in time
+            log.error("command result for %s not published: %s", phone, exc)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for phone, cmd in list(self.offline.expire(self._loop.time())):
+                self.stats.commands_expired += 1
+                self.report_state(phone, cmd.id, "expired", attempts=cmd.attempts)
+
+    def given(self, commands: list[Command]) -> None:
+        for cmd in commands:
+            self._given[cmd.id] = None
+        while len(self._given) > self.cfg.command_queue_total:
+            self._given.popitem(last=False)
+
+    def online(self, phone: str, conn: _Connection) -> None:
+        """``conn`` may take commands for ``phone``: give it what waited."""
+        self.connections[phone] = conn
+        waiting = self.offline.take(phone)
+        if waiting:
+            self.given(waiting)
+            conn.give(waiting)
+
+    def offline_again(self, phone: str, conn: _Connection, left: list[Command]) -> None:
+        if self.connections.get(phone) is conn:
+            del self.connections[phone]
+        for cmd in left:
+            self._given.pop(cmd.id, None)  # back in the queue: a repeat is deduplicated there
+            self.report_state(phone, cmd.id, "queued", attempts=cmd.attempts)
+            other = self.connections.get(phone)
+            if other is not None and other.session.may_command:
+                self.given([cmd])
+                other.give([cmd])
+            else:
+                for dropped in self.offline.add(phone, cmd):
+                    self.report_state(phone, dropped.id, "failed", reason="queue full")
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -292,6 +470,8 @@ class Gateway:
                 self._tasks.discard(task)
 
     async def close_all(self) -> None:
+        for t in list(self._background):
+            t.cancel()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -315,20 +495,59 @@ class _Connection:
         self.session = TerminalSession(
             gw.cfg, gw.provisioning, gw.secret, gw.stats, self.loop.time(), peer=peer
         )
+        self._timer: asyncio.Timeout | None = None
+        self._online: str | None = None  # the phone, once registered with the gateway
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._online is not None:
+                left = self.session.unfinished(self.loop.time())
+                self._flush()
+                self.gw.offline_again(self._online, self, left)
+
+    def give(self, commands: list[Command]) -> None:
+        """Commands for this terminal (from MQTT, or those that waited)."""
+        now = self.loop.time()
+        for cmd in commands:
+            self.session.command(cmd, now)
+        self._flush()
+        if self._timer is not None:
+            self._timer.reschedule(self.session.deadline)
+
+    def _flush(self) -> None:
+        """Write the session's command frames and publish its command reports."""
+        phone = self.session.phone
+        for out in self.session.drain_downlink():
+            if isinstance(out, Send):
+                if not self.writer.is_closing():
+                    self.writer.write(out.frame)
+            elif phone is not None:
+                self.gw.report(phone, out)
+
+    def _check_online(self) -> None:
+        s = self.session
+        if self._online is None and s.may_command and s.phone is not None:
+            self._online = s.phone
+            self.gw.online(s.phone, self)
+
+    async def _run(self) -> None:
         session, clock, read = self.session, self.loop.time, self.reader.read
         while True:
             try:
-                async with asyncio.timeout_at(session.deadline):
+                async with asyncio.timeout_at(session.deadline) as self._timer:
                     data = await read(65536)
             except TimeoutError:
                 data = None
+            finally:
+                self._timer = None
             if data == b"":
                 return
             now = clock()
             if data is None or now >= session.deadline:
                 closed = session.poll(now)
+                self._flush()
                 if closed is not None:
                     await self._close(closed)
                     return
@@ -341,6 +560,8 @@ class _Connection:
                 action = session.receive_frame(raw, clock())
                 if action is not None and not await self._act(action):
                     return
+                self._flush()
+                self._check_online()
             if session.closed is not None:
                 await self._close(session.closed)
                 return
@@ -426,6 +647,7 @@ async def run_gateway(
                 await broker.connect()
                 backoff = 0.5
                 gw = Gateway(cfg, broker, provisioning, store, stats)
+                gw.start_downlink()
                 await _serve(gw, stop, started)
             except ServiceUnavailable as exc:
                 log.error("%s", exc)
@@ -472,6 +694,10 @@ async def _serve(
         await server.wait_closed()
     if not stop.is_set():
         raise ServiceUnavailable("MQTT broker", "connection lost")
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class _FleetConfig(Protocol):

@@ -20,6 +20,7 @@ import pytest
 from fleetwatch.config import Config
 from tests.conftest import free_port
 from tests.fleetwatch.conftest import running_service, service_config
+from tests.web.pagekit import wait_js
 
 pytestmark = [pytest.mark.services, pytest.mark.browser]
 
@@ -74,7 +75,7 @@ async def test_alarm_from_mqtt_reaches_the_desk_and_is_acknowledged(
             await page.fill("#login-pass", "pw")
             await page.click("#login-submit")
             await page.wait_for_selector("#main:not(.hidden)")
-            await page.wait_for_function(f"window.fw.markerCount() === {N}", timeout=10_000)
+            await wait_js(page, f"window.fw.markerCount() === {N}", timeout=10_000)
 
             # Vehicle 3 drives at 120 km/h for 20 s of its own clock: one speeding episode.
             for k in range(5):
@@ -92,8 +93,8 @@ async def test_alarm_from_mqtt_reaches_the_desk_and_is_acknowledged(
         await item.first.locator(".ack-btn").click()
         await page.fill("#ack-note", "已电话联系驾驶员，减速")
         await page.click("#ack-submit")
-        await page.wait_for_function(
-            "document.querySelector('#alarm-list li .ack-note') !== null", timeout=5_000
+        await wait_js(
+            page, "document.querySelector('#alarm-list li .ack-note') !== null", timeout=5_000
         )
         alarms = await svc.history.alarms()
         assert [a["kind"] for a in alarms] == ["speeding"]

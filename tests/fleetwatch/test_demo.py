@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,15 +17,13 @@ import pytest
 import websockets
 
 from tests.conftest import free_port
+from tests.web.pagekit import wait_js
 
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).parents[2] / "artifacts"
-# vehicle id -> [lat, lng] of every marker on the map, read through the page's own hook.
-_POSITIONS_JS = (
-    "(() => { const out = {}; for (const [k, v] of window.fw.state.vehicles)"
-    " { const p = v.marker.getLatLng(); out[k] = [p.lat, p.lng]; } return out; })()"
-)
+# vehicle id -> [lat, lon] of every vehicle the map draws, read through the page's own hook.
+_POSITIONS_JS = "window.fw.positions()"
 
 
 def start_demo(tmp_path, vehicles: int = 50) -> tuple[subprocess.Popen[bytes], int]:
@@ -88,9 +87,10 @@ async def test_demo_shows_moving_vehicles_in_chromium(tmp_path, chromium) -> Non
         await page.fill("#login-pass", "demo")
         await page.click("#login-submit")
         await page.wait_for_selector("#main:not(.hidden)")
-        await page.wait_for_function("window.fw.markerCount() >= 100", timeout=30_000)
+        await wait_js(page, "window.fw.markerCount() >= 100", timeout=30_000)
         first = await page.evaluate(_POSITIONS_JS)
-        await page.wait_for_function(
+        await wait_js(
+            page,
             "(a) => { const b = " + _POSITIONS_JS + "; return Object.keys(b).filter("
             "k => a[k] && (a[k][0] !== b[k][0] || a[k][1] !== b[k][1])).length >= 5; }",
             arg=first,
@@ -109,7 +109,13 @@ def test_demo_serves_page_and_moving_vehicles(tmp_path) -> None:
     proc, port = start_demo(tmp_path)
     try:
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-        assert page.status_code == 200 and "leaflet" in page.text.lower()
+        assert page.status_code == 200 and '<div id="app">' in page.text
+        # the built application's scripts are served from this server, not a CDN
+        scripts = re.findall(r'src="(/static/app/assets/[^"]+\.js)"', page.text)
+        assert scripts
+        for src in scripts:
+            asset = httpx.get(f"http://127.0.0.1:{port}{src}", timeout=5)
+            assert asset.status_code == 200 and "javascript" in asset.headers["content-type"]
 
         async def watch() -> set[str]:
             seen: dict[str, tuple[float, float]] = {}

@@ -12,9 +12,7 @@ from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from geofence.fence import Fence
 
-DATAV = (
-    Path(__file__).resolve().parents[3] / "shared/testdata/guangan_districts_datav_gcj02.geojson"
-)
+DATAV = Path(__file__).resolve().parents[1] / "data" / "guangan_districts_datav_gcj02.geojson"
 
 
 def make_fences(seed: int = 7, n: int = 24) -> list[Fence]:

@@ -66,3 +66,17 @@ def test_detail_text_ignores_unknown_keys() -> None:
     assert detail_text("terminal_alarm", {"name": "sos", "bit": 0}) == "紧急报警"
     assert detail_text("forbidden_zone", {"fence": "某景区"}) == "区域 某景区"
     assert detail_text("offline", {"whatever": 1}) == ""
+
+
+def test_message_names_the_place(registry: Registry) -> None:
+    """位置 says where in words: the place queued with the notice, else the district."""
+    import dataclasses
+
+    r = Router(NotifyConfig(), registry)
+    n = r.notice(event(registry, 2), "open", "duty")  # 30.456, 106.633: 广安区
+    assert "位置：广安区（30.45600, 106.63300）" in notice_text(n)
+    named = dataclasses.replace(n, place="武胜县 · 距 某KTV 300 米")
+    assert "- 位置：武胜县 · 距 某KTV 300 米（30.45600, 106.63300）" in notice_markdown(named)
+    assert Notice.from_json(named.to_json()) == named
+    far = dataclasses.replace(n, lat=39.9, lon=116.4)
+    assert "位置：广安市外（39.90000, 116.40000）" in notice_text(far)

@@ -404,7 +404,7 @@ def test_terminal_alarm_bits_by_name() -> None:
     opened = {e.detail["name"]: e for e in ta if e.action == "open"}
     assert set(opened) == {"sos", "illegal_ignition"}
     assert opened["sos"].severity == "critical" and opened["illegal_ignition"].severity == "warning"
-    assert opened["sos"].id == f"v0:terminal_alarm/sos:{t}"
+    assert opened["sos"].id == f"v0:terminal_alarm.sos:{t}"
     assert len([e for e in ta if e.action == "close"]) == 2
     # a bit not configured opens nothing
     cfg = RulesConfig.model_validate({"terminal_alarm": {"bits": ["sos"]}})

@@ -184,7 +184,9 @@ def test_alarms_never_conflated_and_replayed_after_reconnect(registry: Registry)
         "lat",
         "lon",
         "detail",
+        "severity",
         "ack",
+        "acks",
     }
     assert set(got[1]["alarm"]) == alarm_keys
     # the snapshot lists the open alarm and the closed, unacknowledged one

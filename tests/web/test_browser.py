@@ -23,6 +23,7 @@ from fleetwatch.config import parse_config
 from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from stream.feed import FeedCore
+from tests.web.pagekit import wait_js
 from web.app import create_app
 from web.context import AppContext
 
@@ -161,8 +162,8 @@ async def serve(tmp: Path) -> AsyncIterator[tuple[str, AppContext]]:
 async def browser() -> AsyncIterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    if not (ROOT / "web/static/vendor/leaflet/leaflet.js").exists():
-        pytest.fail("web assets missing: npm ci --prefix web && python web/build_assets.py")
+    if not (ROOT / "web/static/app/index.html").exists():
+        pytest.fail("the page is not built: make assets")
     from playwright.async_api import async_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -196,8 +197,8 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         page.on("pageerror", lambda e: errors.append(str(e)))
         await log_in(page, url, "op")
         # markers appear: every vehicle of the snapshot is on the map
-        await page.wait_for_function(f"window.fw.markerCount() === {N}", timeout=10_000)
-        await page.wait_for_function("document.querySelector('#conn').classList.contains('up')")
+        await wait_js(page, f"window.fw.markerCount() === {N}", timeout=10_000)
+        await wait_js(page, "document.querySelector('#conn').classList.contains('up')")
         await page.screenshot(path=str(ARTIFACTS / "web-map.png"))
 
         # an alarm pushed into the feed reaches the desk within 3 s
@@ -228,7 +229,8 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         await page.fill("#ack-note", "<b>已联系</b> driver")
         await page.check("#ack-handled")
         await page.click("#ack-submit")
-        await page.wait_for_function(
+        await wait_js(
+            page,
             f"!document.querySelector('#alarm-list li[data-id=\"{ev.id}\"]').classList"
             ".contains('blink')",
             timeout=3_000,
@@ -242,18 +244,17 @@ async def test_monitoring_room(browser: Any, tmp_path: Path) -> None:
         assert await page.evaluate("window.__pwned === undefined")
         assert await page.locator("#alarm-list b").count() >= 1
 
-        # vehicle detail and playback draws the route and the speed chart
+        # vehicle detail, and from it the playback view of that vehicle (the playback view's
+        # own tests drive the route and the speed chart)
         await page.evaluate("document.querySelector('[data-tab=vehicles]').click()")
         await page.fill("#plate-search", "川X00000")
         await page.locator("#vehicle-list li.vehicle").first.click()
-        await page.wait_for_selector("#detail:not(.hidden)")
-        await page.click("#playback-load")
-        await page.wait_for_selector("#playback:not(.hidden)")
-        await page.wait_for_function("document.querySelector('#speed-chart').dataset.points > 10")
-        await page.wait_for_function("window.fw.state.trackLayer !== null")
-        await page.click("#play")
-        await page.wait_for_timeout(500)
-        await page.screenshot(path=str(ARTIFACTS / "web-playback.png"))
+        await page.wait_for_selector("#detail")
+        assert await page.locator("#detail-plate").text_content() == "川X00000"
+        await page.click("#playback-open")
+        await wait_js(page, "location.hash.startsWith('#/playback?vehicle=V00000')")
+        await page.evaluate("document.querySelector('[data-nav=monitor]').click()")
+        await page.wait_for_selector("#alarm-list", state="attached")
 
         # English switch
         await page.locator("header .lang-switch").click()
@@ -278,10 +279,8 @@ async def test_county_viewer_page_sees_only_its_county(browser: Any, tmp_path: P
     async with serve(tmp_path) as (url, _ctx):
         page = await browser.new_page()
         await log_in(page, url, "ws")
-        await page.wait_for_function(f"window.fw.markerCount() === {N // 2}", timeout=10_000)
-        orgs = await page.evaluate(
-            "Array.from(window.fw.state.vehicles.values()).map(v => v.item.org)"
-        )
+        await wait_js(page, f"window.fw.markerCount() === {N // 2}", timeout=10_000)
+        orgs = await page.evaluate("window.fw.vehicleOrgs()")
         assert set(orgs) == {"wusheng"}
         assert await page.locator(".ack-btn").count() == 0
         await page.close()

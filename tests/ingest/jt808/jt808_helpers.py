@@ -10,7 +10,7 @@ from typing import Any
 from ingest.jt808.codec import encode_location, encode_location_batch
 from ingest.jt808.messages import Location
 
-VECTORS_PATH = Path("/work/shared/testdata/jt808_vectors.json")
+VECTORS_PATH = Path(__file__).resolve().parents[2] / "data" / "jt808_vectors.json"
 
 
 def load_vectors() -> list[dict[str, Any]]:
