@@ -65,9 +65,12 @@ def records_of(st: ApiState) -> RecordStore:
 
 
 def _front(fn: Any) -> Any:
-    """Put the route just registered before web.api's ``/api/vehicles/{id}`` (first match
-    wins, and ``/api/vehicles/export`` would otherwise be taken for a vehicle id)."""
-    API.insert(0, API.pop())
+    """Put the route just registered first, in place of web.api's route of the same method
+    and path (this one extends it): ``/api/vehicles/export`` must come before web.api's
+    ``/api/vehicles/{id}`` (first match wins), and one method of a path has one handler."""
+    mine = API.pop()
+    API[:] = [r for r in API if (r.method, r.path) != (mine.method, mine.path)]
+    API.insert(0, mine)
     return fn
 
 
