@@ -234,6 +234,7 @@ def create_app(ctx: AppContext) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.open()
         await records.open()
+        own_records = await web.vehicles_api.open_records(st)
         await _restore(st)
         tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
         tasks.append(asyncio.create_task(web.commands_api.run_bridge(st), name="commands"))
@@ -252,6 +253,9 @@ def create_app(ctx: AppContext) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await accounts.close()
+            if own_records is not None:
+                await own_records.close()
+                ctx.vehicle_records = None
 
     app = Starlette(
         routes=routes,

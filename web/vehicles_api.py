@@ -74,6 +74,21 @@ def _front(fn: Any) -> Any:
     return fn
 
 
+async def open_records(st: ApiState) -> RecordStore | None:
+    """App start-up without a record store given (an app built without the service, as the
+    tests do): open one beside the history the configuration names and load the fleet.
+    Returns it for the app to close, None when the service gave one."""
+    if st.ctx.vehicle_records is not None:
+        return None
+    from store.records import create_records, load_fleet
+
+    store = create_records(st.ctx.config.store)
+    await store.open()
+    await load_fleet(store, st.registry, st.ctx.config.vehicles, st.now())
+    st.ctx.vehicle_records = store
+    return store
+
+
 async def apply_vehicles(st: ApiState, records: list[VehicleRecord], *, publish: bool) -> None:
     """Make records live on this node (and, with ``publish``, on the others)."""
     reg = st.registry
