@@ -265,13 +265,14 @@ class QuotaRow(BaseModel):
         return 0 if self.authorised is None else max(0, self.actual - self.authorised)
 
 
-def quota_table(
-    quota: Mapping[tuple[str, str], int], vehicles: Iterable[VehicleRecord]
-) -> list[QuotaRow]:
-    """编制数 / 实有数 per (org, class): every class with a quota or a counted vehicle."""
+def quota_table(quota: Mapping[tuple[str, str], int], vehicles: Iterable[Any]) -> list[QuotaRow]:
+    """编制数 / 实有数 per (org, class): every class with a quota or a counted vehicle.
+
+    ``vehicles``: anything with ``org``, ``vehicle_class`` and ``status`` (records, or the
+    registry's vehicles — which also hold configured vehicles not on file)."""
     actual: dict[tuple[str, str], int] = {}
     for v in vehicles:
-        if v.counted:
+        if v.status in COUNTED:
             key = (v.org, v.vehicle_class)
             actual[key] = actual.get(key, 0) + 1
     return [

@@ -34,9 +34,10 @@ _BODY = {
 
 
 async def _rows(st: ApiState, orgs: Iterable[str]) -> list[QuotaRow]:
-    store = records_of(st)
+    # 实有数 from the registry: what is tracked, including configured vehicles not on file.
     wanted = set(orgs)
-    return [r for r in quota_table(await store.quota(), await store.vehicles()) if r.org in wanted]
+    rows = quota_table(await records_of(st).quota(), st.registry.vehicles)
+    return [r for r in rows if r.org in wanted]
 
 
 def _row(r: QuotaRow) -> dict[str, Any]:
