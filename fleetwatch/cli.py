@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "store": "store.bench",
     "feed": "stream.bench",
     "notify": "notify.bench",
+    "records": "store.records_bench",
     "e2e": "simulator.bench",
     "page": "web.bench",
 }

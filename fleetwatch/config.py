@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -68,6 +68,12 @@ class VehicleConfig(_Frozen):
     org: str = Field(description="organisation id")
     type: str = Field("car", description="vehicle type (limits by type: rules.speeding)")
     speed_limit_kmh: float | None = Field(None, gt=0, le=250, description="overrides the type")
+    status: Literal["在用", "封存", "待处置", "已处置"] = Field(
+        "在用", description="在用 in service, 封存 sealed, 待处置 handed over, 已处置 disposed"
+    )
+    vehicle_class: str = Field("一般公务", description="编制类别 (the quota counts by it)")
+    vin: str | None = Field(None, description="车辆识别代号 (gateway registration_match)")
+    terminal_maker: str | None = Field(None, description="终端厂商 (gateway registration_match)")
 
 
 class Config(_Frozen):

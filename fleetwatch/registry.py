@@ -10,13 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fleetwatch.config import Config, OrgConfig, VehicleConfig
 
-__all__ = ["OrgTree", "Registry"]
+__all__ = ["OrgTree", "Registry", "grown"]
+
+_EXPECTED = frozenset({"在用", "封存"})  # store.records_core.EXPECTED
+
+
+def _carries_terminal(v: VehicleConfig) -> bool:
+    """A disposed car's terminal is free to be fitted to another one."""
+    return v.status != "已处置"
+
+
+def grown(a: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
+    """``a`` extended to length ``n`` with ``fill`` (itself when long enough)."""
+    if a.shape[0] >= n:
+        return a
+    out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,7 +73,16 @@ class OrgTree:
 
 
 class Registry:
-    """Vehicles by dense index. Built once from the configuration."""
+    """Vehicles by dense index, built from the records and changed live.
+
+    A vehicle keeps its index for the life of the process: :meth:`upsert` changes
+    a known vehicle in place and appends a new one, and nothing is ever removed (a
+    disposed vehicle keeps its index, its history and its episodes). ``version``
+    grows with every change; every stage that sizes arrays by the registry
+    compares it with the version it last saw, and grows or re-derives what it
+    keeps (``RulesEngine``, ``FeedCore``, ``RelayOut``, the history and live
+    stores, ingest's topic memo) before it uses a new index.
+    """
 
     def __init__(
         self,
@@ -65,25 +91,138 @@ class Registry:
         speeding_default_kmh: float = 80.0,
         limits_by_type: dict[str, float] | None = None,
     ) -> None:
-        self.vehicles: tuple[VehicleConfig, ...] = tuple(vehicles)
+        self.vehicles: list[VehicleConfig] = list(vehicles)
         self.orgs = orgs
-        self.ids = tuple(v.id for v in self.vehicles)
-        self.plates = tuple(v.plate for v in self.vehicles)
-        self.terminals = tuple(v.terminal for v in self.vehicles)
-        self._by_terminal = {t: i for i, t in enumerate(self.terminals)}
+        self.version = 0
+        self._log: list[tuple[int, int]] = []  # (version, index) of recent changes
+        self._default_kmh = speeding_default_kmh
+        self._by_type = dict(limits_by_type or {})
+        self._org_pos = {oid: i for i, oid in enumerate(orgs.ids)}
+        self.ids: list[str] = [v.id for v in self.vehicles]
+        self.plates: list[str] = [v.plate for v in self.vehicles]
+        self.terminals: list[str] = [v.terminal for v in self.vehicles]
         self._by_id = {vid: i for i, vid in enumerate(self.ids)}
-        org_pos = {oid: i for i, oid in enumerate(orgs.ids)}
-        self.org_index = np.array([org_pos[v.org] for v in self.vehicles], dtype=np.int32)
-        by_type = limits_by_type or {}
-        self.speed_limit_kmh = np.array(
-            [
-                v.speed_limit_kmh
-                if v.speed_limit_kmh is not None
-                else by_type.get(v.type, speeding_default_kmh)
-                for v in self.vehicles
-            ],
-            dtype=np.float32,
-        )
+        if len(self._by_id) != len(self.ids):
+            raise ValueError("vehicle ids must be unique")
+        self._by_terminal: dict[str, int] = {}
+        for i, v in enumerate(self.vehicles):
+            if _carries_terminal(v):
+                self._by_terminal[v.terminal] = i
+        self.org_index = np.array([self._org_pos[v.org] for v in self.vehicles], dtype=np.int32)
+        self.speed_limit_kmh = np.array([self._limit(v) for v in self.vehicles], dtype=np.float32)
+        #: 封存: any movement is a critical alarm (rules ``sealed_moving``)
+        self.sealed = np.array([v.status == "封存" for v in self.vehicles], dtype=bool)
+        #: expected to report (在用, 封存): the offline rule applies
+        self.expected = np.array([v.status in _EXPECTED for v in self.vehicles], dtype=bool)
+
+    def _limit(self, v: VehicleConfig) -> float:
+        if v.speed_limit_kmh is not None:
+            return float(v.speed_limit_kmh)
+        return float(self._by_type.get(v.type, self._default_kmh))
+
+    def upsert(self, v: VehicleConfig) -> int:
+        """Add ``v`` or change the vehicle with its id; returns its index.
+
+        Raises ``ValueError`` for an unknown organisation, or a terminal another
+        vehicle in service carries (the records check this first; this is the last guard).
+        """
+        org = self._org_pos.get(v.org)
+        if org is None:
+            raise ValueError(f"unknown organisation {v.org!r}")
+        holder = self._by_terminal.get(v.terminal)
+        i = self._by_id.get(v.id)
+        if _carries_terminal(v) and holder is not None and holder != i:
+            raise ValueError(f"terminal {v.terminal} is carried by {self.ids[holder]}")
+        if i is None:
+            i = len(self.vehicles)
+            self.vehicles.append(v)
+            self.ids.append(v.id)
+            self.plates.append(v.plate)
+            self.terminals.append(v.terminal)
+            self._by_id[v.id] = i
+            self.org_index = np.append(self.org_index, np.int32(org))
+            self.speed_limit_kmh = np.append(self.speed_limit_kmh, np.float32(self._limit(v)))
+            self.sealed = np.append(self.sealed, v.status == "封存")
+            self.expected = np.append(self.expected, v.status in _EXPECTED)
+        else:
+            old = self.vehicles[i]
+            if self._by_terminal.get(old.terminal) == i:
+                del self._by_terminal[old.terminal]
+            self.vehicles[i] = v
+            self.plates[i] = v.plate
+            self.terminals[i] = v.terminal
+            self.org_index[i] = org
+            self.speed_limit_kmh[i] = self._limit(v)
+            self.sealed[i] = v.status == "封存"
+            self.expected[i] = v.status in _EXPECTED
+        if _carries_terminal(v):
+            self._by_terminal[v.terminal] = i
+        self._bump([i])
+        return i
+
+    _LOG_MAX = 10_000  # changes remembered for changed_since; older asks get None
+
+    def _bump(self, indices: list[int]) -> None:
+        self.version += 1
+        self._log += [(self.version, i) for i in indices]
+        if len(self._log) > self._LOG_MAX:
+            del self._log[: len(self._log) - self._LOG_MAX]
+
+    def changed_since(self, version: int) -> list[int] | None:
+        """Indices changed or added after ``version``; None when that is too far back to
+        know (derive everything again)."""
+        if version == self.version:
+            return []
+        if not self._log or self._log[0][0] > version + 1:
+            return None
+        return sorted({i for ver, i in self._log if ver > version})
+
+    def upsert_many(self, vs: Iterable[VehicleConfig]) -> list[int]:
+        """:meth:`upsert` of many (start-up: the records on file); new vehicles are appended
+        with one concatenation per array, so loading 100,000 stays linear."""
+        out: list[int] = []
+        fresh: list[VehicleConfig] = []
+        fresh_idx: list[int] = []
+        for v in vs:
+            if v.id in self._by_id:
+                out.append(self.upsert(v))
+            else:
+                if v.org not in self._org_pos:
+                    raise ValueError(f"unknown organisation {v.org!r}")
+                holder = self._by_terminal.get(v.terminal)
+                if _carries_terminal(v) and holder is not None:
+                    raise ValueError(f"terminal {v.terminal} is carried by {self.ids[holder]}")
+                i = len(self.vehicles)
+                self.vehicles.append(v)
+                self.ids.append(v.id)
+                self.plates.append(v.plate)
+                self.terminals.append(v.terminal)
+                self._by_id[v.id] = i
+                if _carries_terminal(v):
+                    self._by_terminal[v.terminal] = i
+                fresh.append(v)
+                fresh_idx.append(i)
+                out.append(i)
+        if fresh:
+            self.org_index = np.concatenate(
+                [self.org_index, np.array([self._org_pos[v.org] for v in fresh], np.int32)]
+            )
+            self.speed_limit_kmh = np.concatenate(
+                [self.speed_limit_kmh, np.array([self._limit(v) for v in fresh], np.float32)]
+            )
+            self.sealed = np.concatenate(
+                [self.sealed, np.array([v.status == "封存" for v in fresh], bool)]
+            )
+            self.expected = np.concatenate(
+                [self.expected, np.array([v.status in _EXPECTED for v in fresh], bool)]
+            )
+            # Too many to remember one by one: an empty log makes changed_since answer None.
+            if len(fresh_idx) <= self._LOG_MAX:
+                self._bump(fresh_idx)
+            else:
+                self._log.clear()
+                self.version += 1
+        return out
 
     @classmethod
     def from_config(cls, cfg: Config) -> Registry:

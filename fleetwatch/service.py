@@ -60,6 +60,7 @@ class Service:
     commands: Any = None
     retention: Any = None  # store.retention.RetentionMetrics
     rule_state_repaired: Any = None  # Counter: vehicles whose saved state lay in the future
+    records: Any = None  # store.records.RecordStore: the fleet on file (records issue)
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -160,11 +161,13 @@ def _fences(cfg: Config) -> Any:
 def build_service(cfg: Config) -> Service:
     """Construct every stage; nothing connects until :func:`run_service`."""
     from rules.engine import RulesEngine
+    from store.records import create_records
     from stream.feed import FeedCore
     from web.app import create_app
     from web.context import AppContext
 
     registry = Registry.from_config(cfg)
+    records = create_records(cfg.store)
     metrics = Metrics()
     fences = _fences(cfg)
     engine = RulesEngine(
@@ -259,7 +262,9 @@ def build_service(cfg: Config) -> Service:
         on_events=pipeline.inject_events,
         relay=relay,
         commands=commands,
+        vehicle_records=records,
     )
+    svc.records = records
     svc.app = create_app(ctx)
     svc.register_gauges()
     if history is not None:
@@ -329,6 +334,12 @@ async def run_service(
     """Run until ``stop`` is set; returns the service (for tests to inspect)."""
     svc = service or build_service(cfg)
     repaired: list[Any] = []
+    if svc.records is not None:  # the database is the source of truth of the fleet
+        from store.records import load_fleet
+
+        await svc.records.open()
+        got = await load_fleet(svc.records, svc.registry, cfg.vehicles, int(time.time() * 1000))
+        log.info("records: %s", got)
     if svc.history is not None:
         await svc.history.open(svc.registry)
         repaired = await _restore_rule_state(svc)
@@ -365,6 +376,19 @@ async def run_service(
                         stop,
                         interval_s=cfg.store.retention_interval_s,
                         metrics=svc.retention,
+                    )
+                )
+            if svc.records is not None:  # 到期提醒, daily (records issue)
+                from store.records_reminders import reminder_loop
+
+                tg.create_task(
+                    reminder_loop(
+                        svc.records,
+                        svc.registry,
+                        svc.pipeline.inject_events,
+                        stop,
+                        tz=cfg.service.timezone,
+                        clock_ms=lambda: int(time.time() * 1000),
                     )
                 )
             notifier = tg.create_task(svc.notifier.run()) if svc.notifier is not None else None
@@ -406,6 +430,8 @@ async def run_service(
         await svc.live.close()
         if svc.history is not None:
             await svc.history.close()
+        if svc.records is not None:
+            await svc.records.close()
     return svc
 
 

@@ -98,6 +98,7 @@ class IngestCore:
         self._objs: list[Any] = []
         self._obj_src: list[_Source] = []
         self._topics: dict[str, tuple[str, str, int | None] | None] = {}
+        self._reg_version = registry.version  # the topic memo holds registry indices
         self._dead: list[DeadLetter] = []
         self._acks: list[Hashable] = []
         self._raw808: list[tuple[bytes, str, int, str]] = []  # payload, phone, recv_ms, topic
@@ -127,6 +128,11 @@ class IngestCore:
         if self._first_recv is None:
             self._first_recv = recv_ms
         self._messages += 1
+        if self._reg_version != self.registry.version:
+            # A vehicle registered, changed or retired live (records issue): a terminal
+            # unknown a moment ago may be known now, or carried by another vehicle.
+            self._topics.clear()
+            self._reg_version = self.registry.version
         kind = self._topics.get(topic, _UNSEEN)
         if kind is _UNSEEN:
             kind = self._learn_topic(topic)

@@ -36,6 +36,8 @@ KIND_NAMES: Mapping[str, str] = {
     "offline": "离线",
     "terminal_alarm": "终端报警",
     "fatigue": "疲劳驾驶",
+    "sealed_moving": "封存车辆移动",
+    "record_due": "证照到期提醒",
 }
 PURPOSE_NAMES: Mapping[str, str] = {"open": "报警", "close": "报警解除", "escalate": "报警升级"}
 SEVERITY_NAMES: Mapping[str, str] = {"info": "提示", "warning": "一般", "critical": "紧急"}

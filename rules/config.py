@@ -233,6 +233,15 @@ class FatigueConfig(_Frozen):
     moving_speed_kmh: float = Field(5.0, ge=0)
 
 
+class SealedConfig(_Frozen):
+    """封存: a sealed vehicle must not move; any movement opens a critical alarm."""
+
+    enabled: bool = True
+    moving_speed_kmh: float = Field(5.0, ge=0, description="ACC on, or faster than this: moving")
+    min_duration_s: float = Field(0.0, ge=0, description="0: the first moving point")
+    close_after_s: float = Field(300.0, ge=0, description="still this long: the episode closes")
+
+
 class OrdersConfig(_Frozen):
     excuses: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in _DEFAULT_EXCUSES.items()},
@@ -261,5 +270,6 @@ class RulesConfig(_Frozen):
     offline: OfflineConfig = OfflineConfig()
     terminal_alarm: TerminalAlarmConfig = TerminalAlarmConfig()
     fatigue: FatigueConfig = FatigueConfig()
+    sealed_moving: SealedConfig = SealedConfig()
     orders: OrdersConfig = OrdersConfig()
     calendar: CalendarConfig = CalendarConfig()

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from fleetwatch.batch import PositionBatch
 from fleetwatch.errors import Misuse
-from fleetwatch.registry import Registry
+from fleetwatch.registry import Registry, grown
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw
@@ -61,6 +61,7 @@ RULE_ORDER = (
     "parking_violation",
     "terminal_alarm",
     "fatigue",
+    "sealed_moving",
 )
 _TS_BITS = 42  # epoch ms below 2**42: until the year 2109
 _RANK = {"close": 0, "open": 1, "update": 2}
@@ -420,6 +421,32 @@ class RulesEngine:
         self._names: dict[tuple[int, int, str], str] = {}  # (index, org, use) -> fence names
         ta = cfg.terminal_alarm
         self._bits = [(name, ALARM_BITS[name]) for name in ta.bits] if ta.enabled else []
+        self._reg_version = registry.version
+
+    # -- live registry (records issue) ---------------------------------------------------------
+
+    def grow(self) -> None:
+        """Follow the registry after a vehicle was added, changed or retired.
+
+        New vehicles get fresh state (as a fresh engine would give them); what is derived
+        per vehicle (speed limits, schedules, fence facts, fence names) is derived again.
+        Called by :meth:`process` and :meth:`tick` whenever ``registry.version`` moved."""
+        reg = self.registry
+        n = len(reg)
+        if n > self.state.n:
+            st, fresh = self.state, _State.fresh(1)
+            for k in st.arrays():
+                if not k.startswith("m:"):
+                    setattr(st, k, grown(getattr(st, k), n, getattr(fresh, k)[0]))
+            for m in st.machines.values():
+                for f in ("open", "runval", "runstart", "started", "acc"):
+                    setattr(m, f, grown(getattr(m, f), n, 0))
+            st.n = n
+        self.schedules = Schedules(self.cfg.off_hours.working_hours, reg)
+        self._vlimit = np.asarray(reg.speed_limit_kmh, dtype=np.float32)
+        self._view_of = None
+        self._names.clear()
+        self._reg_version = reg.version
 
     # -- public API -------------------------------------------------------------------------
 
@@ -428,6 +455,8 @@ class RulesEngine:
         n = len(batch)
         if n == 0:
             return []
+        if self._reg_version != self.registry.version:
+            self.grow()
         if batch.vehicle.min() < 0 or batch.vehicle.max() >= self.state.n:
             raise Misuse("batch.vehicle holds an index outside the registry")
         late = batch.backfill | (batch.ts <= self.state.last_ts[batch.vehicle])
@@ -453,13 +482,37 @@ class RulesEngine:
         return out
 
     def tick(self, now_ms: int) -> list[AlarmEvent]:
-        """Timer rules: open an offline episode for each vehicle silent ``after_s`` or more."""
+        """Timer rules: open an offline episode for each vehicle silent ``after_s`` or more.
+
+        Only vehicles the registry expects (在用, 封存); an open offline episode of a
+        vehicle handed over for disposal closes (``detail.retired``)."""
         if not self.cfg.offline.enabled:
             return []
+        if self._reg_version != self.registry.version:
+            self.grow()
         st = self.state
-        seen = st.last_ts != _INT_MIN
-        due = seen & ~st.off_open & (now_ms - st.last_ts >= int(self.cfg.offline.after_s * 1000))
+        expected = self.registry.expected
         out = []
+        for v in np.flatnonzero(st.off_open & ~expected).tolist():
+            st.off_open[v] = False
+            out.append(
+                self.book.apply(
+                    Raw(
+                        v,
+                        "offline",
+                        "close",
+                        now_ms,
+                        0,
+                        now_ms,
+                        float(st.last_lat[v]),
+                        float(st.last_lon[v]),
+                        {"retired": True},
+                    )
+                )
+            )
+        seen = st.last_ts != _INT_MIN
+        due = seen & ~st.off_open & expected
+        due &= now_ms - st.last_ts >= int(self.cfg.offline.after_s * 1000)
         for v in np.flatnonzero(due).tolist():
             st.off_open[v] = True
             last = int(st.last_ts[v])
@@ -890,6 +943,17 @@ class RulesEngine:
         # fatigue --------------------------------------------------------------------------
         if cfg.fatigue.enabled:
             self._fatigue(rows, st, machine)
+
+        # sealed_moving (封存车辆移动) ------------------------------------------------------------
+        if cfg.sealed_moving.enabled:
+            sm = cfg.sealed_moving
+            moving = rows.acc | (speed > np.float32(sm.moving_speed_kmh))
+            c = self.registry.sealed[veh] & moving
+
+            def sm_detail(i: int) -> dict[str, Any]:
+                return {"speed_kmh": float(speed[i]), "acc": bool(rows.acc[i])}
+
+            machine(7, "sealed_moving", c, sm.min_duration_s, sm.close_after_s, sm_detail)
 
         found.sort(key=lambda t: (t[0], t[1], t[2]))
         return [t[3] for t in found]

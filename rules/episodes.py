@@ -71,6 +71,8 @@ class EpisodeBook:
             return "critical" if sub in self.critical else "warning"
         if kind == "offline":
             return "info"
+        if kind == "sealed_moving":  # a sealed car moving: CONTRACTS.md, critical
+            return "critical"
         return "warning"
 
     def apply(self, raw: Raw) -> AlarmEvent:

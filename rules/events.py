@@ -45,6 +45,8 @@ KINDS: tuple[str, ...] = (
     "offline",  # 离线
     "terminal_alarm",  # 终端报警
     "fatigue",  # 疲劳驾驶
+    "sealed_moving",  # 封存车辆移动 (always critical)
+    "record_due",  # 到期提醒: insurance, inspection, licence (store.records_reminders)
 )
 
 Action = Literal["open", "update", "close"]

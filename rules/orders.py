@@ -72,7 +72,7 @@ class OrderBook:
         self.type_bits: dict[str, int] = {typ: _bits(table.get(typ, ())) for typ in ORDER_TYPES}
         self._orders: list[DispatchOrder] = []
         self._ids: set[str] = set()
-        self._compiled: tuple[int, Any] | None = None
+        self._compiled: tuple[tuple[int, int], Any] | None = None
         for o in orders:
             self.add(o)
 
@@ -121,7 +121,10 @@ class OrderBook:
         return out
 
     def _compile(self, registry: Registry) -> Any:
-        if self._compiled is not None and self._compiled[0] == id(registry):
+        # Keyed by the registry's version too: a vehicle registered live (records issue)
+        # needs its row, and an order of an id not known before may now apply.
+        key = (id(registry), registry.version)
+        if self._compiled is not None and self._compiled[0] == key:
             return self._compiled[1]
         has = np.zeros(len(registry), dtype=bool)
         per_bit: dict[int, list[tuple[int, int]]] = {}
@@ -147,7 +150,7 @@ class OrderBook:
                     merged.append([a, b])
             arr = np.array(merged, dtype=np.int64)
             tables[bit] = (arr[:, 0].copy(), arr[:, 1].copy())
-        self._compiled = (id(registry), (has, tables))
+        self._compiled = (key, (has, tables))
         return self._compiled[1]
 
 

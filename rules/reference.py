@@ -104,7 +104,13 @@ class ReferenceEngine:
 
     # -- API ---------------------------------------------------------------------------------
 
+    def _follow_registry(self) -> None:
+        """New vehicles of a registry that grew start with fresh state."""
+        while len(self.vehicles) < len(self.registry):
+            self.vehicles.append(_Vehicle())
+
     def process(self, batch: PositionBatch) -> list[AlarmEvent]:
+        self._follow_registry()
         rows: list[dict[str, Any]] = []
         for i in range(len(batch)):
             v = int(batch.vehicle[i])
@@ -168,9 +174,28 @@ class ReferenceEngine:
     def tick(self, now_ms: int) -> list[AlarmEvent]:
         if not self.cfg.offline.enabled:
             return []
+        self._follow_registry()
         out = []
         for v, veh in enumerate(self.vehicles):
-            if veh.last_ts is None or veh.offline:
+            if veh.offline and not self.registry.expected[v]:  # handed over: no longer expected
+                veh.offline = False
+                out.append(
+                    self.book.apply(
+                        Raw(
+                            v,
+                            "offline",
+                            "close",
+                            now_ms,
+                            0,
+                            now_ms,
+                            veh.lat,
+                            veh.lon,
+                            {"retired": True},
+                        )
+                    )
+                )
+                continue
+            if veh.last_ts is None or veh.offline or not self.registry.expected[v]:
                 continue
             if now_ms - veh.last_ts >= int(self.cfg.offline.after_s * 1000):
                 veh.offline = True
@@ -451,6 +476,15 @@ class ReferenceEngine:
                 )
             elif action == "close":
                 raw(6, "fatigue", "close", d.started, d.runstart, {})
+
+        if cfg.sealed_moving.enabled:
+            sm = cfg.sealed_moving
+            c = bool(self.registry.sealed[v]) and (acc or speed > sm.moving_speed_kmh)
+            action, _, _, d = run(7, "sealed_moving", c, sm.min_duration_s, sm.close_after_s, dict)
+            if action == "open":
+                raw(7, "sealed_moving", "open", d.started, None, {"speed_kmh": speed, "acc": acc})
+            elif action == "close":
+                raw(7, "sealed_moving", "close", d.started, d.runstart, {})
 
         found.sort(key=lambda t: (t[0], t[1]))
         return [t[2] for t in found]

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fleetwatch.batch import PositionBatch, latest_rows
-from fleetwatch.registry import Registry
+from fleetwatch.registry import Registry, grown
 
 __all__ = ["LatestPositions", "latest_rows", "latest_rows_reference", "vehicle_states"]
 
@@ -75,8 +75,17 @@ class LatestPositions:
         self.acc = np.zeros(n, dtype=bool)
         self.open_alarms = np.zeros(n, dtype=np.int32)
 
+    def follow_registry(self) -> None:
+        """Grow to a registry that gained vehicles (registered live, the records issue)."""
+        n = len(self.registry)
+        if n > self.ts.shape[0]:
+            self.ts = grown(self.ts, n, NEVER)
+            for name in ("lat", "lon", "speed", "heading", "acc", "open_alarms"):
+                setattr(self, name, grown(getattr(self, name), n, 0))
+
     def apply(self, batch: PositionBatch) -> Array:
         """Take the batch's latest row per vehicle where it is newer; returns those vehicles."""
+        self.follow_registry()
         idx = latest_rows(batch.vehicle, batch.ts)
         v = batch.vehicle[idx]
         newer = batch.ts[idx] >= self.ts[v]
@@ -90,6 +99,7 @@ class LatestPositions:
         return np.asarray(v, dtype=np.int64)
 
     def seen(self) -> Array:
+        self.follow_registry()
         return np.flatnonzero(self.ts != NEVER)
 
     def positions(self, vehicles: Array | Sequence[int]) -> list[dict[str, Any]]:

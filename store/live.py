@@ -125,6 +125,7 @@ class MemoryLiveState:
     def apply_alarms(self, events: Sequence[AlarmEvent]) -> list[tuple[str, dict[str, Any] | None]]:
         """Synchronous alarm update; returns (id, alarm or None when it closed)."""
         reg = self.latest.registry
+        self.latest.follow_registry()  # a vehicle registered live (records issue)
         changes: list[tuple[str, dict[str, Any] | None]] = []
         for e in events:
             if e.backfill:

@@ -304,6 +304,37 @@ class PostgresHistory:
         await cur.execute(sql.SQL("SELECT key, id FROM {}.vehicles").format(s))
         return {vid: key for key, vid in await cur.fetchall()}
 
+    async def follow_registry(self) -> None:
+        """Map the vehicles the registry gained since :meth:`open` (registered live, the
+        records issue). Called by every write and read that indexes by registry index."""
+        reg = self.registry
+        while self._keys.shape[0] < len(reg):
+            base = self._keys.shape[0]
+            new = list(reg.ids[base:])
+
+            async def add(
+                conn: psycopg.AsyncConnection[Any], new: list[str] = new
+            ) -> dict[str, int]:
+                s = self._s
+                await conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.vehicles (id) SELECT unnest(%s::text[])"
+                        " ON CONFLICT DO NOTHING"
+                    ).format(s),
+                    (new,),
+                )
+                cur = await conn.execute(
+                    sql.SQL("SELECT id, key FROM {}.vehicles WHERE id = ANY(%s::text[])").format(s),
+                    (new,),
+                )
+                return {vid: key for vid, key in await cur.fetchall()}
+
+            keys = await self._on("write", add)
+            if self._keys.shape[0] != base:
+                continue  # another call mapped them meanwhile
+            self._keys = np.concatenate([self._keys, np.array([keys[v] for v in new], np.int32)])
+            self._dense_by_key.update({keys[v]: base + k for k, v in enumerate(new)})
+
     async def close(self) -> None:
         async with self._write_lock:
             await self._drop("write")
@@ -385,6 +416,7 @@ class PostgresHistory:
     async def write_positions(self, batch: PositionBatch) -> int:
         if len(batch) == 0:
             return 0
+        await self.follow_registry()
         if int(batch.vehicle.max()) >= self._keys.shape[0] or int(batch.vehicle.min()) < 0:
             raise Misuse("batch.vehicle holds an index outside the registry given to open()")
         b = dedupe_batch(batch)
@@ -499,6 +531,7 @@ class PostgresHistory:
     async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
+        await self.follow_registry()
         rows = alarm_event_rows(events, self.registry, self._keys)
         stmt = sql.SQL(
             "INSERT INTO {}.alarms AS alarms (id, vehicle, vehicle_id, plate, org, kind, state,"
@@ -545,6 +578,7 @@ class PostgresHistory:
         return await self._on("read", read)
 
     async def _key_of(self, vehicle_id: str) -> int | None:
+        await self.follow_registry()
         i = self.registry.by_id(vehicle_id)
         if i is not None:
             return int(self._keys[i])
@@ -664,6 +698,7 @@ class PostgresHistory:
         self, day: dt.date, tz: str, orgs: Sequence[str] | None = None
     ) -> dict[str, Any]:
         start, end = day_bounds_ms(day, tz)
+        await self.follow_registry()
         reg = self.registry
         cols = sql.SQL(", ").join(sql.Identifier(n) for n in _STATS_WIRE)
         aggs = sql.SQL(", ").join(

@@ -194,6 +194,30 @@ class SQLiteHistory:
         self._keys = vehicle_keys_array(registry, keys)
         self._dense_by_key = {int(k): i for i, k in enumerate(self._keys.tolist())}
 
+    async def follow_registry(self) -> None:
+        """Map the vehicles the registry gained since :meth:`open` (registered live, the
+        records issue). Called by every write and read that indexes by registry index."""
+        reg = self.registry
+        while self._keys.shape[0] < len(reg):
+            base = self._keys.shape[0]
+            new = list(reg.ids[base:])
+
+            def add(db: sqlite3.Connection, new: list[str] = new) -> dict[str, int]:
+                db.execute("BEGIN")
+                db.executemany(
+                    "INSERT OR IGNORE INTO vehicles (id) VALUES (?)", [(v,) for v in new]
+                )
+                db.execute("COMMIT")
+                marks = ",".join("?" * len(new))
+                q = f"SELECT id, key FROM vehicles WHERE id IN ({marks})"
+                return {vid: key for vid, key in db.execute(q, new)}
+
+            keys = await self._run(add)
+            if self._keys.shape[0] != base:
+                continue  # another call mapped them meanwhile
+            self._keys = np.concatenate([self._keys, np.array([keys[v] for v in new], np.int32)])
+            self._dense_by_key.update({keys[v]: base + k for k, v in enumerate(new)})
+
     async def close(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
@@ -204,6 +228,7 @@ class SQLiteHistory:
     async def write_positions(self, batch: PositionBatch) -> int:
         if len(batch) == 0:
             return 0
+        await self.follow_registry()
         if int(batch.vehicle.max()) >= self._keys.shape[0] or int(batch.vehicle.min()) < 0:
             raise Misuse("batch.vehicle holds an index outside the registry given to open()")
         b = dedupe_batch(batch)
@@ -248,6 +273,7 @@ class SQLiteHistory:
     async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None:
         if not events:
             return
+        await self.follow_registry()
         rows = alarm_event_rows(events, self.registry, self._keys)
 
         def write(db: sqlite3.Connection) -> None:
@@ -288,6 +314,7 @@ class SQLiteHistory:
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
     ) -> dict[str, npt.NDArray[Any]]:
+        await self.follow_registry()
         i = self.registry.by_id(vehicle_id)
         cols = list(TRACK_FIELDS)
 
@@ -413,6 +440,7 @@ class SQLiteHistory:
             ).fetchall()
             return pos, al
 
+        await self.follow_registry()
         pos, al = await self._run(read)
         if pos:
             key, ts, lat, lon, speed, acc = (np.array(c) for c in zip(*pos, strict=True))

@@ -55,7 +55,7 @@ import orjson
 
 from fleetwatch.batch import PositionBatch, latest_rows
 from fleetwatch.errors import BadRecord, Misuse
-from fleetwatch.registry import Registry
+from fleetwatch.registry import Registry, grown
 from rules.events import AlarmEvent
 
 __all__ = [
@@ -267,11 +267,54 @@ class FeedCore:
         self._now_ms = 0
         #: called (without arguments) when an alarm made some outbox non-empty
         self.on_ready: Callable[[], None] | None = None
+        self._reg_version = registry.version
+
+    def follow_registry(self) -> None:
+        """The registry changed (a vehicle added, changed, retired — the records issue):
+        grow the per-vehicle arrays, re-read organisations and plates, rebuild the masks.
+        Every entry point calls it when ``registry.version`` moved."""
+        reg = self.registry
+        n = len(reg)
+        if n > self._n:
+            for name, fill in (
+                ("ts", np.iinfo(np.int64).min),
+                ("lat", 0.0),
+                ("lon", 0.0),
+                ("speed", 0.0),
+                ("heading", 0),
+                ("acc", False),
+                ("has", False),
+                ("alarms_open", 0),
+                ("state", _NONE),
+                ("changed_seq", 0),
+                ("_item_seq", -1),
+            ):
+                setattr(self, name, grown(getattr(self, name), n, fill))
+            self._items += [b""] * (n - self._n)
+            self._n = n
+        changed = reg.changed_since(self._reg_version)
+        if changed is None:
+            self._org_ids = [reg.org_of(i) for i in range(n)]
+            self._item_seq[:] = -1  # plates or organisations may have changed: encode again
+        else:
+            self._org_ids += [""] * (n - len(self._org_ids))
+            for i in changed:
+                self._org_ids[i] = reg.org_of(i)
+            self._item_seq[changed] = -1
+        self._masks.clear()
+        for c in self._clients.values():
+            c.visible = self._new_client(c.key[0], c.sub).visible
+        self._reg_version = reg.version
+
+    def _sync(self) -> None:
+        if self._reg_version != self.registry.version:
+            self.follow_registry()
 
     # -- input ------------------------------------------------------------------------------
 
     def positions(self, batch: PositionBatch) -> int:
         """Take in a batch; returns how many vehicles moved on. Call in arrival order."""
+        self._sync()
         if not len(batch):
             return 0
         vehicle = batch.vehicle
@@ -298,6 +341,7 @@ class FeedCore:
         Events found in back-fill are recorded elsewhere and never shown live.
         Returns the clients whose outbox grew.
         """
+        self._sync()
         if event.backfill:
             return []
         v = event.vehicle
@@ -372,6 +416,7 @@ class FeedCore:
         """
         if client in self._clients:
             raise Misuse(f"client {client} is already connected")
+        self._sync()
         if visible_org not in self.registry.orgs.ids:
             raise Misuse(f"unknown organisation {visible_org!r}")
         self._now_ms = now_ms
@@ -492,6 +537,7 @@ class FeedCore:
         each vehicle that changed since the client's last delivered frame and that
         it may see. Clients with nothing new get nothing. Returns ``(client, frame)``.
         """
+        self._sync()
         self._now_ms = now_ms
         self._refresh_states(now_ms)
         shared: dict[tuple[Any, ...], bytes | None] = {}
@@ -526,6 +572,7 @@ class FeedCore:
 
     def snapshot_items(self, visible: Array | None = None) -> list[dict[str, Any]]:
         """The latest item of every (visible) vehicle that has reported, as dicts."""
+        self._sync()
         mask = self.has if visible is None else self.has & visible
         idx = np.flatnonzero(mask)
         self._encode(idx)
@@ -542,6 +589,7 @@ class FeedCore:
 
     def state_codes(self, now_ms: int) -> Array:
         """Current state code per vehicle (index into :data:`STATES`; offline if never seen)."""
+        self._sync()
         return self._compute_states(now_ms)
 
     # -- internals --------------------------------------------------------------------------

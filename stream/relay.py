@@ -51,7 +51,7 @@ from prometheus_client.registry import Collector
 
 from fleetwatch.batch import PositionBatch
 from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleetwatch.registry import Registry, grown
 from rules.events import Action, AlarmEvent
 from stream.feed import FeedCore, latest_per_vehicle
 
@@ -144,6 +144,21 @@ class RelayOut:
         self._hold_until = -float("inf")
         self._floor = np.full(len(registry), _NO_TS, dtype=np.int64)
         self._org_ids = [registry.org_of(i) for i in range(len(registry))]
+        self._reg_version = registry.version
+
+    def follow_registry(self) -> None:
+        """The registry changed (records issue): grow the floor, re-read organisations."""
+        reg = self.registry
+        self._floor = grown(self._floor, len(reg), _NO_TS)
+        changed = reg.changed_since(self._reg_version)
+        if changed is None:
+            self._org_ids = [reg.org_of(i) for i in range(len(reg))]
+        else:
+            self._org_ids += [""] * (len(reg) - len(self._org_ids))
+            for i in changed:
+                self._org_ids[i] = reg.org_of(i)
+        self.max_pending_rows = max(self.max_pending_rows, len(reg))
+        self._reg_version = reg.version
 
     # -- the Feed protocol (synchronous, never blocks) -----------------------------------------
 
@@ -152,6 +167,8 @@ class RelayOut:
         n = len(batch)
         if n == 0:
             return 0
+        if self._reg_version != self.registry.version:
+            self.follow_registry()
         self.stats.positions_in += n
         self._pos.append(batch)
         self._pos_rows += n

@@ -207,10 +207,17 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
                 for e in closer(str(cmd["id"]), int(cmd["at"]))
             ]
             await publish_events(st, events)
+    elif op == "vehicles":  # records changed on another node (web.vehicles_api)
+        from web.vehicles_api import on_command
+
+        await on_command(st, cmd)
     elif op == "fences":
         await restore_fences(st)
     elif op == "resync":
+        from web.vehicles_api import resync_vehicles
+
         await restore_fences(st)
+        await resync_vehicles(st)
         await apply_orders(st, await st.records.orders())
 
 
@@ -1110,6 +1117,20 @@ async def stats(request: Request, st: ApiState, p: Principal) -> Any:
             alarms_by_kind=total["alarms"],
             by_org=[{**o, "authorised": est.get(o["org"])} for o in board["orgs"]],
         )
+    from web.quota_api import board_quota  # 编制数 / 实有数 / 超编 from the records
+
+    quota = await board_quota(st, sub)
+    if quota is not None:
+        set_ = [q["authorised"] for q in quota.values() if q["authorised"] is not None]
+        if set_:  # else web.establishment, as before the records
+            out["authorised"] = sum(set_)
+        out["actual"] = sum(q["actual"] for q in quota.values())  # 在用 and 封存 only
+        out["over"] = sum(q["over"] for q in quota.values())
+        for o in out["by_org"]:
+            q = quota.get(o["org"], {"authorised": None, "actual": 0, "over": 0})
+            o.update(actual=q["actual"], over=q["over"])
+            if q["authorised"] is not None:
+                o["authorised"] = q["authorised"]
     return out
 
 

@@ -23,8 +23,11 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import web.commands_api  # registers the command routes in API
+import web.drivers_api  # registers the driver record routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
+import web.quota_api  # registers the quota routes in API
+import web.vehicles_api  # registers the vehicle record routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy
@@ -231,6 +234,7 @@ def create_app(ctx: AppContext) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await accounts.open()
         await records.open()
+        own_records = await web.vehicles_api.open_records(st)
         await _restore(st)
         tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
         tasks.append(asyncio.create_task(web.commands_api.run_bridge(st), name="commands"))
@@ -249,6 +253,9 @@ def create_app(ctx: AppContext) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await accounts.close()
+            if own_records is not None:
+                await own_records.close()
+                ctx.vehicle_records = None
 
     app = Starlette(
         routes=routes,

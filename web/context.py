@@ -57,3 +57,4 @@ class AppContext:
     on_events: Callable[[list[AlarmEvent]], Any] | None = None
     relay: Any = None
     commands: Any = None
+    vehicle_records: Any = None  # store.records.RecordStore (一车一档、一人一档, the quota)

@@ -56,9 +56,15 @@ def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
     }
 
 
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
 def _responses(r: Route) -> dict[str, Any]:
+    ok: dict[str, Any] = {"application/json": {}}
+    if r.path.endswith("/export"):  # files for a spreadsheet (records issue)
+        ok = {"text/csv": {}, _XLSX: {}}
     out: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {}}},
+        "200": {"description": "OK", "content": ok},
         "400": _json("bad request"),
         "404": _json("not found, or outside your organisation subtree"),
         "413": _json("request body larger than this route's limit (web.body_limits)"),

@@ -172,6 +172,12 @@ class Provisioning:
             for v in vehicles
         )
 
+    def refresh(self, terminals: Iterable[ProvisionedTerminal]) -> None:
+        """Replace the provisioned terminals at once (the records changed: a vehicle
+        registered, a terminal refitted or a car disposed). Sessions already open keep
+        going; the next registration (0x0100) is checked against the new set."""
+        self._by_phone = {canonical_phone(t.phone): t for t in terminals}
+
     def __len__(self) -> int:
         return len(self._by_phone)
 

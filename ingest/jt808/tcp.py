@@ -811,11 +811,49 @@ def gateway_main(argv: list[str], load_config: ConfigLoader | None = None) -> in
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_gateway(cfg, provisioning=provisioning, stop=stop)
+        follow = await _follow_records(args, load_config, provisioning, stop)
+        try:
+            await run_gateway(cfg, provisioning=provisioning, stop=stop)
+        finally:
+            if follow is not None:
+                stop.set()
+                await follow
 
     tune_gc()
     uvloop.run(main())
     return 0
+
+
+async def _follow_records(
+    args: argparse.Namespace,
+    load_config: ConfigLoader | None,
+    provisioning: Provisioning,
+    stop: asyncio.Event,
+) -> asyncio.Task[None] | None:
+    """With a history store configured, provisioning follows the vehicle records
+    (store.records_provisioning): a vehicle registered through the API may register."""
+    if not args.config or load_config is None:
+        return None
+    full: Any = load_config(args.config)
+    if full.store.kind == "memory":
+        return None
+    from store.records import RecordStore
+    from store.records_provisioning import follow_records
+
+    records = RecordStore(full.store)
+    try:
+        await records.open()
+    except ServiceUnavailable as exc:
+        log.error("records unavailable; provisioning from the configuration only: %s", exc)
+        return None
+
+    async def run() -> None:
+        try:
+            await follow_records(provisioning, records, full.vehicles, stop)
+        finally:
+            await records.close()
+
+    return asyncio.create_task(run(), name="provisioning-follows-records")
 
 
 def _reset_main(argv: list[str], load_config: ConfigLoader | None) -> int:

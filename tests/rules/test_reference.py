@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleetwatch.batch import PositionBatch
+from fleetwatch.config import VehicleConfig
+from fleetwatch.registry import Registry
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from rules.orders import DispatchOrder
@@ -18,7 +20,8 @@ from rules.reference import ReferenceEngine
 from tests.rules.conftest import local_ms, make_fences, make_registry
 
 FENCES = make_fences()
-N_VEHICLES = 4
+N_VEHICLES = 4  # v3 is sealed (封存); v4 is registered live, mid-stream (records issue)
+STATUSES = ["在用", "封存", "待处置", "已处置"]
 
 # Short durations so that random streams of a few dozen points open and close episodes.
 CFG = RulesConfig.model_validate(
@@ -37,6 +40,7 @@ CFG = RulesConfig.model_validate(
         "offline": {"after_s": 600},
         "terminal_alarm": {"bits": ["sos", "illegal_ignition", "power_cut"], "close_after_s": 15},
         "fatigue": {"max_driving_s": 1800, "rest_s": 600},
+        "sealed_moving": {"min_duration_s": 0, "close_after_s": 40},
     }
 )
 
@@ -60,7 +64,7 @@ STARTS = [
 ORDER_TYPES = ["local", "out_of_area", "holiday", "overnight"]
 
 segment = st.tuples(
-    st.integers(0, N_VEHICLES - 1),  # vehicle
+    st.integers(0, N_VEHICLES),  # vehicle (N_VEHICLES: the one registered live)
     st.integers(1, 25),  # rows in this segment
     st.sampled_from([0, 1, 5, 9, 10, 11, 20, 31, 60, 300, 601, 1200, 3600]),  # step, s
     st.sampled_from(range(len(PLACES))),
@@ -107,7 +111,13 @@ def scenario(draw: Any) -> dict[str, Any]:
         )
     )
     ticks = draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
+    grow_at = draw(st.integers(0, len(cuts) + 1))
+    new_status = draw(st.sampled_from(STATUSES))
+    v1_status = draw(st.sampled_from(STATUSES))
     return {
+        "grow_at": grow_at,
+        "new_status": new_status,
+        "v1_status": v1_status,
         "start": start,
         "cols": cols,
         "cuts": cuts,
@@ -117,8 +127,28 @@ def scenario(draw: Any) -> dict[str, Any]:
     }
 
 
-def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any], Any, Any]:
+def sealed_registry() -> Registry:
     reg = make_registry(N_VEHICLES)
+    reg.upsert(reg.vehicles[3].model_copy(update={"status": "封存"}))
+    return reg
+
+
+def change_registry(reg: Registry, sc: dict[str, Any]) -> None:
+    """Live changes: a vehicle registered with a drawn status, v1's status changed."""
+    reg.upsert(
+        VehicleConfig(
+            id=f"v{N_VEHICLES}",
+            plate="川X99999",
+            terminal="13999999999",
+            org="county",
+            status=sc["new_status"],
+        )
+    )
+    reg.upsert(reg.vehicles[1].model_copy(update={"status": sc["v1_status"]}))
+
+
+def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any], Any, Any]:
+    reg = sealed_registry()
     fences = (lambda: FENCES) if with_fences else None
     vec = RulesEngine(CFG, reg, fences=fences)
     ref = ReferenceEngine(CFG, reg, fences=fences)
@@ -139,9 +169,13 @@ def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any
 
     for k in range(len(bounds) - 1):
         orders_at(k)
+        if k == sc["grow_at"]:
+            change_registry(reg, sc)
         idx = np.arange(bounds[k], bounds[k + 1])
         if sc["shuffle"]:
             idx = idx[::-1]
+        if len(reg) <= N_VEHICLES:  # not registered yet: its terminal is unknown
+            idx = idx[batch.vehicle[idx] < N_VEHICLES]
         part = batch.take(idx)
         out_v += vec.process(part)
         out_r += ref.process(part)
@@ -182,7 +216,8 @@ def test_vectorized_equals_reference_without_fences(sc: dict[str, Any]) -> None:
 def test_restart_from_saved_state_changes_nothing(sc: dict[str, Any], at: int) -> None:
     """Saving the state after any batch and restoring it into a new engine is invisible."""
     logging.getLogger("rules.calendar").setLevel(logging.ERROR)
-    reg = make_registry(N_VEHICLES)
+    reg = sealed_registry()
+    change_registry(reg, sc)
     batch = PositionBatch.from_columns(**sc["cols"])
     bounds = [0, *sc["cuts"], len(batch)]
     one = RulesEngine(CFG, reg, fences=lambda: FENCES)

@@ -205,3 +205,20 @@ async def test_retention(history: HistoryStore, registry: Registry) -> None:
     assert tr["ts"].size == 10 and tr["ts"].min() >= now - 10 * DAY_MS
     # Kept: a closed episode within 3 years; an episode still open however old it is.
     assert {a["kind"] for a in await history.alarms()} == {"speeding", "fatigue"}
+
+
+async def test_a_registry_that_grew_is_mapped_before_the_write(
+    history: Any, registry: Registry
+) -> None:
+    """Records issue: a vehicle registered live is stored without re-opening the store."""
+    from fleetwatch.config import VehicleConfig
+
+    i = registry.upsert(
+        VehicleConfig(id="late1", plate="川X99991", terminal="13999999991", org="qx")
+    )
+    b = PositionBatch.from_columns(
+        vehicle=[i], ts=[1_764_034_200_000], lat=[30.5], lon=[106.6], speed=[10.0]
+    )
+    assert await history.write_positions(b) == 1
+    track = await history.track("late1", 1_764_034_100_000, 1_764_034_300_000)
+    assert len(track["ts"]) == 1

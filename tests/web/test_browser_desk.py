@@ -39,6 +39,12 @@ DETAILS: dict[str, tuple[str | None, str, dict[str, Any]]] = {
     "offline": (None, "warning", {}),
     "terminal_alarm": ("sos", "critical", {"bit": 0, "name": "sos"}),
     "fatigue": (None, "warning", {}),
+    "sealed_moving": (None, "critical", {"speed_kmh": 12.0, "acc": True}),
+    "record_due": (
+        None,
+        "info",
+        {"kind": "insurance", "text": "川X00001 保险将于 2026-12-20 到期"},
+    ),
 }
 
 

@@ -3,7 +3,12 @@ import { NAV, roleForPath } from "@/nav";
 import { roleAtLeast, session } from "@/stores/session";
 
 // Hash history: the server serves index.html at "/" only, and a reload keeps the view.
-const slotRoutes: RouteRecordRaw[] = NAV.filter((n) => n.slot).map((n) => ({
+// The records issue fills the 车辆档案 and 驾驶员档案 slots.
+const FILLED: Record<string, () => Promise<unknown>> = {
+  vehicles: () => import("@/views/Vehicles.vue"),
+  drivers: () => import("@/views/Drivers.vue"),
+};
+const slotRoutes: RouteRecordRaw[] = NAV.filter((n) => n.slot && !FILLED[n.name]).map((n) => ({
   path: n.path,
   name: n.name,
   component: () => import("@/views/EmptySlot.vue"),
@@ -17,6 +22,8 @@ const routes: RouteRecordRaw[] = [
   { path: "/playback", name: "playback", component: () => import("@/views/Playback.vue") },
   { path: "/board", name: "board", component: () => import("@/views/Board.vue") },
   ...slotRoutes,
+  { path: "/vehicles", name: "vehicles", component: FILLED.vehicles },
+  { path: "/drivers", name: "drivers", component: FILLED.drivers },
   { path: "/system", redirect: "/system/fences" },
   { path: "/system/users", name: "users", component: () => import("@/views/SystemUsers.vue") },
   { path: "/system/fences", name: "fences", component: () => import("@/views/SystemFences.vue") },

@@ -58,6 +58,7 @@ const en: typeof zh = {
     fatigue: "Fatigue",
     offline: "Offline",
     sealed_moving: "Sealed vehicle moving",
+    record_due: "Insurance/inspection/licence due",
   },
   bit: {
     "0": "Emergency (SOS)",

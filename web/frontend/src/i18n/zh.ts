@@ -58,6 +58,7 @@ export default {
     fatigue: "疲劳驾驶",
     offline: "离线",
     sealed_moving: "封存车辆移动",
+    record_due: "证照到期提醒",
   },
   bit: {
     "0": "紧急报警",
