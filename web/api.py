@@ -91,6 +91,7 @@ class Route:
     # the body's size class, checked before authentication and before the body is read
     limit: BodyLimit = "api"
     model: type[BaseModel] | None = None  # the body's model (web.bodies); gives ``body``
+    status: int = 200  # the success status (202 for work queued)
 
 
 API: list[Route] = []
@@ -107,6 +108,7 @@ def route(
     tag: str = "api",
     limit: BodyLimit | None = None,
     model: type[BaseModel] | None = None,
+    status: int = 200,
 ) -> Callable[[Any], Any]:
     if model is not None:
         body = schema_of(model)
@@ -114,7 +116,7 @@ def route(
         limit = "upload" if body is not None and _is_upload(body, tag) else "api"
 
     def deco(fn: Any) -> Any:
-        API.append(Route(method, path, fn, role, summary, params, body, tag, limit, model))
+        API.append(Route(method, path, fn, role, summary, params, body, tag, limit, model, status))
         return fn
 
     return deco

@@ -354,6 +354,7 @@ async def _visible_command(st: ApiState, p: Principal, command_id: str) -> dict[
     "Send a command to the vehicle's terminal (JT/T 808 downlink; audited) → 202 queued",
     body=_COMMAND_BODY,
     tag="commands",
+    status=202,
 )
 async def create_command(request: Request, st: ApiState, p: Principal) -> Any:
     cfg = st.ctx.config.commands

@@ -64,7 +64,7 @@ def _responses(r: Route) -> dict[str, Any]:
     if r.path.endswith("/export"):  # files for a spreadsheet (records issue)
         ok = {"text/csv": {}, _XLSX: {}}
     out: dict[str, Any] = {
-        "200": {"description": "OK", "content": ok},
+        str(r.status): {"description": "Accepted" if r.status == 202 else "OK", "content": ok},
         "400": _json("bad request"),
         "404": _json("not found, or outside your organisation subtree"),
         "413": _json("request body larger than this route's limit (web.body_limits)"),
@@ -79,6 +79,8 @@ def _responses(r: Route) -> dict[str, Any]:
         out["429"] = _json("too many login attempts: wait Retry-After seconds")
     if r.method in ("POST", "PUT", "PATCH"):
         out["409"] = _json("conflicts with the current state")
+    if r.status == 202:  # queued work has a bound on what may wait
+        out["429"] = _json("too many unfinished requests of this kind: retry later")
     return out
 
 
