@@ -204,8 +204,9 @@ class RelayOut:
             elif self._out and self._out[0].local_done:
                 timeout = max(0.01, self._hold_until - self.clock())
             if timeout is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see FeedServer.run
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
             else:
                 await self._wake.wait()
             self._wake.clear()

@@ -111,8 +111,12 @@ class FeedServer:
                     interval if due is None else min(max(due - now, interval // 10, 1), interval)
                 )
                 self._kick.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when
+                # a cancel arrives just as the kick is set, and the ticker then never stops
+                # (the app's shutdown hung on it).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(), delay / 1000)
+                    async with asyncio.timeout(delay / 1000):
+                        await self._kick.wait()
         finally:
             self.core.on_ready = None
 
