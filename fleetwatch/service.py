@@ -259,6 +259,7 @@ def build_service(cfg: Config) -> Service:
         on_events=pipeline.inject_events,
         relay=relay,
         commands=commands,
+        notifier=notifier,
     )
     svc.app = create_app(ctx)
     svc.register_gauges()

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 import web.commands_api  # registers the command routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
+import web.ops_api  # registers the dead-letter routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy

@@ -39,7 +39,8 @@ class AppContext:
     node's desks through it instead of only this node's :class:`FeedCore`.
     ``commands`` is a :class:`web.commands.RedisCommands` when several nodes each run
     an engine for their shard: approved orders, fence changes and closes by hand
-    then reach every node's engine.
+    then reach every node's engine. ``notifier`` is the :class:`notify.worker.Notifier`
+    (its dead messages are listed and retried from the web).
     """
 
     config: Config
@@ -57,3 +58,4 @@ class AppContext:
     on_events: Callable[[list[AlarmEvent]], Any] | None = None
     relay: Any = None
     commands: Any = None
+    notifier: Any = None
