@@ -182,6 +182,8 @@ def build_service(cfg: Config) -> Service:
             timezone=cfg.service.timezone,
             public_url=cfg.service.public_url,
             source=cfg.source,
+            fences=lambda: fences.index,
+            places=cfg.web.places,
         )
         # Queued in the alarm write's own transaction (the spool wrapper keeps the inner store).
         getattr(history, "inner", history).notify_router = router
