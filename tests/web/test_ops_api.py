@@ -189,6 +189,9 @@ async def test_dead_letters_scoped_filtered_paged(stored: AppContext) -> None:
         ).status_code == 403
         bad = await c.get("/api/dead-letters", params={"source": "mqtt"}, headers=admin_h)
         assert bad.status_code == 400
+        # notifications off: nothing died, nothing to retry
+        assert (await c.get("/api/notify/dead", headers=admin_h)).json() == {"items": []}
+        assert (await c.post("/api/notify/dead/1/retry", headers=admin_h)).status_code == 404
 
 
 async def test_bad_json_through_the_whole_service(
