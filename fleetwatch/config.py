@@ -59,10 +59,20 @@ class OrgConfig(_Frozen):
     parent: str | None = Field(None, description="id of the parent; none for the city")
 
 
+#: What a vehicle id may be made of: RFC 3986 unreserved characters, safe in a URL path.
+VEHICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]+$"
+
+
 class VehicleConfig(_Frozen):
     """A vehicle with its terminal. ``plate`` is the licence plate (车牌号)."""
 
-    id: str = Field(min_length=1, max_length=64, description="stable vehicle id")
+    # The id is a path segment of the API (/api/vehicles/{id}/track) and of alarm ids.
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=VEHICLE_ID_PATTERN,
+        description="stable vehicle id: letters, digits and . _ ~ - only (it goes in URLs)",
+    )
     plate: str = Field(min_length=1, max_length=16, description="licence plate, 车牌号")
     terminal: str = Field(min_length=1, max_length=20, description="terminal id / SIM phone")
     org: str = Field(description="organisation id")
@@ -149,6 +159,11 @@ def parse_config(data: dict[str, Any], *, source: str = "<memory>") -> Config:
             fix = "remove it or check its spelling against the configuration reference"
         elif err["type"] == "missing":
             fix = "add this key"
+        elif err["type"] == "string_pattern_mismatch" and loc[:1] == ("vehicles",):
+            fix = (
+                "use only letters, digits and . _ ~ - (the id goes in URLs); keep the plate,"
+                " e.g. 川X12345, in plate and give an id such as GA-12345"
+            )
         more = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
         raise ConfigError(source, key, err["msg"] + more, fix) from None
     _check_references(cfg)

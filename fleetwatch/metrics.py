@@ -6,9 +6,15 @@ histograms). ``/metrics`` serves this registry.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["GatewayCollector", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _ROW_BUCKETS = (1, 10, 50, 100, 500, 1000, 5000, 20000, 100000)
@@ -74,3 +80,42 @@ class Metrics:
         self.store_errors = Counter(
             "fleetwatch_store_errors_total", "failed history writes", ["what"], registry=r
         )
+
+
+# a counter's name must not be the gauge's plus _total
+_GATEWAY_NAMES = {"connections_total": "connections_accepted"}
+
+
+class GatewayCollector(Collector):
+    """The JT/T 808 gateway's counters (``ingest.jt808.session.GatewayStats``), read at
+    each scrape: ``fleetwatch_gateway_<field>_total`` per counter field,
+    ``fleetwatch_gateway_connections`` (open now) and ``fleetwatch_gateway_reasons_total``
+    by reason (refused registrations, bad frames, closes — the codes in the gateway's log).
+    """
+
+    GAUGES = frozenset({"connections"})
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        for f in dataclasses.fields(s):
+            value = getattr(s, f.name)
+            if not isinstance(value, int):
+                continue
+            short = _GATEWAY_NAMES.get(f.name, f.name)
+            name = f"fleetwatch_gateway_{short}"
+            doc = f"JT/T 808 gateway: {short.replace('_', ' ')}"
+            if f.name in self.GAUGES:
+                yield GaugeMetricFamily(name, doc + " (open now)", value=value)
+            else:
+                yield CounterMetricFamily(name, doc, value=value)
+        by = CounterMetricFamily(
+            "fleetwatch_gateway_reasons",
+            "JT/T 808 gateway: refusals, bad frames and closes by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(s.by_reason.items()):
+            by.add_metric([reason], n)
+        yield by

@@ -162,7 +162,7 @@ def build_service(cfg: Config) -> Service:
     """Construct every stage; nothing connects until :func:`run_service`."""
     from rules.engine import RulesEngine
     from store.records import create_records
-    from stream.feed import FeedCore
+    from stream.feed import FeedCore, FeedLimits
     from web.app import create_app
     from web.context import AppContext
 
@@ -185,13 +185,22 @@ def build_service(cfg: Config) -> Service:
             timezone=cfg.service.timezone,
             public_url=cfg.service.public_url,
             source=cfg.source,
+            fences=lambda: fences.index,
+            places=cfg.web.places,
         )
         # Queued in the alarm write's own transaction (the spool wrapper keeps the inner store).
         getattr(history, "inner", history).notify_router = router
         notifier = build_notifier(cfg.notify, cfg.store)
     live = _live(cfg)
     feed = FeedCore(
-        registry, interval_ms=cfg.web.feed_interval_ms, client_buffer=cfg.web.feed_client_buffer
+        registry,
+        interval_ms=cfg.web.feed_interval_ms,
+        client_buffer=cfg.web.feed_client_buffer,
+        limits=FeedLimits(
+            max_message_bytes=cfg.web.feed_max_message_bytes,
+            max_vehicles=cfg.web.feed_max_vehicles,
+            max_orgs=cfg.web.feed_max_orgs,
+        ),
     )
     ic = cfg.ingest
     core = IngestCore(
@@ -263,6 +272,7 @@ def build_service(cfg: Config) -> Service:
         relay=relay,
         commands=commands,
         vehicle_records=records,
+        notifier=notifier,
     )
     svc.records = records
     svc.app = create_app(ctx)
@@ -355,6 +365,8 @@ async def run_service(
             port=cfg.web.port,
             ws="websockets-sansio",
             ws_per_message_deflate=False,
+            # a longer client message is refused by uvicorn before it is buffered whole
+            ws_max_size=cfg.web.feed_max_message_bytes,
             log_level="warning",
             lifespan="on",
             loop="none",

@@ -135,8 +135,9 @@ def detail_text(kind: str, detail: Mapping[str, Any]) -> str:
             parts.append(str(d["holiday"]))
     elif kind == "out_of_area" and "distance_km" in d:
         parts.append(f"区域外行驶 {d['distance_km']:g} km")
-    elif kind == "forbidden_zone" and "fence" in d:
-        parts.append(f"区域 {d['fence']}")
+    elif kind == "forbidden_zone" and (d.get("fence_name") or "fence" in d):
+        # staff know a place by its name (某KTV), not by the fence's id
+        parts.append(f"区域 {d.get('fence_name') or d['fence']}")
     elif kind == "parking_violation":
         parts.append(
             {"night": "夜间未入库", "rest_day": "休息日未入库"}.get(str(d.get("reason")), "")

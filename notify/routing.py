@@ -23,12 +23,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
+
+import numpy as np
 
 from fleetwatch.errors import ConfigError
 from fleetwatch.registry import Registry
+from geofence.boundaries import districts
+from geofence.config import PlaceConfig
+from geofence.places import Gazetteer
 from notify.config import SEVERITIES, NotifyConfig, RouteConfig
 from notify.message import Notice, alarm_link
 from rules.events import AlarmEvent
@@ -124,11 +130,18 @@ class Router:
         timezone: str = "Asia/Shanghai",
         public_url: str = "http://127.0.0.1:8080",
         source: str = "<memory>",
+        fences: Callable[[], Any] | None = None,
+        places: PlaceConfig | None = None,
     ) -> None:
+        """``fences()`` gives the fence index in force (``geofence.index.LiveFences.index``,
+        or None): each message names its place by those fences and the city's districts."""
         self.config = config
         self.registry = registry
         self.timezone = timezone
         self.public_url = public_url
+        self.fences = fences
+        self.places = places or PlaceConfig()
+        self._gazetteer: tuple[Any, Gazetteer] | None = None  # (fence index, its gazetteer)
         self._org_names = dict(zip(registry.orgs.ids, registry.orgs.names, strict=True))
         self._orgs: dict[str, frozenset[str] | None] = {}
         for i, r in enumerate(config.routes):
@@ -170,7 +183,26 @@ class Router:
         found = reg.by_id(e.vehicle_id)
         return found if found is not None else -1
 
-    def notice(self, e: AlarmEvent, purpose: str, route: str) -> Notice:
+    def gazetteer(self) -> Gazetteer:
+        """Districts and the fences in force now (rebuilt when the fence set changes)."""
+        index = self.fences() if self.fences is not None else None
+        if self._gazetteer is None or self._gazetteer[0] is not index:
+            fences = index.fences if index is not None else ()
+            self._gazetteer = (index, Gazetteer.build(districts(), fences, self.places))
+        return self._gazetteer[1]
+
+    def place_texts(self, events: Sequence[AlarmEvent]) -> dict[str, str]:
+        """The place name of each event's point, by event id (one lookup for all)."""
+        lon = np.array([e.lon for e in events], dtype=np.float64)
+        lat = np.array([e.lat for e in events], dtype=np.float64)
+        idx = np.flatnonzero(np.isfinite(lon) & np.isfinite(lat))
+        if not idx.size:
+            return {}
+        gaz = self.gazetteer()
+        found = gaz.lookup(lon[idx], lat[idx])
+        return {events[i].id: gaz.text(found, j) for j, i in enumerate(idx.tolist())}
+
+    def notice(self, e: AlarmEvent, purpose: str, route: str, place: str = "") -> Notice:
         reg = self.registry
         v = self._vehicle(e)
         org = reg.org_of(v) if v >= 0 else ""
@@ -193,15 +225,18 @@ class Router:
             link=alarm_link(self.public_url, e.id),
             covered=e.covered,
             detail=dict(e.detail),
+            place=place,
         )
 
     def plan(self, events: Iterable[AlarmEvent]) -> list[OutboxEntry]:
         """The outbox entries for ``events`` (pure; the same events give the same entries)."""
         out: list[OutboxEntry] = []
         cfg = self.config
-        for e in events:
-            if e.backfill or e.action == "update":
-                continue
+        wanted = [e for e in events if not (e.backfill or e.action == "update")]
+        if not wanted or not cfg.routes:
+            return out
+        places = self.place_texts(wanted)
+        for e in wanted:
             v = self._vehicle(e)
             org = self.registry.org_of(v) if v >= 0 else ""
             for route in cfg.routes:
@@ -213,7 +248,7 @@ class Router:
                     continue
                 due = self._due(route, e.ts, e.severity)
                 if due is not None:
-                    out.extend(self._entries(e, e.action, route, route.name, e.ts, due))
+                    out.extend(self._entries(e, e.action, route, route.name, e.ts, due, places))
                 if e.action == "open" and route.escalate_to is not None:
                     target = cfg.route(route.escalate_to)
                     at = e.ts + route.escalate_after_s * 1000
@@ -227,6 +262,7 @@ class Router:
                                 route.name,
                                 e.ts,
                                 due,
+                                places,
                                 escalate_after_s=route.escalate_after_s,
                             )
                         )
@@ -244,9 +280,10 @@ class Router:
         from_route: str,
         created: int,
         due: int,
+        places: dict[str, str],
         escalate_after_s: int | None = None,
     ) -> list[OutboxEntry]:
-        notice = self.notice(e, purpose, from_route)
+        notice = self.notice(e, purpose, from_route, places.get(e.id, ""))
         if escalate_after_s is not None:
             notice = _replace(notice, escalate_after_s=escalate_after_s)
         return [

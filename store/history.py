@@ -37,9 +37,12 @@ from store.figures import daily_figures
 
 __all__ = [
     "DAY_MS",
+    "DEAD_LETTER_COLS",
+    "STORE_DEAD_TOPIC",
     "TRACK_FIELDS",
     "AlarmQuery",
     "DeadLetter",
+    "DeadLetterQuery",
     "HistoryStore",
     "alarm_event_rows",
     "alarm_from_columns",
@@ -99,6 +102,58 @@ class AlarmQuery:
         return out
 
 
+#: The topic of dead letters the store itself writes: rows it refused (``source`` "store").
+STORE_DEAD_TOPIC = "store/positions"
+
+#: Columns of a dead letter as :meth:`HistoryStore.dead_letters` returns them.
+DEAD_LETTER_COLS = ("id", "at", "topic", "terminal", "reason", "detail", "payload")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterQuery:
+    """Filters of :meth:`HistoryStore.dead_letters` (all optional, combined with AND)."""
+
+    source: str | None = None  # "ingest" | "store" (topic :data:`STORE_DEAD_TOPIC`)
+    reasons: Sequence[str] | None = None
+    from_ms: int | None = None  # received at >= from_ms
+    to_ms: int | None = None  # received at < to_ms
+    # Only these terminals (a caller's organisation subtree); None: all, unknown ones too.
+    terminals: Sequence[str] | None = None
+    limit: int = 100
+    offset: int = 0
+
+    def where(self, mark: str) -> tuple[str, list[Any]]:
+        """SQL condition and parameters, ``mark`` the driver's placeholder (``?`` or ``%s``).
+
+        ``terminals`` is one parameter: a JSON array on SQLite, an array on PostgreSQL.
+        """
+        out: list[str] = ["1=1"]
+        params: list[Any] = []
+        if self.source == "store":
+            out.append(f"topic = {mark}")
+            params.append(STORE_DEAD_TOPIC)
+        elif self.source == "ingest":
+            out.append(f"topic <> {mark}")
+            params.append(STORE_DEAD_TOPIC)
+        if self.reasons is not None:
+            out.append(f"reason IN ({','.join([mark] * len(self.reasons))})")
+            params.extend(self.reasons)
+        if self.from_ms is not None:
+            out.append(f"ts >= {mark}")
+            params.append(self.from_ms)
+        if self.to_ms is not None:
+            out.append(f"ts < {mark}")
+            params.append(self.to_ms)
+        if self.terminals is not None:
+            if mark == "?":
+                out.append("terminal IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(list(self.terminals)))
+            else:
+                out.append(f"terminal = ANY({mark})")
+                params.append(list(self.terminals))
+        return " AND ".join(out), params
+
+
 @runtime_checkable
 class HistoryStore(Protocol):
     """Positions, alarm episodes, dead letters and rule state, kept for years."""
@@ -115,6 +170,12 @@ class HistoryStore(Protocol):
         """Upsert each event's episode by id; an older event never overwrites a newer one."""
 
     async def write_dead_letters(self, rows: Sequence[DeadLetter]) -> None: ...
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[dict[str, Any]]:
+        """Dead letters, newest first, as dicts of :data:`DEAD_LETTER_COLS` (payload bytes)."""
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        """How many dead letters match ``query`` (its limit and offset ignored)."""
 
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None

@@ -49,11 +49,13 @@ from store.config import StoreConfig
 from store.figures import project_m, simplify
 from store.history import (
     DAY_MS,
+    DEAD_LETTER_COLS,
     TRACK_FIELDS,
     UPSERT_SET,
     UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
+    DeadLetterQuery,
     ack_entry,
     alarm_event_rows,
     alarm_from_columns,
@@ -565,6 +567,34 @@ class PostgresHistory:
         await self._on("write", write)
 
     # -- reads ------------------------------------------------------------------------------
+    async def dead_letters(self, query: DeadLetterQuery) -> list[dict[str, Any]]:
+        where, params = query.where("%s")
+        stmt = sql.SQL(
+            "SELECT id, ts, topic, terminal, reason, detail, payload FROM {}.dead_letters"
+            " WHERE " + where + " ORDER BY ts DESC, id DESC LIMIT %s OFFSET %s"
+        ).format(self._s)
+        params += [query.limit, query.offset]
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(stmt, params)
+            return await cur.fetchall()
+
+        rows = await self._on("read", read)
+        return [
+            {**dict(zip(DEAD_LETTER_COLS, r, strict=True)), "payload": bytes(r[6])} for r in rows
+        ]
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        where, params = query.where("%s")
+        stmt = sql.SQL("SELECT count(*) FROM {}.dead_letters WHERE " + where).format(self._s)
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> int:
+            cur = await conn.execute(stmt, params)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on("read", read)
+
     async def _copy_out(self, query: sql.Composable) -> list[bytes]:
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[bytes]:
             chunks: list[bytes] = []

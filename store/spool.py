@@ -43,7 +43,7 @@ from fleetwatch.errors import Misuse, ServiceUnavailable
 from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from store.config import StoreConfig
-from store.history import AlarmQuery, DeadLetter, HistoryStore
+from store.history import AlarmQuery, DeadLetter, DeadLetterQuery, HistoryStore
 
 __all__ = ["SpoolingWriter"]
 
@@ -307,6 +307,12 @@ class SpoolingWriter:
 
     async def count_alarms(self, query: AlarmQuery | None = None) -> int:
         return await self._inner_or_raise().count_alarms(query)
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[dict[str, Any]]:
+        return await self._inner_or_raise().dead_letters(query)
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        return await self._inner_or_raise().count_dead_letters(query)
 
     async def ack_alarm(
         self,

@@ -30,11 +30,13 @@ from store.figures import project_m, simplify
 from store.history import (
     ACKS_COLUMN,
     DAY_MS,
+    DEAD_LETTER_COLS,
     TRACK_FIELDS,
     UPSERT_SET,
     UPSERT_WHERE,
     AlarmQuery,
     DeadLetter,
+    DeadLetterQuery,
     ack_entry,
     alarm_event_rows,
     alarm_from_columns,
@@ -311,6 +313,28 @@ class SQLiteHistory:
         await self._run(write)
 
     # -- reads ------------------------------------------------------------------------------
+    async def dead_letters(self, query: DeadLetterQuery) -> list[dict[str, Any]]:
+        where, params = query.where("?")
+        stmt = (
+            "SELECT id, ts, topic, terminal, reason, detail, payload FROM dead_letters"
+            f" WHERE {where} ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
+        )
+        params += [query.limit, query.offset]
+
+        def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return db.execute(stmt, params).fetchall()
+
+        return [dict(zip(DEAD_LETTER_COLS, r, strict=True)) for r in await self._run(read)]
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        where, params = query.where("?")
+        stmt = f"SELECT count(*) FROM dead_letters WHERE {where}"
+
+        def read(db: sqlite3.Connection) -> int:
+            return int(db.execute(stmt, params).fetchone()[0])
+
+        return await self._run(read)
+
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
     ) -> dict[str, npt.NDArray[Any]]:

@@ -765,8 +765,10 @@ _ACK_BODY = {
     tag="alarms",
 )
 async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
+    from web.commands_api import confirm_on_ack  # it imports this module
+
     alarm_id = request.path_params["id"]
-    _alarm_vehicle(st, p, alarm_id)
+    i = _alarm_vehicle(st, p, alarm_id)
     data = await body_json(request)
     note = str_field(data, "note", required=False)
     handled = bool(data.get("handled", False))
@@ -777,6 +779,8 @@ async def ack_alarm(request: Request, st: ApiState, p: Principal) -> Any:
         raise fail(404, f"no alarm {alarm_id!r}")
     ack = _handled(st, alarm_id, p.name, note, now, "ack", handled)
     await audit(st, p, "alarm.handle" if handled else "alarm.ack", alarm_id, note=note)
+    # with commands.confirm_on_ack: the 0x8203 that clears a terminal's latched alarm
+    await confirm_on_ack(st, p, alarm_id, st.registry.ids[i])
     return {"ok": True, "ack": ack}
 
 

@@ -26,6 +26,7 @@ import web.commands_api  # registers the command routes in API
 import web.drivers_api  # registers the driver record routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
+import web.ops_api  # registers the dead-letter routes in API
 import web.quota_api  # registers the quota routes in API
 import web.vehicles_api  # registers the vehicle record routes in API
 from fleetwatch.errors import FleetWatchError

@@ -138,6 +138,20 @@ class WebConfig(_Frozen):
     feed_client_buffer: int = Field(
         default=256, ge=1, description="frames queued for one slow client before it is disconnected"
     )
+    # stream.feed.FeedLimits: what one live-feed client may ask for at once
+    feed_max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="bytes of one message a live-feed client sends; a longer one closes its "
+        "socket (1009)",
+    )
+    feed_max_vehicles: int = Field(
+        default=5_000, ge=1, description="vehicle ids one live-feed subscription may name"
+    )
+    feed_max_orgs: int = Field(
+        default=500, ge=1, description="organisations one live-feed subscription may name"
+    )
     feed_alarm_ring: int = Field(
         default=4096, ge=1, description="alarm frames kept for clients that reconnect"
     )

@@ -39,7 +39,8 @@ class AppContext:
     node's desks through it instead of only this node's :class:`FeedCore`.
     ``commands`` is a :class:`web.commands.RedisCommands` when several nodes each run
     an engine for their shard: approved orders, fence changes and closes by hand
-    then reach every node's engine.
+    then reach every node's engine. ``notifier`` is the :class:`notify.worker.Notifier`
+    (its dead messages are listed and retried from the web).
     """
 
     config: Config
@@ -58,3 +59,4 @@ class AppContext:
     relay: Any = None
     commands: Any = None
     vehicle_records: Any = None  # store.records.RecordStore (一车一档、一人一档, the quota)
+    notifier: Any = None

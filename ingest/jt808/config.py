@@ -91,6 +91,14 @@ class GatewayConfig(BaseModel):
     command_queue_total: int = Field(
         20_000, ge=1, description="downlink: commands kept for offline terminals on one node"
     )
+    metrics_host: str = Field("127.0.0.1", description="where the gateway serves /metrics")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="port of the gateway's Prometheus /metrics (its GatewayStats counters); "
+        "none: not served",
+    )
     lenient_terminals: tuple[str, ...] = Field(
         (), description="phones whose quirks are accepted (bad checksum, raw 0x7D, ...)"
     )

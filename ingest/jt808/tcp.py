@@ -637,10 +637,13 @@ async def run_gateway(
     """
     stop = stop or asyncio.Event()
     provisioning = provisioning if provisioning is not None else Provisioning(())
+    stats = stats if stats is not None else GatewayStats()
     own_store = registrations is None
     store = registrations if registrations is not None else open_registrations(cfg)
+    metrics: Any = None
     backoff = 0.5
     try:
+        metrics = _serve_metrics(cfg, stats)
         while not stop.is_set():
             broker = MqttPublisher(cfg)
             try:
@@ -661,6 +664,30 @@ async def run_gateway(
     finally:
         if own_store:
             await store.close()
+        if metrics is not None:
+            await asyncio.to_thread(metrics.shutdown)
+            metrics.server_close()
+
+
+def _serve_metrics(cfg: GatewayConfig, stats: GatewayStats) -> Any:
+    """``/metrics`` of ``stats`` on ``cfg.metrics_port`` (prometheus_client's own HTTP
+    server, in a thread), or None when no port is configured."""
+    if cfg.metrics_port is None:
+        return None
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from fleetwatch.metrics import GatewayCollector
+
+    registry = CollectorRegistry()
+    registry.register(GatewayCollector(stats))
+    try:
+        server, _ = start_http_server(cfg.metrics_port, cfg.metrics_host, registry=registry)
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"gateway metrics on {cfg.metrics_host}:{cfg.metrics_port}", str(exc)
+        ) from exc
+    log.info("gateway metrics on http://%s:%d/metrics", cfg.metrics_host, cfg.metrics_port)
+    return server
 
 
 async def _serve(

@@ -63,6 +63,16 @@ def test_valid_file_loads(tmp_path: Path) -> None:
             "[[orgs]]",
         ),
         ('[[vehicles]]\nid = "v3"\nterminal = "3"\norg = "city"\n', "vehicles[1].plate", "add"),
+        (
+            '[[vehicles]]\nid = "川X/0002"\nplate = "川X00002"\nterminal = "2"\norg = "city"\n',
+            "vehicles[1].id",
+            "letters, digits and . _ ~ -",
+        ),
+        (
+            '[[vehicles]]\nid = "v 2"\nplate = "川X00002"\nterminal = "2"\norg = "city"\n',
+            "vehicles[1].id",
+            "goes in URLs",
+        ),
     ],
 )
 def test_errors_name_file_key_and_fix(tmp_path: Path, extra: str, key: str, words: str) -> None:
@@ -108,3 +118,13 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "OK" in capsys.readouterr().out
     assert main(["check-config", str(write(tmp_path, BASE + "[web]\nport = -1\n"))]) == 2
     assert "web.port" in capsys.readouterr().err
+
+
+def test_vehicle_ids_are_url_safe(tmp_path: Path) -> None:
+    extra = '[[vehicles]]\nid = "GA-0002.b_~"\nplate = "川X00002"\nterminal = "2"\norg = "city"\n'
+    cfg = load_config(write(tmp_path, BASE + extra))
+    assert cfg.vehicles[1].id == "GA-0002.b_~"
+    for bad in ("a/b", "a?b", "a#b", "a%2Fb", "车1", "a:b"):
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, BASE + extra.replace("GA-0002.b_~", bad)))
+        assert info.value.key == "vehicles[1].id" and "URLs" in info.value.fix

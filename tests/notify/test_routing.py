@@ -159,3 +159,28 @@ def test_backoff_bounds(attempt: int, initial: float, cap: float, u: float) -> N
 
 def test_backoff_grows() -> None:
     assert [backoff_ms(a, 1, 60, 0.0) for a in (1, 2, 3, 4, 10)] == [500, 1000, 2000, 4000, 30000]
+
+
+def test_messages_name_the_place_by_the_fences_in_force(registry: Registry) -> None:
+    from geofence.boundaries import districts
+    from geofence.fence import Fence
+    from geofence.index import LiveFences
+    from geofence.places import Gazetteer
+    from notify.message import detail_text, notice_text
+
+    ktv = Fence.circle("ktv-7", "某KTV", "city", "forbidden", (106.633, 30.456), 150.0)
+    live = LiveFences()
+    router = Router(config(), registry, timezone=TZ, fences=lambda: live.index)
+    e = event(registry, 0, "forbidden_zone", detail={"fence": "ktv-7", "fence_name": "某KTV"})
+    before = router.plan([e])[0].notice.place
+    assert before and "某KTV" not in before  # no fences yet: the district alone
+    live.replace_all([ktv])
+    n = router.plan([e])[0].notice
+    want = Gazetteer.build(districts(), [ktv]).texts([e.lon], [e.lat])[0]
+    assert n.place == want and "某KTV" in n.place
+    text = notice_text(n)
+    assert n.place in text
+    assert "区域 某KTV" in detail_text("forbidden_zone", n.detail)
+    assert "ktv-7" not in text
+    # a fence without a name (older detail) still shows its id
+    assert detail_text("forbidden_zone", {"fence": "ktv-7"}) == "区域 ktv-7"
