@@ -182,6 +182,21 @@ async def test_emergency_text_from_the_card_reaches_the_terminal(
             assert "30.36000, 106.20000" in (
                 await card.locator(".cmd-located").text_content() or ""
             )
+            # 确认报警 (0x8203): the terminal's latched SOS is cleared in its next report
+            await card.locator(".cmd-confirm").click()
+            confirm = card.locator('.cmd-item[data-kind="confirm_alarm"]')
+            await confirm.wait_for(timeout=5_000)
+            await wait_js(
+                page,
+                "id => document.querySelector("
+                '`#alarm-list li[data-id="${id}"] .cmd-item[data-kind=confirm_alarm]`'
+                ")?.dataset.state === 'acked'",
+                arg=ev.id,
+                timeout=20_000,
+            )
+            await term.send_location(Location(lat=30.36, lon=106.20, time_ms=now + 1000))
+            assert term.last_location is not None and term.last_location.alarm == 0
+
             await card.scroll_into_view_if_needed()
             await card.screenshot(path=str(ARTIFACTS / "card-commands.png"))
 
@@ -191,7 +206,7 @@ async def test_emergency_text_from_the_card_reaches_the_terminal(
                 '`#alarm-list li[data-id="${id}"] .cmd-item`)].map(e => e.dataset.kind)',
                 ev.id,
             )
-            assert states == ["locate", "text"]
+            assert states == ["confirm_alarm", "locate", "text"]
             assert errors == []
         finally:
             await page.close()
