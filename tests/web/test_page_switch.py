@@ -11,6 +11,7 @@ loaded machine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,8 @@ HOLD_S = 0.6  # how long a boundaries/track response is held back
 
 async def _held(route: Any) -> None:
     await asyncio.sleep(HOLD_S)
-    try:
+    with contextlib.suppress(Exception):  # the page went away meanwhile: nothing to continue
         await route.continue_()
-    except Exception:  # the page went away meanwhile: nothing to continue
-        pass
 
 
 async def _nav(page: Any, name: str, path: str) -> None:
