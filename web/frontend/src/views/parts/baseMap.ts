@@ -5,6 +5,7 @@ import L from "leaflet";
 import { api } from "@/api/client";
 import type { TileSet } from "@/api/types";
 import { wgs84ToGcj02 } from "@/map/datum.js";
+import { Lifetime } from "@/map/lifetime";
 import { boundaryLayer, tileLayers, tilesBroken, usableTileSets, type BoundaryFeature } from "@/map/tiles";
 import { session } from "@/stores/session";
 
@@ -24,6 +25,8 @@ export class BaseMap {
   datum: "wgs84" | "gcj02" = "wgs84";
   tilesFailed = false;
   boundaryCount = 0;
+  /** Ends with remove(): the boundaries may come back after the view is gone. */
+  readonly life = new Lifetime();
   private tiles: L.TileLayer[] = [];
   private onTiles: (failed: boolean) => void;
 
@@ -37,7 +40,7 @@ export class BaseMap {
     const sets = usableTileSets(me?.settings?.tiles ?? me?.tiles);
     const choice = localStorage.getItem("fw.tiles") ?? "0";
     this.setTiles(choice === "none" ? undefined : sets[Number(choice)] ?? sets[0]);
-    void boundaries().then((fc) => {
+    void this.life.then(boundaries(), (fc) => {
       if (!fc) return;
       boundaryLayer(fc, (lat, lon) => this.latLng(lat, lon), true).addTo(this.map);
       this.boundaryCount = fc.features.length;
@@ -58,6 +61,7 @@ export class BaseMap {
     this.datum = set?.datum ?? "wgs84";
     this.tiles = set
       ? tileLayers(set, (h) => {
+          if (!this.life.alive) return;
           this.tilesFailed = tilesBroken(h);
           this.onTiles(this.tilesFailed);
         })
@@ -66,6 +70,7 @@ export class BaseMap {
   }
 
   remove(): void {
+    this.life.end();
     this.map.remove();
   }
 }
