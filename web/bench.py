@@ -55,19 +55,25 @@ _FRAMES_JS = """() => { window.__frames = 0; window.__counting = true;
 _FRAMES_STOP_JS = "() => { window.__counting = false; return window.__frames; }"
 
 
-async def wait_js(page: Any, expr: str, arg: Any = None, timeout_s: float = 60) -> None:
-    """Poll a page expression over the DevTools protocol (no eval in the page: it works
-    under a Content-Security-Policy of script-src 'self', unlike page.wait_for_function)."""
+async def wait_js(
+    page: Any, expr: str, arg: Any = None, timeout_s: float = 60, poll_s: float = 0.02
+) -> Any:
+    """Poll a page expression over the DevTools protocol until it is truthy; return its value.
+
+    No eval in the page: it works under a Content-Security-Policy of ``script-src 'self'``,
+    unlike ``page.wait_for_function``."""
     deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
     while True:
         try:
-            if await page.evaluate(expr, arg):
-                return
-        except Exception:  # navigating, hooks not installed yet: poll again
-            pass
+            value = await page.evaluate(expr, arg)
+            if value:
+                return value
+        except Exception as exc:  # navigating, hooks not installed yet: poll again
+            last = exc
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{expr!r} not true within {timeout_s} s")
-        await asyncio.sleep(0.02)
+            raise TimeoutError(f"{expr!r} not true within {timeout_s:.1f} s ({last})")
+        await asyncio.sleep(poll_s)
 
 
 def _free_port() -> int:
@@ -78,8 +84,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_demo(vehicles: int, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_demo(
+    vehicles: int,
+    data_dir: str,
+    *,
+    duration_s: int = 600,
+    startup_s: float = 120,
+    capture: bool = False,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``fleetwatch demo`` in a child process on free ports; (process, web port) once
+    ``/healthz`` answers. ``capture``: keep its output (the error says what it printed)."""
     web, mqtt = _free_port(), _free_port()
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -95,13 +111,13 @@ def _start_demo(vehicles: int, data_dir: str) -> tuple[subprocess.Popen[bytes], 
             "--data-dir",
             data_dir,
             "--duration",
-            "600",
+            str(duration_s),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{web}/healthz", timeout=1).status_code in (200, 503):
@@ -112,7 +128,9 @@ def _start_demo(vehicles: int, data_dir: str) -> tuple[subprocess.Popen[bytes], 
             break
         time.sleep(0.3)
     proc.kill()
-    raise RuntimeError("the demo did not start within 120 s")
+    printed = proc.communicate()[0] if capture else b""
+    tail = (printed or b"").decode(errors="replace")[-3000:]
+    raise RuntimeError(f"the demo did not start within {startup_s:.0f} s\n{tail}")
 
 
 def _wait_feed_full(port: int, vehicles: int, timeout_s: float) -> int:
@@ -223,7 +241,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         raise RuntimeError("the page is not built: make assets")
     vehicles, pan_s, idle_s = (2_000, 4.0, 5.0) if quick else (10_000, 8.0, 15.0)
     with tempfile.TemporaryDirectory(prefix="fw-bench-page-") as tmp:
-        proc, port = _start_demo(vehicles, tmp)
+        proc, port = start_demo(vehicles, tmp)
         try:
             known = _wait_feed_full(port, vehicles, 180)
             figures = asyncio.run(_measure(port, min(vehicles, known), pan_s, idle_s))

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from web.bench import CHROMIUM, CHROMIUM_ARGS, _start_demo, _wait_feed_full, wait_js
+from web.bench import CHROMIUM, CHROMIUM_ARGS, _wait_feed_full, start_demo, wait_js
 
 __all__ = ["main"]
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="fw-shots-") as tmp:
-        proc, port = _start_demo(VEHICLES, tmp)
+        proc, port = start_demo(VEHICLES, tmp)
         try:
             _wait_feed_full(port, VEHICLES, 120)
             shots = asyncio.run(_shoot(port, out))

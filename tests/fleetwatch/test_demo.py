@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import orjson
 import pytest
 import websockets
 
-from tests.conftest import free_port
 from tests.web.pagekit import wait_js
+from web.bench import start_demo as bench_start_demo
 
 pytestmark = pytest.mark.slow
 
@@ -26,42 +24,9 @@ ARTIFACTS = Path(__file__).parents[2] / "artifacts"
 _POSITIONS_JS = "window.fw.positions()"
 
 
-def start_demo(tmp_path, vehicles: int = 50) -> tuple[subprocess.Popen[bytes], int]:
-    web, mqtt = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fleetwatch.cli",
-            "demo",
-            "--vehicles",
-            str(vehicles),
-            "--port",
-            str(web),
-            "--mqtt-port",
-            str(mqtt),
-            "--data-dir",
-            str(tmp_path),
-            "--duration",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{web}/healthz", timeout=1).status_code in (200, 503):
-                return proc, web
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.3)
-    proc.kill()
-    out = proc.communicate()[0].decode(errors="replace")
-    raise AssertionError(f"demo did not start:\n{out[-3000:]}")
+def start_demo(tmp_path: Path, vehicles: int = 50) -> tuple[subprocess.Popen[bytes], int]:
+    """The demo as a user starts it (the page bench's starter), its output kept for the test."""
+    return bench_start_demo(vehicles, str(tmp_path), duration_s=120, startup_s=30, capture=True)
 
 
 def stop_demo(proc: subprocess.Popen[bytes]) -> str:

@@ -24,6 +24,7 @@ from rules.events import AlarmEvent
 from stream.feed import FeedCore
 from tests.conftest import CHROMIUM, free_port
 from web.app import create_app
+from web.bench import wait_js as bench_wait_js
 from web.context import AppContext
 
 ROOT = Path(__file__).parents[2]
@@ -231,18 +232,7 @@ async def revoke(served: Served, token: str) -> None:
 async def wait_js(
     page: Any, expr: str, arg: Any = None, *, timeout: float = 30_000, polling: float = 50
 ) -> Any:
-    """``page.wait_for_function`` without eval: it polls with ``page.evaluate`` (the DevTools
-    protocol), so it works under the page's Content-Security-Policy (``script-src 'self'``
-    forbids the eval that Playwright's own polling needs). Returns the truthy value."""
-    deadline = time.monotonic() + timeout / 1000
-    last: Exception | None = None
-    while True:
-        try:
-            value = await page.evaluate(expr, arg)
-            if value:
-                return value
-        except Exception as exc:  # the page navigating, a hook not there yet: poll again
-            last = exc
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{expr!r} not true within {timeout / 1000:.1f} s ({last})")
-        await asyncio.sleep(polling / 1000)
+    """``page.wait_for_function`` without eval, in Playwright's units (ms): the page bench's
+    :func:`web.bench.wait_js` (polls with ``page.evaluate`` over the DevTools protocol, so it
+    works under the page's ``script-src 'self'``). Returns the truthy value."""
+    return await bench_wait_js(page, expr, arg, timeout_s=timeout / 1000, poll_s=polling / 1000)
