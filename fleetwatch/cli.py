@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ Each stage owns the model of its own table (``ingest.config``,
 ``store.config``, ``rules.config``, ``geofence.config``, ``web.config``); this
 module assembles them, adds organisations and vehicles, checks what spans
 tables (a vehicle's organisation exists, terminal ids are unique, ...) and
-turns every problem into a :class:`~fleetwatch.errors.ConfigError` that names
+turns every problem into a :class:`~fleet.errors.ConfigError` that names
 the file, the key and the fix.
 """
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 import csv
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
+from fleet.model import VEHICLE_ID_PATTERN, OrgConfig, VehicleConfig
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
 from ingest.jt808.config import CommandsConfig, GatewayConfig
@@ -27,7 +28,15 @@ from rules.config import RulesConfig
 from store.config import LiveConfig, StoreConfig
 from web.config import WebConfig
 
-__all__ = ["Config", "OrgConfig", "ServiceConfig", "VehicleConfig", "load_config", "parse_config"]
+__all__ = [
+    "VEHICLE_ID_PATTERN",
+    "Config",
+    "OrgConfig",
+    "ServiceConfig",
+    "VehicleConfig",
+    "load_config",
+    "parse_config",
+]
 
 
 class _Frozen(BaseModel):
@@ -49,41 +58,6 @@ class ServiceConfig(_Frozen):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
-
-
-class OrgConfig(_Frozen):
-    """An organisation: the city, a district/county (区县), or a unit (单位)."""
-
-    id: str = Field(min_length=1, max_length=64, description="stable id used by other keys")
-    name: str = Field(description="e.g. 广安市, 武胜县, 县教育局")
-    parent: str | None = Field(None, description="id of the parent; none for the city")
-
-
-#: What a vehicle id may be made of: RFC 3986 unreserved characters, safe in a URL path.
-VEHICLE_ID_PATTERN = r"^[A-Za-z0-9._~-]+$"
-
-
-class VehicleConfig(_Frozen):
-    """A vehicle with its terminal. ``plate`` is the licence plate (车牌号)."""
-
-    # The id is a path segment of the API (/api/vehicles/{id}/track) and of alarm ids.
-    id: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=VEHICLE_ID_PATTERN,
-        description="stable vehicle id: letters, digits and . _ ~ - only (it goes in URLs)",
-    )
-    plate: str = Field(min_length=1, max_length=16, description="licence plate, 车牌号")
-    terminal: str = Field(min_length=1, max_length=20, description="terminal id / SIM phone")
-    org: str = Field(description="organisation id")
-    type: str = Field("car", description="vehicle type (limits by type: rules.speeding)")
-    speed_limit_kmh: float | None = Field(None, gt=0, le=250, description="overrides the type")
-    status: Literal["在用", "封存", "待处置", "已处置"] = Field(
-        "在用", description="在用 in service, 封存 sealed, 待处置 handed over, 已处置 disposed"
-    )
-    vehicle_class: str = Field("一般公务", description="编制类别 (the quota counts by it)")
-    vin: str | None = Field(None, description="车辆识别代号 (gateway registration_match)")
-    terminal_maker: str | None = Field(None, description="终端厂商 (gateway registration_match)")
 
 
 class Config(_Frozen):

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.metrics import Metrics
+from fleet.batch import PositionBatch
+from fleet.metrics import Metrics
 from ingest.core import Flush
 from ingest.deadletter import DeadLetter
 from rules.events import AlarmEvent

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.errors import ConfigError
+from fleet.registry import Registry
 from fleetwatch.config import Config, load_config
-from fleetwatch.errors import ConfigError
-from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 
 __all__ = ["parse_when", "read_batches", "replay_history", "replay_main"]

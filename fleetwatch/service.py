@@ -24,11 +24,11 @@ from typing import Any
 import uvicorn
 from prometheus_client import Counter, Gauge
 
+from fleet.errors import ServiceUnavailable
+from fleet.metrics import Metrics
+from fleet.registry import Registry
 from fleetwatch.config import Config
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.metrics import Metrics
 from fleetwatch.pipeline import Pipeline
-from fleetwatch.registry import Registry
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits
 from ingest.mqtt import MqttIngestBase, make_ingest

@@ -32,7 +32,7 @@ import numpy as np
 import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from geofence.config import FenceUse
 from geofence.distance import MAX_SEGMENT_M, metres_per_degree, segment_distance_m_scalar
 

@@ -23,7 +23,7 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 
-from fleetwatch.errors import ConfigError, Misuse
+from fleet.errors import ConfigError, Misuse
 from geofence.config import FenceConfig, FenceFileConfig, FenceUse
 from geofence.datum import gcj02_to_wgs84, wgs84_to_gcj02
 from geofence.fence import USES, Fence

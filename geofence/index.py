@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from geofence.distance import metres_per_degree, segment_distance_m
 from geofence.fence import USES, Fence
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 
 __all__ = ["Debounce", "Transitions", "debounce_reference"]
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
-from fleetwatch.errors import BadRecord
-from fleetwatch.registry import Registry
+from fleet.batch import FIELDS, BatchBuilder, PositionBatch
+from fleet.errors import BadRecord
+from fleet.registry import Registry
 from ingest.deadletter import DeadLetter
 from ingest.json_codec import JsonLimits, decode_objects
 from ingest.validate import check_columns

@@ -1,8 +1,8 @@
-"""Decode the MQTT JSON position contract into a :class:`~fleetwatch.batch.BatchBuilder`.
+"""Decode the MQTT JSON position contract into a :class:`~fleet.batch.BatchBuilder`.
 
 Topic ``fleet/{terminal_id}/position``; payload one object or an array of
 objects (ARCHITECTURE.md, "Interfaces"). Each object is checked on its own: a
-bad object becomes a :class:`~fleetwatch.errors.BadRecord` and the good ones
+bad object becomes a :class:`~fleet.errors.BadRecord` and the good ones
 beside it are kept.
 
 Timestamps: ``ts`` is epoch milliseconds (an integer) or an ISO 8601 string. A
@@ -34,8 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
-from fleetwatch.errors import BadRecord
+from fleet.batch import FIELDS, BatchBuilder, PositionBatch
+from fleet.errors import BadRecord
 from ingest.validate import check_position, valid_rows
 
 __all__ = ["JsonLimits", "decode_json_payload", "decode_objects", "parse_ts"]

@@ -43,8 +43,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.metrics import Metrics
+from fleet.errors import ServiceUnavailable
+from fleet.metrics import Metrics
 from ingest.config import MqttConfig
 from ingest.core import Flush, IngestCore
 

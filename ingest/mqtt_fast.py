@@ -20,7 +20,7 @@ import logging
 import time
 from typing import Any
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 from ingest.mqtt import SESSION_EXPIRY_S, MqttIngestBase
 from ingest.mqtt_wire import CONNACK, DISCONNECT, KEEPALIVE_S, SUBACK, MqttWire
 

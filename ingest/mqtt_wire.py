@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 
 __all__ = [
     "CONNACK",

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.errors import BadRecord
+from fleet.errors import BadRecord
 
 __all__ = ["RANGES", "TimeWindow", "check_columns", "check_position", "valid_rows"]
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from notify.config import NotifyConfig
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router

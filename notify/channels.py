@@ -37,7 +37,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 from notify.config import DingTalkChannel, EmailChannel, WebhookChannel, WeComChannel
 from notify.message import Notice
 

@@ -37,7 +37,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from fleetwatch.errors import Misuse, ServiceUnavailable
+from fleet.errors import Misuse, ServiceUnavailable
 from notify.message import Notice
 from notify.routing import OutboxEntry, Router
 from rules.events import AlarmEvent

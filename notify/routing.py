@@ -30,8 +30,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from fleetwatch.errors import ConfigError
-from fleetwatch.registry import Registry
+from fleet.errors import ConfigError
+from fleet.registry import Registry
 from geofence.boundaries import districts
 from geofence.config import PlaceConfig
 from geofence.places import Gazetteer

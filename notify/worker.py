@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
 
-from fleetwatch.errors import Misuse, ServiceUnavailable
+from fleet.errors import Misuse, ServiceUnavailable
 from notify.channels import (
     DeliveryFailed,
     dingtalk_request,

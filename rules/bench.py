@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.batch import PositionBatch
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 

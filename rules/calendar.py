@@ -39,7 +39,7 @@ from typing import Literal
 
 import chinese_calendar
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
 
 __all__ = ["DayInfo", "WorkCalendar"]
 

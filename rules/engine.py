@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import Misuse
-from fleetwatch.registry import Registry, grown
+from fleet.batch import PositionBatch
+from fleet.errors import Misuse
+from fleet.registry import Registry, grown
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw

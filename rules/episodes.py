@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from rules.events import AlarmEvent, episode_id
 from rules.orders import TOKEN_BITS, DispatchOrder
 

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 
 __all__ = [
     "ALARM_ID_RE",

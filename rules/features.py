@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from rules.calendar import DayInfo, WorkCalendar
 from rules.config import WorkingHoursConfig, hhmm_minutes
 

@@ -25,8 +25,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.errors import BadRecord, Misuse
-from fleetwatch.registry import Registry
+from fleet.errors import BadRecord, Misuse
+from fleet.registry import Registry
 from rules.config import EXCUSE_TOKENS, ORDER_TYPES, OrdersConfig
 
 __all__ = [

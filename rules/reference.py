@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig, hhmm_minutes
 from rules.episodes import EpisodeBook, Raw

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from rules.calendar import WorkCalendar
 from rules.config import RulesConfig
 from rules.engine import RulesEngine

@@ -151,7 +151,7 @@ def _protocol(args: argparse.Namespace) -> Literal["json", "jt808"] | None:
 
 
 def _simulate_tcp(args: argparse.Namespace, spec: FleetSpec) -> int:
-    from fleetwatch.errors import Misuse, ServiceUnavailable
+    from fleet.errors import Misuse, ServiceUnavailable
     from simulator.tcp import TcpOptions, TerminalStats, parse_hostport, run_fleet_tcp
 
     try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from simulator.fleet import Fleet, FleetSpec, vehicle_id
 from simulator.scenario import fleet_config
 from simulator.verify import Raised, Truth, match

@@ -46,7 +46,7 @@ __all__ = ["COLUMNS", "Fleet", "FleetSpec", "Violation", "terminal_id", "vehicle
 
 TZ_OFFSET_MS = 8 * 3_600_000  # Asia/Shanghai, no daylight saving
 
-# The columns of a step, in fleetwatch.batch units (speed km/h, mileage km, times epoch ms).
+# The columns of a step, in fleet.batch units (speed km/h, mileage km, times epoch ms).
 COLUMNS = (
     "vehicle",
     "ts",

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.errors import FrameError, Misuse, ServiceUnavailable
+from fleet.errors import FrameError, Misuse, ServiceUnavailable
 from ingest.jt808.codec import decode_frame, encode_message
 from ingest.jt808.downlink import (
     CONFIRMABLE_ALARMS,

@@ -27,9 +27,9 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.batch import PositionBatch
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from store import pgcopy
 from store.config import StoreConfig
 from store.history import DAY_MS

@@ -8,7 +8,7 @@ websocket clients, so several web nodes serve one live feed. Two channels::
 
 Pub/sub is fire-and-forget: a web node that was disconnected misses what was
 published meanwhile. :meth:`Fanout.subscribe` raises
-:class:`~fleetwatch.errors.ServiceUnavailable` when the connection drops; the
+:class:`~fleet.errors.ServiceUnavailable` when the connection drops; the
 web node then resubscribes and sends its clients a fresh snapshot from the
 live state, which is what makes "alarms are never dropped" hold across a
 Redis outage.
@@ -24,7 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 
 __all__ = ["Fanout"]
 

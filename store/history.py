@@ -14,7 +14,7 @@ dense index, whose order may change between runs.
 
 Writes are idempotent: positions on (vehicle, ts) — a redelivered position is
 stored once; alarm events upsert their episode by ``id``. A store that cannot
-reach its database raises :class:`~fleetwatch.errors.ServiceUnavailable`.
+reach its database raises :class:`~fleet.errors.ServiceUnavailable`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from ingest.deadletter import DeadLetter
 from rules.events import KINDS, AlarmEvent
 from store.figures import daily_figures

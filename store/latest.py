@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import PositionBatch, latest_rows
-from fleetwatch.registry import Registry, grown
+from fleet.batch import PositionBatch, latest_rows
+from fleet.registry import Registry, grown
 
 __all__ = ["LatestPositions", "latest_rows", "latest_rows_reference", "vehicle_states"]
 

@@ -34,9 +34,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import Misuse
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.errors import Misuse
+from fleet.registry import Registry
 from rules.events import AlarmEvent
 from store.config import LiveConfig
 from store.figures import haversine_m

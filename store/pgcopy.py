@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 
 __all__ = [
     "HEADER",

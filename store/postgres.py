@@ -38,9 +38,9 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import Misuse, ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.errors import Misuse, ServiceUnavailable
+from fleet.registry import Registry
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
 from rules.events import LEGACY_SUB_KEY, AlarmEvent

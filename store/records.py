@@ -14,7 +14,7 @@ record as JSON; every change writes a history row in the same transaction::
 
 Calls run in a worker thread under a lock (stdlib sqlite3 / psycopg's blocking
 connection), so the event loop never waits on the database. A lost PostgreSQL
-connection raises :class:`~fleetwatch.errors.ServiceUnavailable`; the next call
+connection raises :class:`~fleet.errors.ServiceUnavailable`; the next call
 reconnects.
 """
 
@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import ValidationError
 
-from fleetwatch.config import VehicleConfig
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.errors import ServiceUnavailable
+from fleet.model import VehicleConfig
+from fleet.registry import Registry
 from store.config import StoreConfig
 from store.records_core import VEHICLE_LABELS, DriverRecord, VehicleRecord, changes, first_error
 

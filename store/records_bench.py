@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.config import OrgConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.batch import PositionBatch
+from fleet.model import OrgConfig
+from fleet.registry import OrgTree, Registry
 from store.config import StoreConfig
 from store.records import RecordStore, load_fleet, vehicle_config
 from store.records_core import VehicleRecord

@@ -15,8 +15,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from fleetwatch.config import VehicleConfig
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
+from fleet.model import VehicleConfig
 from ingest.jt808.session import ProvisionedTerminal, Provisioning
 from store.records import RecordStore
 

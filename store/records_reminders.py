@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from rules.events import AlarmEvent
 from store.records import RecordStore
 from store.records_core import due_reminders

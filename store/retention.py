@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 
 __all__ = ["RetentionMetrics", "retention_loop", "run_retention"]
 
@@ -125,7 +125,7 @@ async def retention_once(
     config: Any, *, dry_run: bool, now_ms: int | None = None
 ) -> dict[str, int]:
     """``fleetwatch retention``: open the configured history, run retention once, close it."""
-    from fleetwatch.registry import Registry
+    from fleet.registry import Registry
     from store.factory import create_history
 
     history = create_history(config.store)

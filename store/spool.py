@@ -2,7 +2,7 @@
 
 :class:`SpoolingWriter` wraps a :class:`~store.history.HistoryStore` (PostgreSQL
 in production). While the store raises
-:class:`~fleetwatch.errors.ServiceUnavailable`, writes go to files in
+:class:`~fleet.errors.ServiceUnavailable`, writes go to files in
 ``spool_dir`` — one file per call, numbered, fsynced before returning, so the
 caller may acknowledge the broker as if the database had the rows. At most
 every ``retry_interval_s`` a write (or :meth:`SpoolingWriter.drain`) tries the
@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import FIELDS, PositionBatch
-from fleetwatch.errors import Misuse, ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.batch import FIELDS, PositionBatch
+from fleet.errors import Misuse, ServiceUnavailable
+from fleet.registry import Registry
 from rules.events import AlarmEvent
 from store.config import StoreConfig
 from store.history import AlarmQuery, DeadLetter, DeadLetterQuery, HistoryStore

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import Misuse, ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.errors import Misuse, ServiceUnavailable
+from fleet.registry import Registry
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
 from rules.events import LEGACY_SUB_KEY, AlarmEvent

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from stream.feed import FeedCore
 
 __all__ = ["run"]

@@ -53,9 +53,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from fleetwatch.batch import PositionBatch, latest_rows
-from fleetwatch.errors import BadRecord, Misuse
-from fleetwatch.registry import Registry, grown
+from fleet.batch import PositionBatch, latest_rows
+from fleet.errors import BadRecord, Misuse
+from fleet.registry import Registry, grown
 from rules.events import AlarmEvent
 
 __all__ = [

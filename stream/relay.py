@@ -49,9 +49,9 @@ import redis.exceptions
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.registry import Registry, grown
+from fleet.batch import PositionBatch
+from fleet.errors import ServiceUnavailable
+from fleet.registry import Registry, grown
 from rules.events import Action, AlarmEvent
 from stream.feed import FeedCore, latest_per_vehicle
 

@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from fleetwatch.errors import BadRecord
+from fleet.errors import BadRecord
 from stream.feed import FeedCore, Subscription, parse_client_message
 
 __all__ = ["Authenticate", "FeedCollector", "FeedServer", "SessionEnded"]

@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from fleet.errors import Misuse, ServiceUnavailable
 from fleetwatch.config import Config
-from fleetwatch.errors import Misuse, ServiceUnavailable
 from web.auth import (
     Principal,
     Refused,

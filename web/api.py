@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fleetwatch.errors import BadRecord, FleetWatchError
+from fleet.errors import BadRecord, FleetWatchError
 from rules.events import KINDS, AlarmEvent
 from stream.feed import STATES
 from web.accounts import Accounts, HashBusy

@@ -29,7 +29,7 @@ import web.geo_api  # registers the geography routes in API
 import web.ops_api  # registers the dead-letter routes in API
 import web.quota_api  # registers the quota routes in API
 import web.vehicles_api  # registers the vehicle record routes in API
-from fleetwatch.errors import FleetWatchError
+from fleet.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy
 from web.api import API, JSON, ApiState, apply_orders, handle_command, map_error

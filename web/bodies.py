@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic import model_validator as _model_validator
 
-from fleetwatch.errors import BadRecord
+from fleet.errors import BadRecord
 
 __all__ = [
     "DutyBody",

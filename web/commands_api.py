@@ -41,7 +41,7 @@ import aiomqtt
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from fleetwatch.errors import BadRecord
+from fleet.errors import BadRecord
 from ingest.jt808.bits import ALARM_BITS_2019
 from ingest.jt808.commands import FINAL, KINDS, from_wire, to_wire
 from ingest.jt808.config import CommandsConfig

@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from fleet.registry import Registry
 from fleetwatch.config import Config
-from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from stream.feed import FeedCore
 

@@ -18,7 +18,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from fleetwatch.errors import FleetWatchError
+from fleet.errors import FleetWatchError
 from web.api import ApiState, body_json, broadcast, fail, need, route, visible
 from web.auth import Principal
 

@@ -20,7 +20,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.codec import Decoded, decode_frame
 from ingest.jt808.commands import to_wire
 from ingest.jt808.downlink import (

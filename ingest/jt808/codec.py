@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleetwatch.errors import FrameError, Misuse
+from fleet.errors import FrameError, Misuse
 from ingest.jt808.frame import MAX_BODY, Header, Lenient, build_frame, lenient_for, parse_frame
 from ingest.jt808.messages import (
     Authentication,
@@ -63,7 +63,7 @@ def decode_frame(raw: bytes, *, lenient: Lenient = None) -> Decoded:
 
     A sub-package of a split message decodes to :class:`SplitPart`; feed those
     to a :class:`~ingest.jt808.reassembly.Reassembler`. Raises
-    :class:`~fleetwatch.errors.FrameError` and nothing else.
+    :class:`~fleet.errors.FrameError` and nothing else.
     """
     frame = parse_frame(raw, lenient=lenient)
     h = frame.header

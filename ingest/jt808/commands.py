@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fleetwatch.errors import BadRecord, Misuse
+from fleet.errors import BadRecord, Misuse
 from ingest.jt808.downlink import (
     MSG_LOCATE,
     MSG_LOCATE_REPLY,

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from fleetwatch.errors import FrameError, Misuse
+from fleet.errors import FrameError, Misuse
 from ingest.jt808.frame import build_frame
 from ingest.jt808.messages import Location, decode_location, encode_body
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fleetwatch.errors import FrameError, Misuse
+from fleet.errors import FrameError, Misuse
 from ingest.jt808.framing import checksum, escape, unescape
 
 __all__ = [
@@ -110,7 +110,7 @@ def parse_frame(raw: bytes, *, lenient: Lenient = None) -> Frame:
     """Unescape and check one frame (with or without its 7E delimiters).
 
     ``lenient`` is a bool or a function of the phone number. Raises
-    :class:`~fleetwatch.errors.FrameError` with reasons ``escape``,
+    :class:`~fleet.errors.FrameError` with reasons ``escape``,
     ``too_short``, ``body_length``, ``checksum``, ``encrypted``, ``split``.
     """
     inner = raw[1:-1] if len(raw) >= 2 and raw[0] == 0x7E and raw[-1] == 0x7E else raw

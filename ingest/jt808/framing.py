@@ -14,7 +14,7 @@ never something that silently swallows the next frame.
 
 from __future__ import annotations
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 
 __all__ = [
     "DELIMITER",

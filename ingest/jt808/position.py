@@ -10,7 +10,7 @@ message type. The scalar decoder is the authority on errors; the vectorized
 path only ever accepts frames the scalar decoder would accept strictly, with
 the same values (tests check both agree on random frames).
 
-Column units follow :mod:`fleetwatch.batch`; ``source`` is the index of the
+Column units follow :mod:`fleet.batch`; ``source`` is the index of the
 payload a row came from and ``phone`` an index into ``phones``.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.codec import Decoded, decode_frame
 from ingest.jt808.framing import split_frames
 from ingest.jt808.messages import (

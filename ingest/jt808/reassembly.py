@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.codec import Decoded
 from ingest.jt808.frame import Header
 from ingest.jt808.messages import SplitPart, decode_body

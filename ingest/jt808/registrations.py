@@ -24,7 +24,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.session import canonical_phone
 

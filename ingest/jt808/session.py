@@ -51,7 +51,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fleetwatch.errors import FrameError, Misuse
+from fleet.errors import FrameError, Misuse
 from ingest.jt808.codec import Decoded, decode_frame, encode_platform_reply
 from ingest.jt808.codec import encode_registration_reply as _registration_reply
 from ingest.jt808.commands import Command, answers, expected_reply, reply_timeouts
@@ -155,7 +155,7 @@ class Provisioning:
 
     @classmethod
     def from_vehicles(cls, vehicles: Iterable[_VehicleLike]) -> Provisioning:
-        """From the registry's vehicles (``fleetwatch.config.VehicleConfig``).
+        """From the registry's vehicles (``fleet.model.VehicleConfig``).
 
         The vehicle records carry no VIN or terminal maker yet (the records issue adds
         them as ``vin`` and ``terminal_maker``); until then a ``registration_match`` of

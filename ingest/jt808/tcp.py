@@ -50,7 +50,7 @@ import paho.mqtt.client as paho
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from fleetwatch.errors import BadRecord, ConfigError, ServiceUnavailable
+from fleet.errors import BadRecord, ConfigError, ServiceUnavailable
 from ingest.jt808.commands import Command, OfflineQueue, from_wire, result_json
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.registrations import RegistrationStore, open_registrations
@@ -676,7 +676,7 @@ def _serve_metrics(cfg: GatewayConfig, stats: GatewayStats) -> Any:
         return None
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from fleetwatch.metrics import GatewayCollector
+    from fleet.metrics import GatewayCollector
 
     registry = CollectorRegistry()
     registry.register(GatewayCollector(stats))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from fleetwatch.batch import FIELDS, BatchBuilder, PositionBatch
-from fleetwatch.errors import Misuse
+from fleet.batch import FIELDS, BatchBuilder, PositionBatch
+from fleet.errors import Misuse
 
 
 def test_from_columns_casts_and_defaults() -> None:

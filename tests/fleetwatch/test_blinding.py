@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import redis.asyncio
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.service import RULE_STATE_KEY
 from ingest.jt808.codec import encode_location
 from rules.engine import RulesEngine

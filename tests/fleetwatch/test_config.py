@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fleet.errors import ConfigError
+from fleet.registry import Registry
 from fleetwatch.cli import main
 from fleetwatch.config import load_config, parse_config
-from fleetwatch.errors import ConfigError
-from fleetwatch.registry import Registry
 
 BASE = """
 [[orgs]]

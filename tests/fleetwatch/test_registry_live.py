@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 
 
 def reg() -> Registry:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.cli import main
 from fleetwatch.config import load_config
-from fleetwatch.registry import Registry
 from store.factory import create_history
 
 DAY_MS = 86_400_000

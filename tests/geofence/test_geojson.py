@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import shapely
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
 from geofence.config import FenceConfig, FenceFileConfig
 from geofence.datum import wgs84_to_gcj02
 from geofence.fence import Fence

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from shapely.geometry import Point, box
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from geofence.fence import Fence
 from geofence.index import USE_CODES, FenceIndex, LiveFences, membership_reference
 from tests.geofence.conftest import make_fences, special_points

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from geofence.transitions import Debounce, Transitions, debounce_reference
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from ingest.core import IngestCore, topic_kind
 from ingest.json_codec import JsonLimits
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from ingest.core import IngestCore
 from ingest.json_codec import JsonLimits
 from ingest.jt808.codec import encode_heartbeat, encode_location, encode_location_batch

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits
 from ingest.jt808.codec import encode_location, encode_location_batch

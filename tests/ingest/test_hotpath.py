@@ -19,7 +19,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.batch import FIELDS, BatchBuilder
+from fleet.batch import FIELDS, BatchBuilder
 from ingest.json_codec import JsonLimits, decode_json_payload, decode_objects
 from ingest.mqtt_wire import MqttWire
 from simulator.bench_pub import encode_publish

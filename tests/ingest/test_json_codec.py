@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetwatch.batch import BatchBuilder
+from fleet.batch import BatchBuilder
 from ingest.json_codec import JsonLimits, decode_json_payload, parse_ts
 
 NOW = 1_764_034_200_000  # 2025-11-25T09:30:00+08:00

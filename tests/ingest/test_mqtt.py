@@ -9,9 +9,9 @@ import aiomqtt
 import orjson
 import pytest
 
+from fleet.metrics import Metrics
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.metrics import Metrics
-from fleetwatch.registry import Registry
 from ingest.config import MqttConfig
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits

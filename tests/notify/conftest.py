@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from notify.channels import verify_dingtalk, verify_webhook
 from notify.outbox import outbox_ddl_postgres
 from rules.events import AlarmEvent, episode_id

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.channels import (
     DeliveryFailed,
     HttpRequest,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.config import NotifyConfig
 from notify.routing import Router, delivery_key
 from tests.notify.conftest import HOOK_SECRET, Receiver, event, sqlite_db, write_alarms_sqlite

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.config import NotifyConfig
 from notify.message import (
     KIND_NAMES,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetwatch.errors import ConfigError
-from fleetwatch.registry import Registry
+from fleet.errors import ConfigError
+from fleet.registry import Registry
 from notify.config import NotifyConfig
 from notify.routing import Router, StormGate, backoff_ms, quiet_until
 from tests.notify.conftest import T0, event

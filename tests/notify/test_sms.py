@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.config import NotifyConfig, SmsChannel
 from notify.message import Notice
 from notify.routing import Router

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.config import NotifyConfig
 from notify.outbox import PostgresOutbox, enqueue_postgres
 from notify.routing import Router

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from shapely.geometry import box
 
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from geofence.fence import Fence
 from geofence.index import FenceIndex
 

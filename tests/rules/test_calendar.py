@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
 from rules.calendar import WorkCalendar
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.config import VehicleConfig
+from fleet.batch import PositionBatch
+from fleet.model import VehicleConfig
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from tests.rules.conftest import local_ms, make_fences, make_registry

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.errors import BadRecord, Misuse
+from fleet.errors import BadRecord, Misuse
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook, load_orders_csv, parse_orders_csv
 from tests.rules.conftest import local_ms, make_registry
 

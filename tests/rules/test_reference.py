@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.config import VehicleConfig
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.model import VehicleConfig
+from fleet.registry import Registry
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from rules.orders import DispatchOrder
@@ -255,7 +255,7 @@ def test_empty_batches_and_nan_speed() -> None:
 
 
 def test_unknown_vehicle_is_misuse() -> None:
-    from fleetwatch.errors import Misuse
+    from fleet.errors import Misuse
 
     vec = RulesEngine(CFG, make_registry(2))
     with pytest.raises(Misuse):

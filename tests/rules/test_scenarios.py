@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from rules.calendar import WorkCalendar
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
@@ -516,8 +516,8 @@ def test_replay_agrees_with_live() -> None:
 
 def test_restore_matches_vehicles_by_id() -> None:
     """A registry that changed between runs (a vehicle added in front) keeps each state."""
-    from fleetwatch.config import OrgConfig, VehicleConfig
-    from fleetwatch.registry import OrgTree, Registry
+    from fleet.model import OrgConfig, VehicleConfig
+    from fleet.registry import OrgTree, Registry
 
     t = local_ms(*SAT, 10)
     one = engine()

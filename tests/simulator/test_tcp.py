@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 from ingest.jt808.codec import decode_frame, encode_platform_reply, encode_registration_reply
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.framing import FrameSplitter

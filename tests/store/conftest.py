@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from store.config import LiveConfig, StoreConfig
 from store.postgres import PostgresHistory
 from store.sqlite import SQLiteHistory

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from rules.events import AlarmEvent, episode_id

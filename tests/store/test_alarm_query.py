@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from rules.events import KINDS, AlarmEvent, episode_id
 from store.history import AlarmQuery, HistoryStore
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from store.config import LiveConfig, StoreConfig
 from store.factory import create_history, create_live
 from store.live import MemoryLiveState, RedisLiveState

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from rules.events import Action, AlarmEvent, episode_id
 from store.history import DAY_MS, AlarmQuery, DeadLetter, HistoryStore, day_bounds_ms
 
@@ -211,7 +211,7 @@ async def test_a_registry_that_grew_is_mapped_before_the_write(
     history: Any, registry: Registry
 ) -> None:
     """Records issue: a vehicle registered live is stored without re-opening the store."""
-    from fleetwatch.config import VehicleConfig
+    from fleet.model import VehicleConfig
 
     i = registry.upsert(
         VehicleConfig(id="late1", plate="川X99991", terminal="13999999991", org="qx")

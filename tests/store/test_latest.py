@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from store.latest import LatestPositions, latest_rows, latest_rows_reference
 from tests.store.conftest import make_registry
 

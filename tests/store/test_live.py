@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.errors import ServiceUnavailable
+from fleet.registry import Registry
 from rules.events import Action, AlarmEvent
 from store.config import LiveConfig
 from store.fanout import Fanout

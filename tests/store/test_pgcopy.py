@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from store import pgcopy
 
 COLS = {"a": ">i4", "t": ">i8", "x": ">f8", "b": "u1"}

@@ -9,7 +9,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from store import timescale
 from store.config import StoreConfig
 from store.history import DAY_MS

@@ -142,8 +142,8 @@ def test_reminders_within_30_days() -> None:
 
 
 async def test_reminders_become_one_info_event_per_due_date(records: RecordStore) -> None:
-    from fleetwatch.config import OrgConfig, VehicleConfig
-    from fleetwatch.registry import OrgTree, Registry
+    from fleet.model import OrgConfig, VehicleConfig
+    from fleet.registry import OrgTree, Registry
     from store.records_reminders import reminder_events
 
     today = dt.date(2026, 12, 1)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from fleetwatch.config import VehicleConfig
+from fleet.model import VehicleConfig
 from ingest.jt808.session import Provisioning
 from store.config import StoreConfig
 from store.records import RecordStore

@@ -8,7 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from store.config import StoreConfig
 from store.history import DAY_MS, DeadLetter, HistoryStore
 from store.postgres import PostgresHistory

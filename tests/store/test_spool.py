@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from fleetwatch.errors import ServiceUnavailable
+from fleet.errors import ServiceUnavailable
 from ingest.deadletter import DeadLetter
 from rules.events import AlarmEvent
 from store.config import StoreConfig

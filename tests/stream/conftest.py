@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 
 
 def small_config() -> dict[str, object]:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.errors import BadRecord, Misuse
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.errors import BadRecord, Misuse
-from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from stream.feed import (
     FeedCore,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from fleetwatch.errors import BadRecord
-from fleetwatch.registry import Registry
+from fleet.errors import BadRecord
+from fleet.registry import Registry
 from stream.feed import FeedCore, FeedLimits, Subscription
 from tests.stream.test_feed import T0, alarm, batch, frames
 

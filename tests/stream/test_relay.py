@@ -12,9 +12,9 @@ import numpy as np
 import orjson
 import pytest
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.errors import ServiceUnavailable
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.errors import ServiceUnavailable
+from fleet.registry import Registry
 from rules.events import AlarmEvent
 from store.fanout import Fanout
 from stream.feed import FeedCore

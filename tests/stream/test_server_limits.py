@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from stream.feed import FeedCore
 from stream.server import CLOSE_TOO_SLOW, FeedServer
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from fleet.registry import Registry
 from fleetwatch.config import Config, parse_config
-from fleetwatch.registry import Registry
 from stream.feed import FeedCore
 from web.app import create_app
 from web.context import AppContext

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from geofence.index import LiveFences
 from ingest.jt808.config import CommandsConfig, GatewayConfig
 from rules.events import AlarmEvent, episode_id

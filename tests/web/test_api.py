@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from rules.events import AlarmEvent
 from tests.web.conftest import PASSWORD, T0, Built, build, login
 

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import uvicorn
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from rules.events import AlarmEvent
 from stream.feed import FeedCore
 from tests.web.pagekit import wait_js

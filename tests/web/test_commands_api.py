@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from ingest.jt808.config import CommandsConfig, GatewayConfig
 from ingest.jt808.downlink import TEXT_EMERGENCY
 from ingest.jt808.messages import Location

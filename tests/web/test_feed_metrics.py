@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from fleetwatch.metrics import Metrics
+from fleet.metrics import Metrics
 from tests.web.conftest import build
 
 

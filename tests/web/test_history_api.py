@@ -14,7 +14,7 @@ import openpyxl
 import psycopg
 import pytest
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from geofence.fence import Fence
 from geofence.index import LiveFences
 from rules.events import AlarmEvent

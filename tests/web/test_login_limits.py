@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from tests.web.conftest import PASSWORD, T0, Built, build
 from web.auth import LoginLimiter
 

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from geofence.index import LiveFences
 from ingest.deadletter import DeadLetter
 from notify.config import NotifyConfig

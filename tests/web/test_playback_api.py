@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import numpy as np
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from store.playback import stops_and_trips
 from tests.web.conftest import T0, Built, login
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.config import Config
-from fleetwatch.registry import Registry
 from rules.engine import RulesEngine
 from rules.events import AlarmEvent
 from stream.feed import FeedCore

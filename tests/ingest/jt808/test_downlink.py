@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jt808_helpers import random_location
 
-from fleetwatch.errors import FrameError, Misuse
+from fleet.errors import FrameError, Misuse
 from ingest.jt808.downlink import (
     TEXT_DISPLAY,
     TEXT_EMERGENCY,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fleetwatch.metrics import GatewayCollector
+from fleet.metrics import GatewayCollector
 from ingest.jt808.messages import RegistrationReply
 from ingest.jt808.session import GatewayStats
 from tests.conftest import free_port

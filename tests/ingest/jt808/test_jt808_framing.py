@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.framing import FrameSplitter, checksum, escape, split_frames, unescape
 
 

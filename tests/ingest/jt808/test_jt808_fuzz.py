@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jt808_helpers import random_position_frame
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.codec import decode_frame
 from ingest.jt808.frame import build_frame
 from ingest.jt808.framing import FrameSplitter, split_frames

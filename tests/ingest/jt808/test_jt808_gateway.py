@@ -15,8 +15,8 @@ import aiomqtt
 import pytest
 from jt808_helpers import random_location
 
+from fleet.errors import ServiceUnavailable
 from fleetwatch.cli import main
-from fleetwatch.errors import ServiceUnavailable
 from ingest.jt808.bench import run_gateway_load
 from ingest.jt808.codec import (
     decode_frame,

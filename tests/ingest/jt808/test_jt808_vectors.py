@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from jt808_helpers import load_vectors
 
-from fleetwatch.errors import FrameError
+from fleet.errors import FrameError
 from ingest.jt808.cli import decode_main
 from ingest.jt808.codec import decode_frame
 from ingest.jt808.messages import Location, LocationBatch, PlatformReply
