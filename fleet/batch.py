@@ -33,23 +33,58 @@ import numpy.typing as npt
 
 from fleet.errors import Misuse
 
-__all__ = ["FIELDS", "BatchBuilder", "PositionBatch", "latest_rows"]
+__all__ = [
+    "FIELDS",
+    "POINT_FIELDS",
+    "SCHEMA",
+    "UNITS",
+    "BatchBuilder",
+    "Field",
+    "PositionBatch",
+    "dtypes",
+    "latest_rows",
+]
 
-FIELDS: Mapping[str, np.dtype[Any]] = {
-    "vehicle": np.dtype(np.int32),
-    "ts": np.dtype(np.int64),
-    "lat": np.dtype(np.float64),
-    "lon": np.dtype(np.float64),
-    "speed": np.dtype(np.float32),
-    "heading": np.dtype(np.int16),
-    "alt": np.dtype(np.int16),
-    "acc": np.dtype(np.bool_),
-    "alarm_bits": np.dtype(np.uint32),
-    "status_bits": np.dtype(np.uint32),
-    "mileage": np.dtype(np.float32),
-    "backfill": np.dtype(np.bool_),
-    "recv_ts": np.dtype(np.int64),
-}
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One column of the batch: its name, dtype and unit (``""`` when it has none)."""
+
+    name: str
+    dtype: np.dtype[Any]
+    unit: str
+    meaning: str
+
+
+#: The schema, declared once (the table above is its documentation).
+SCHEMA: tuple[Field, ...] = (
+    Field("vehicle", np.dtype(np.int32), "", "dense registry index"),
+    Field("ts", np.dtype(np.int64), "ms", "position time, epoch ms UTC"),
+    Field("lat", np.dtype(np.float64), "deg", "WGS-84 latitude"),
+    Field("lon", np.dtype(np.float64), "deg", "WGS-84 longitude"),
+    Field("speed", np.dtype(np.float32), "km/h", "ground speed"),
+    Field("heading", np.dtype(np.int16), "deg", "clockwise from north, 0..359"),
+    Field("alt", np.dtype(np.int16), "m", "above sea level"),
+    Field("acc", np.dtype(np.bool_), "", "ignition on, JT/T 808 status bit 0"),
+    Field("alarm_bits", np.dtype(np.uint32), "", "JT/T 808-2019 table 24 flags"),
+    Field("status_bits", np.dtype(np.uint32), "", "JT/T 808-2019 table 25 flags"),
+    Field("mileage", np.dtype(np.float32), "km", "odometer; NaN when not reported"),
+    Field("backfill", np.dtype(np.bool_), "", "blind-area upload (0x0704 type 1)"),
+    Field("recv_ts", np.dtype(np.int64), "ms", "received by FleetWatch, epoch ms UTC"),
+)
+
+FIELDS: Mapping[str, np.dtype[Any]] = {f.name: f.dtype for f in SCHEMA}
+UNITS: Mapping[str, str] = {f.name: f.unit for f in SCHEMA}
+
+#: What a terminal reports per point (decoders produce these; ``vehicle`` and ``recv_ts``
+#: are added by ingest) — also what a history store returns per track point.
+POINT_FIELDS: tuple[str, ...] = tuple(n for n in FIELDS if n not in ("vehicle", "recv_ts"))
+
+
+def dtypes(names: Iterable[str]) -> dict[str, np.dtype[Any]]:
+    """The declared dtypes of ``names``, in that order (a subset of :data:`FIELDS`)."""
+    return {n: FIELDS[n] for n in names}
+
 
 Array = npt.NDArray[Any]
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from fleet.batch import PositionBatch
+from fleet.batch import POINT_FIELDS, PositionBatch, dtypes
 from fleet.registry import Registry
 from ingest.deadletter import DeadLetter
 from rules.events import KINDS, AlarmEvent
@@ -52,20 +52,8 @@ __all__ = [
 
 DAY_MS = 86_400_000
 
-# Columns returned by HistoryStore.track, with their dtypes (the batch's, minus vehicle).
-TRACK_FIELDS: Mapping[str, np.dtype[Any]] = {
-    "ts": np.dtype(np.int64),
-    "lat": np.dtype(np.float64),
-    "lon": np.dtype(np.float64),
-    "speed": np.dtype(np.float32),
-    "heading": np.dtype(np.int16),
-    "alt": np.dtype(np.int16),
-    "acc": np.dtype(np.bool_),
-    "alarm_bits": np.dtype(np.uint32),
-    "status_bits": np.dtype(np.uint32),
-    "mileage": np.dtype(np.float32),
-    "backfill": np.dtype(np.bool_),
-}
+# Columns returned by HistoryStore.track, with their dtypes: the batch's point fields.
+TRACK_FIELDS: Mapping[str, np.dtype[Any]] = dtypes(POINT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fleet.batch import POINT_FIELDS, dtypes
 from fleet.errors import FrameError
 from ingest.jt808.codec import Decoded, decode_frame
 from ingest.jt808.framing import split_frames
@@ -46,20 +47,11 @@ __all__ = [
 
 Array = npt.NDArray[Any]
 
+# The batch's point fields (fleet.batch, declared there once), plus where each row came from.
 COLUMNS: dict[str, np.dtype[Any]] = {
-    "ts": np.dtype(np.int64),
-    "lat": np.dtype(np.float64),
-    "lon": np.dtype(np.float64),
-    "speed": np.dtype(np.float32),
-    "heading": np.dtype(np.int16),
-    "alt": np.dtype(np.int16),
-    "acc": np.dtype(np.bool_),
-    "alarm_bits": np.dtype(np.uint32),
-    "status_bits": np.dtype(np.uint32),
-    "mileage": np.dtype(np.float32),
-    "backfill": np.dtype(np.bool_),
-    "source": np.dtype(np.int32),
-    "phone": np.dtype(np.int32),
+    **dtypes(POINT_FIELDS),
+    "source": np.dtype(np.int32),  # index of the payload in the call's list
+    "phone": np.dtype(np.int32),  # index into DecodedPayloads.phones
 }
 
 _GMT8_MS = 8 * 3600 * 1000
