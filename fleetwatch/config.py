@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fleet.errors import ConfigError
 from fleet.model import VEHICLE_ID_PATTERN, OrgConfig, VehicleConfig
+from fleet.vehicle_state import VehicleStateConfig
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
 from ingest.jt808.config import CommandsConfig, GatewayConfig
@@ -62,6 +63,7 @@ class ServiceConfig(_Frozen):
 
 class Config(_Frozen):
     service: ServiceConfig = ServiceConfig()
+    vehicle_state: VehicleStateConfig = VehicleStateConfig()
     mqtt: MqttConfig = MqttConfig()
     ingest: IngestConfig = IngestConfig()
     gateway: GatewayConfig = GatewayConfig()
@@ -100,8 +102,38 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return out or "<top>"
 
 
+#: Keys that moved: old key path → the key that replaced it (issue #13: one vehicle state).
+MOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("live", "moving_kmh"): "vehicle_state.moving_speed_kmh",
+    ("live", "offline_after_s"): "vehicle_state.offline_after_s",
+    ("rules", "offline", "after_s"): "vehicle_state.offline_after_s",
+    ("rules", "off_hours", "moving_speed_kmh"): "vehicle_state.moving_speed_kmh",
+    ("rules", "fatigue", "moving_speed_kmh"): "vehicle_state.moving_speed_kmh",
+    ("rules", "sealed_moving", "moving_speed_kmh"): "vehicle_state.moving_speed_kmh",
+}
+
+
+def _check_moved(data: dict[str, Any], source: str) -> None:
+    for path, new in MOVED_KEYS.items():
+        node: Any = data
+        for part in path:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            table, key = new.split(".")
+            raise ConfigError(
+                source,
+                ".".join(path),
+                f"this key was replaced by {new} (one definition of moving/offline for the "
+                "map, the live state, the rules and the board)",
+                f"remove it and set {key} under [{table}]",
+            )
+
+
 def parse_config(data: dict[str, Any], *, source: str = "<memory>") -> Config:
     """Validate an already-parsed TOML document. Raises :class:`ConfigError`."""
+    _check_moved(data, source)
     base = Path(source).parent if source != "<memory>" else Path.cwd()
     data = dict(data)
     csv_path = data.get("vehicles_csv")

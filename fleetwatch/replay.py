@@ -89,7 +89,12 @@ async def replay_history(cfg: Config, from_ms: int, to_ms: int) -> list[AlarmEve
         await history.close()
     fences = _fences(cfg)
     return replay(
-        batches, cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
+        batches,
+        cfg.rules,
+        registry,
+        fences=lambda: fences.index,
+        timezone=cfg.service.timezone,
+        vehicle_state=cfg.vehicle_state,
     )
 
 

@@ -136,7 +136,7 @@ def _history(cfg: Config) -> Any:
 def _live(cfg: Config) -> Any:
     from store.factory import create_live
 
-    return create_live(cfg.live)
+    return create_live(cfg.live, cfg.vehicle_state)
 
 
 def _jt808_decoder(cfg: Config) -> Any:
@@ -171,7 +171,11 @@ def build_service(cfg: Config) -> Service:
     metrics = Metrics()
     fences = _fences(cfg)
     engine = RulesEngine(
-        cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
+        cfg.rules,
+        registry,
+        fences=lambda: fences.index,
+        timezone=cfg.service.timezone,
+        vehicle_state=cfg.vehicle_state,
     )
     history = _history(cfg)
     notifier = None
@@ -196,6 +200,7 @@ def build_service(cfg: Config) -> Service:
         registry,
         interval_ms=cfg.web.feed_interval_ms,
         client_buffer=cfg.web.feed_client_buffer,
+        vehicle_state=cfg.vehicle_state,
         limits=FeedLimits(
             max_message_bytes=cfg.web.feed_max_message_bytes,
             max_vehicles=cfg.web.feed_max_vehicles,

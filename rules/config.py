@@ -124,7 +124,6 @@ class CalendarConfig(_Frozen):
 
 class OffHoursConfig(_Frozen):
     enabled: bool = True
-    moving_speed_kmh: float = Field(5.0, ge=0, description="ACC on and faster than this = moving")
     min_duration_s: float = Field(60.0, ge=0)
     close_after_s: float = Field(300.0, ge=0)
     working_hours: WorkingHoursConfig = WorkingHoursConfig()
@@ -162,7 +161,7 @@ class ParkingConfig(_Frozen):
 
 class OfflineConfig(_Frozen):
     enabled: bool = True
-    after_s: float = Field(600.0, gt=0, description="no report this long = offline")
+    # how long a silence makes a vehicle offline: [vehicle_state] offline_after_s (fleet/)
 
 
 # JT/T 808-2019 table 24 (alarm flags): bit → name.
@@ -230,14 +229,12 @@ class FatigueConfig(_Frozen):
     enabled: bool = True
     max_driving_s: float = Field(4 * 3600.0, gt=0, description="continuous driving over this")
     rest_s: float = Field(20 * 60.0, gt=0, description="a stop (or silence) this long is a rest")
-    moving_speed_kmh: float = Field(5.0, ge=0)
 
 
 class SealedConfig(_Frozen):
     """封存: a sealed vehicle must not move; any movement opens a critical alarm."""
 
     enabled: bool = True
-    moving_speed_kmh: float = Field(5.0, ge=0, description="ACC on, or faster than this: moving")
     min_duration_s: float = Field(0.0, ge=0, description="0: the first moving point")
     close_after_s: float = Field(300.0, ge=0, description="still this long: the episode closes")
 

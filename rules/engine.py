@@ -39,6 +39,8 @@ import numpy.typing as npt
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse
 from fleet.registry import Registry, grown
+from fleet.vehicle_state import VehicleStateConfig, offline
+from fleet.vehicle_state import moving as is_moving
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
 from rules.episodes import EpisodeBook, Raw
@@ -403,8 +405,10 @@ class RulesEngine:
         timezone: str = "Asia/Shanghai",
         calendar: WorkCalendar | None = None,
         orders: OrderBook | None = None,
+        vehicle_state: VehicleStateConfig | None = None,
     ) -> None:
         self.cfg = cfg
+        self.vehicle_state = vehicle_state or VehicleStateConfig()  # moving / offline: fleet/
         self.registry = registry
         self._fences = fences
         self._view: _FenceView | None = None
@@ -512,7 +516,7 @@ class RulesEngine:
             )
         seen = st.last_ts != _INT_MIN
         due = seen & ~st.off_open & expected
-        due &= now_ms - st.last_ts >= int(self.cfg.offline.after_s * 1000)
+        due &= offline(st.last_ts, now_ms, self.vehicle_state.offline_after_ms)
         for v in np.flatnonzero(due).tolist():
             st.off_open[v] = True
             last = int(st.last_ts[v])
@@ -840,7 +844,7 @@ class RulesEngine:
         # off_hours ------------------------------------------------------------------------
         if cfg.off_hours.enabled:
             oh = cfg.off_hours
-            moving = rows.acc & (speed > np.float32(oh.moving_speed_kmh))
+            moving = is_moving(speed, rows.acc, self.vehicle_state.moving_speed_kmh)
             in_win = self.schedules.in_window(veh, day)
             work = day.workday
             need = np.where(work, _OFF_AFTER, _OFF_REST).astype(np.uint8)
@@ -947,7 +951,7 @@ class RulesEngine:
         # sealed_moving (封存车辆移动) ------------------------------------------------------------
         if cfg.sealed_moving.enabled:
             sm = cfg.sealed_moving
-            moving = rows.acc | (speed > np.float32(sm.moving_speed_kmh))
+            moving = rows.acc | is_moving(speed, None, self.vehicle_state.moving_speed_kmh)
             c = self.registry.sealed[veh] & moving
 
             def sm_detail(i: int) -> dict[str, Any]:
@@ -987,7 +991,7 @@ class RulesEngine:
         ts = rows.ts
         rest_ms = round(fc.rest_s * 1000)
         max_ms = round(fc.max_driving_s * 1000)
-        moving = rows.acc & (rows.speed > np.float32(fc.moving_speed_kmh))
+        moving = is_moving(rows.speed, rows.acc, self.vehicle_state.moving_speed_kmh)
         still = ~moving
         prev_ts = rows.shift(ts, st.f_prev_ts)
         # Start of the current run of still rows.

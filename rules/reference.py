@@ -18,6 +18,7 @@ import numpy as np
 
 from fleet.batch import PositionBatch
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig, moving_scalar, offline_scalar
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig, hhmm_minutes
 from rules.episodes import EpisodeBook, Raw
@@ -91,8 +92,10 @@ class ReferenceEngine:
         timezone: str = "Asia/Shanghai",
         calendar: WorkCalendar | None = None,
         orders: OrderBook | None = None,
+        vehicle_state: VehicleStateConfig | None = None,
     ) -> None:
         self.cfg = cfg
+        self.vehicle_state = vehicle_state or VehicleStateConfig()  # moving / offline: fleet/
         self.registry = registry
         self.fences = fences
         self.tz = ZoneInfo(timezone)
@@ -197,7 +200,7 @@ class ReferenceEngine:
                 continue
             if veh.last_ts is None or veh.offline or not self.registry.expected[v]:
                 continue
-            if now_ms - veh.last_ts >= int(self.cfg.offline.after_s * 1000):
+            if offline_scalar(veh.last_ts, now_ms, self.vehicle_state.offline_after_ms):
                 veh.offline = True
                 out.append(
                     self.book.apply(
@@ -352,7 +355,7 @@ class ReferenceEngine:
 
         if cfg.off_hours.enabled:
             oh = cfg.off_hours
-            moving = acc and speed > oh.moving_speed_kmh
+            moving = moving_scalar(speed, acc, self.vehicle_state.moving_speed_kmh)
             org = int(self.registry.org_index[v])
             sched_org = schedule_of_org(org, self.registry, oh.working_hours)
             sched = (
@@ -452,7 +455,7 @@ class ReferenceEngine:
         if cfg.fatigue.enabled:
             fc = cfg.fatigue
             rest_ms, max_ms = round(fc.rest_s * 1000), round(fc.max_driving_s * 1000)
-            moving = acc and speed > fc.moving_speed_kmh
+            moving = moving_scalar(speed, acc, self.vehicle_state.moving_speed_kmh)
             still = not moving
             if still and not veh.f_still:
                 veh.f_rest_start = ts
@@ -479,7 +482,9 @@ class ReferenceEngine:
 
         if cfg.sealed_moving.enabled:
             sm = cfg.sealed_moving
-            c = bool(self.registry.sealed[v]) and (acc or speed > sm.moving_speed_kmh)
+            c = bool(self.registry.sealed[v]) and (
+                acc or moving_scalar(speed, None, self.vehicle_state.moving_speed_kmh)
+            )
             action, _, _, d = run(7, "sealed_moving", c, sm.min_duration_s, sm.close_after_s, dict)
             if action == "open":
                 raw(7, "sealed_moving", "open", d.started, None, {"speed_kmh": speed, "acc": acc})

@@ -14,6 +14,7 @@ from typing import Any
 
 from fleet.batch import PositionBatch
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from rules.calendar import WorkCalendar
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
@@ -32,6 +33,7 @@ def replay(
     timezone: str = "Asia/Shanghai",
     calendar: WorkCalendar | None = None,
     orders: Iterable[DispatchOrder] = (),
+    vehicle_state: VehicleStateConfig | None = None,
     tick: bool = True,
 ) -> list[AlarmEvent]:
     """Every event the engine emits over ``batches``, in emission order.
@@ -42,7 +44,13 @@ def replay(
     """
     book = OrderBook(orders, excuses=cfg.orders.excuses)
     engine = RulesEngine(
-        cfg, registry, fences=fences, timezone=timezone, calendar=calendar, orders=book
+        cfg,
+        registry,
+        fences=fences,
+        timezone=timezone,
+        calendar=calendar,
+        orders=book,
+        vehicle_state=vehicle_state,
     )
     out: list[AlarmEvent] = []
     newest: int | None = None

@@ -34,7 +34,11 @@ def verify_direct(
     registry = Registry.from_config(cfg)
     fences = LiveFences(fences_from_config(cfg.fences, cfg.fence_files, Path.cwd()))
     engine = RulesEngine(
-        cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone
+        cfg.rules,
+        registry,
+        fences=lambda: fences.index,
+        timezone=cfg.service.timezone,
+        vehicle_state=cfg.vehicle_state,
     )
     fleet = Fleet(spec, start_ms)
     events = []

@@ -131,6 +131,7 @@ def fleet_config(
             ],
             "center": [spec.center_lat, spec.center_lon],
         },
+        "vehicle_state": {"moving_speed_kmh": 5.0, "offline_after_s": 600},
         "rules": {
             "speeding": {
                 "min_duration_s": 10,
@@ -154,7 +155,6 @@ def fleet_config(
                 "night_start": "22:00",
                 "night_end": "06:00",
             },
-            "offline": {"after_s": 600},
             "terminal_alarm": {"bits": ["sos"], "critical": ["sos"], "close_after_s": 30},
         },
         "orgs": [{"id": i, "name": n, **({"parent": p} if p else {})} for i, n, p in city.orgs],

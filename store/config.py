@@ -61,8 +61,6 @@ class LiveConfig(_Frozen):
     kind: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "fw:"
-    moving_kmh: float = Field(default=5.0, ge=0, description="ACC on and faster than this: moving")
-    offline_after_s: int = Field(default=600, ge=1, description="no report for this long: offline")
     retry_interval_s: float = Field(
         default=2.0, gt=0, description="how often a down Redis is retried"
     )

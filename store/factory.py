@@ -8,6 +8,7 @@ comes back.
 
 from __future__ import annotations
 
+from fleet.vehicle_state import VehicleStateConfig
 from store.config import LiveConfig, StoreConfig
 from store.history import HistoryStore
 from store.live import LiveState, MemoryLiveState, RedisLiveState
@@ -26,7 +27,7 @@ def create_history(config: StoreConfig) -> HistoryStore:
     return SQLiteHistory(config)
 
 
-def create_live(config: LiveConfig) -> LiveState:
+def create_live(config: LiveConfig, vehicle_state: VehicleStateConfig | None = None) -> LiveState:
     if config.kind == "redis":
-        return RedisLiveState(config)
-    return MemoryLiveState(config)
+        return RedisLiveState(config, vehicle_state=vehicle_state)
+    return MemoryLiveState(config, vehicle_state)

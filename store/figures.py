@@ -5,7 +5,8 @@ scalar twin (``*_reference``) that the tests compare it with on random input.
 
 Definitions (what the board calls 里程 / 出行数 / 行驶时长):
 
-- a point is *moving* when ACC is on and its speed is at least ``moving_kmh``;
+- a point is *moving* as :func:`fleet.vehicle_state.moving` says (ACC on, speed at
+  least ``moving_kmh``, the configured ``[vehicle_state] moving_speed_kmh``);
 - **mileage** sums the great-circle distance between consecutive points of one
   vehicle where either end is moving (parked GPS drift does not count) and the
   implied speed is plausible (at most ``max_kmh``: a GPS jump does not count);
@@ -23,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from fleet.vehicle_state import moving as is_moving
+from fleet.vehicle_state import moving_scalar
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -160,7 +164,7 @@ def daily_figures(
             "driving_s": np.zeros(0),
         }
     ts = np.asarray(ts, dtype=np.int64)
-    moving = np.asarray(acc, dtype=bool) & (np.asarray(speed, dtype=np.float64) >= moving_kmh)
+    moving = is_moving(np.asarray(speed), np.asarray(acc), moving_kmh)
     starts = np.flatnonzero(np.r_[True, vehicle[1:] != vehicle[:-1]])
     vehicles = vehicle[starts]
     seg_of = np.cumsum(np.r_[True, vehicle[1:] != vehicle[:-1]])[1:] - 1  # group of segment end
@@ -211,7 +215,7 @@ def daily_figures_reference(
         np.asarray(acc).tolist(),
         strict=True,
     ):
-        mv = bool(ac) and sp >= moving_kmh
+        mv = moving_scalar(sp, bool(ac), moving_kmh)
         if v not in out:
             out[v] = [0.0, 0.0, 0.0]
             order.append(v)

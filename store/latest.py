@@ -5,9 +5,8 @@ items (:meth:`LatestPositions.items`) with ``now`` passed in. A row never
 replaces a newer one: a blind-area back-fill arriving late does not move a
 vehicle back in time on the map.
 
-Vehicle state (ARCHITECTURE "Live feed"): ``alarm`` while an episode is open,
-else ``offline`` when silent for ``offline_after_ms``, else ``moving`` when ACC
-is on and speed is at least ``moving_kmh``, else ``parked``.
+Vehicle state (ARCHITECTURE "Live feed"): :mod:`fleet.vehicle_state`, the one
+definition the feed and the rules use too (``[vehicle_state]``).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import numpy.typing as npt
 
 from fleet.batch import PositionBatch, latest_rows
 from fleet.registry import Registry, grown
+from fleet.vehicle_state import VehicleStateConfig, state_names, states
 
 __all__ = ["LatestPositions", "latest_rows", "latest_rows_reference", "vehicle_states"]
 
@@ -42,31 +42,19 @@ def vehicle_states(
     acc: Array,
     open_alarms: Array,
     now_ms: int,
-    *,
-    moving_kmh: float,
-    offline_after_ms: int,
+    vehicle_state: VehicleStateConfig,
 ) -> list[str]:
-    """State name per vehicle (see the module docstring), vectorized."""
-    state = np.where(
-        open_alarms > 0,
-        "alarm",
-        np.where(
-            (now_ms - ts) > offline_after_ms,
-            "offline",
-            np.where(acc & (speed >= moving_kmh), "moving", "parked"),
-        ),
-    )
-    return [str(s) for s in state.tolist()]
+    """State name per vehicle (:func:`fleet.vehicle_state.states`), vectorized."""
+    return state_names(states(ts, speed, acc, open_alarms, now_ms, vehicle_state))
 
 
 class LatestPositions:
     """Latest point per vehicle, by dense index."""
 
-    def __init__(self, registry: Registry, *, moving_kmh: float, offline_after_ms: int) -> None:
+    def __init__(self, registry: Registry, *, vehicle_state: VehicleStateConfig) -> None:
         n = len(registry)
         self.registry = registry
-        self.moving_kmh = moving_kmh
-        self.offline_after_ms = offline_after_ms
+        self.vehicle_state = vehicle_state
         self.ts = np.full(n, NEVER, dtype=np.int64)
         self.lat = np.zeros(n)
         self.lon = np.zeros(n)
@@ -139,8 +127,7 @@ class LatestPositions:
             self.acc[v],
             self.open_alarms[v],
             now_ms,
-            moving_kmh=self.moving_kmh,
-            offline_after_ms=self.offline_after_ms,
+            self.vehicle_state,
         )
         out = self.positions(v)
         for item, state in zip(out, states, strict=True):

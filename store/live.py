@@ -37,6 +37,7 @@ import redis.exceptions
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from rules.events import AlarmEvent
 from store.config import LiveConfig
 from store.figures import haversine_m
@@ -96,8 +97,11 @@ class LiveState(Protocol):
 class MemoryLiveState:
     """In-process live state (also the mirror behind :class:`RedisLiveState`)."""
 
-    def __init__(self, config: LiveConfig | None = None) -> None:
+    def __init__(
+        self, config: LiveConfig | None = None, vehicle_state: VehicleStateConfig | None = None
+    ) -> None:
         self.config = config or LiveConfig()
+        self.vehicle_state = vehicle_state or VehicleStateConfig()
         self._latest: LatestPositions | None = None
         self.open_alarms: dict[str, dict[str, Any]] = {}
         self._alarm_vehicle: dict[str, int] = {}
@@ -109,11 +113,7 @@ class MemoryLiveState:
         return self._latest
 
     async def open(self, registry: Registry) -> None:
-        self._latest = LatestPositions(
-            registry,
-            moving_kmh=self.config.moving_kmh,
-            offline_after_ms=self.config.offline_after_s * 1000,
-        )
+        self._latest = LatestPositions(registry, vehicle_state=self.vehicle_state)
 
     async def close(self) -> None:
         pass
@@ -184,6 +184,7 @@ class RedisLiveState:
         self,
         config: LiveConfig,
         *,
+        vehicle_state: VehicleStateConfig | None = None,
         client: aioredis.Redis | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,7 +192,8 @@ class RedisLiveState:
         self.redis = client or aioredis.Redis.from_url(
             config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
         )
-        self.mirror = MemoryLiveState(config)
+        self.vehicle_state = vehicle_state or VehicleStateConfig()
+        self.mirror = MemoryLiveState(config, self.vehicle_state)
         p = config.key_prefix
         self.k_veh, self.k_geo, self.k_alarms = f"{p}veh", f"{p}geo", f"{p}alarms"
         self._clock = clock
@@ -325,8 +327,7 @@ class RedisLiveState:
                 np.array([v["acc"] for v in vehicles], dtype=bool),
                 np.array([per_vehicle.get(v["vehicle"], 0) for v in vehicles]),
                 now_ms,
-                moving_kmh=self.config.moving_kmh,
-                offline_after_ms=self.config.offline_after_s * 1000,
+                self.vehicle_state,
             )
             for v, s in zip(vehicles, states, strict=True):
                 v["state"] = s

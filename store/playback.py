@@ -2,7 +2,8 @@
 
 The words mean what the daily board means by them (:mod:`store.figures`):
 
-- a point is *moving* when ACC is on and its speed is at least ``moving_kmh``;
+- a point is *moving* as :func:`fleet.vehicle_state.moving` says (ACC on, speed at
+  least ``moving_kmh``);
 - a **trip** (出行) is a run of moving points; a pause of more than ``stop_gap_ms``
   between two moving points (parked, or no reports at all) ends it. It runs from its
   first to its last moving point. Its ``km`` sums the segments the board counts as
@@ -25,6 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from fleet.vehicle_state import moving as is_moving
+from fleet.vehicle_state import moving_scalar
 from store.figures import haversine_m
 
 __all__ = ["stops_and_trips", "stops_and_trips_reference"]
@@ -63,7 +66,7 @@ def stops_and_trips(
     lon = np.asarray(lon, dtype=np.float64)
     sp = np.asarray(speed, dtype=np.float64)
     n = ts.shape[0]
-    moving = np.asarray(acc, dtype=bool) & (sp >= moving_kmh)
+    moving = is_moving(sp, np.asarray(acc), moving_kmh)
     mi = np.flatnonzero(moving)
     if n == 0:
         return _empty_stops(), {
@@ -138,7 +141,7 @@ def stops_and_trips_reference(
     sp = np.asarray(speed, dtype=np.float64).tolist()
     ac = [bool(x) for x in np.asarray(acc).tolist()]
     n = len(t)
-    moving = [ac[i] and sp[i] >= moving_kmh for i in range(n)]
+    moving = [moving_scalar(sp[i], ac[i], moving_kmh) for i in range(n)]
     trips: list[list[Any]] = []  # [start, end, metres, vmax, last index]
     trip_at: dict[int, int] = {}
     last_t: int | None = None

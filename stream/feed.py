@@ -56,6 +56,8 @@ import orjson
 from fleet.batch import PositionBatch, latest_rows
 from fleet.errors import BadRecord, Misuse
 from fleet.registry import Registry, grown
+from fleet.vehicle_state import STATES, VehicleStateConfig
+from fleet.vehicle_state import states as vehicle_states
 from rules.events import AlarmEvent
 
 __all__ = [
@@ -69,9 +71,7 @@ __all__ = [
     "parse_client_message",
 ]
 
-# Vehicle states as the page colours them; the int8 codes index this tuple.
-STATES: tuple[str, ...] = ("moving", "parked", "offline", "alarm")
-MOVING, PARKED, OFFLINE, ALARM = 0, 1, 2, 3
+# The vehicle states and their codes are the kernel's (fleet.vehicle_state), re-exported.
 _NONE = -1  # "no state shown yet"
 
 BBox = tuple[float, float, float, float]  # west, south, east, north (WGS-84 degrees)
@@ -211,8 +211,8 @@ class FeedCore:
     client; ``client_buffer`` the outbox size (all frames: positions, alarms,
     replies) past which a client is cut off;
     ``alarm_ring`` how many alarm frames are kept for replay to reconnecting
-    clients; a vehicle silent for ``offline_after_ms`` shows as ``offline``;
-    one at or above ``moving_kmh`` as ``moving``.
+    clients; ``vehicle_state`` (``[vehicle_state]``) decides moving / parked / offline
+    (:mod:`fleet.vehicle_state`, the same definition as the live state and the rules).
     """
 
     def __init__(
@@ -222,8 +222,7 @@ class FeedCore:
         interval_ms: int = 500,
         client_buffer: int = 256,
         alarm_ring: int = 4096,
-        offline_after_ms: int = 600_000,
-        moving_kmh: float = 5.0,
+        vehicle_state: VehicleStateConfig | None = None,
         closed_alarms_kept: int = 500,
         limits: FeedLimits | None = None,
     ) -> None:
@@ -232,8 +231,7 @@ class FeedCore:
         self.registry = registry
         self.interval_ms = interval_ms
         self.client_buffer = client_buffer
-        self.offline_after_ms = offline_after_ms
-        self.moving_kmh = moving_kmh
+        self.vehicle_state = vehicle_state or VehicleStateConfig()
         self.limits = limits or FeedLimits()
         self.seq = 0
         self.stats = FeedStats()
@@ -643,10 +641,9 @@ class FeedCore:
         return idx
 
     def _compute_states(self, now_ms: int) -> Array:
-        st = np.where(self.speed >= self.moving_kmh, MOVING, PARKED).astype(np.int8)
-        st[~self.has | (now_ms - self.ts > self.offline_after_ms)] = OFFLINE
-        st[self.alarms_open > 0] = ALARM
-        return st
+        return vehicle_states(
+            self.ts, self.speed, self.acc, self.alarms_open, now_ms, self.vehicle_state, self.has
+        )
 
     def _refresh_states(self, now_ms: int) -> None:
         st = self._compute_states(now_ms)

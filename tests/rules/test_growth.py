@@ -10,9 +10,7 @@ from rules.config import RulesConfig
 from rules.engine import RulesEngine
 from tests.rules.conftest import local_ms, make_fences, make_registry
 
-CFG = RulesConfig.model_validate(
-    {"speeding": {"min_duration_s": 10, "close_after_s": 20}, "offline": {"after_s": 600}}
-)
+CFG = RulesConfig.model_validate({"speeding": {"min_duration_s": 10, "close_after_s": 20}})
 FENCES = make_fences()
 
 

@@ -37,7 +37,6 @@ CFG = RulesConfig.model_validate(
         "out_of_area": {"min_duration_s": 20, "close_after_s": 30, "update_step_km": 2},
         "forbidden_zone": {"min_duration_s": 0, "close_after_s": 30},
         "parking_violation": {"grace_s": 120, "close_after_s": 30},
-        "offline": {"after_s": 600},
         "terminal_alarm": {"bits": ["sos", "illegal_ignition", "power_cut"], "close_after_s": 15},
         "fatigue": {"max_driving_s": 1800, "rest_s": 600},
         "sealed_moving": {"min_duration_s": 0, "close_after_s": 40},

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fleet.batch import PositionBatch
+from fleet.vehicle_state import VehicleStateConfig
 from store.latest import LatestPositions, latest_rows, latest_rows_reference
 from tests.store.conftest import make_registry
 
@@ -28,7 +29,7 @@ def test_latest_rows_matches_reference(vt: tuple[np.ndarray, np.ndarray]) -> Non
 
 def test_backfill_does_not_move_vehicle_back() -> None:
     reg = make_registry(3)
-    latest = LatestPositions(reg, moving_kmh=5.0, offline_after_ms=600_000)
+    latest = LatestPositions(reg, vehicle_state=VehicleStateConfig())
     moved = latest.apply(
         PositionBatch.from_columns(
             vehicle=[0, 0, 1],

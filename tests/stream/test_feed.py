@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from fleet.batch import PositionBatch
 from fleet.errors import BadRecord, Misuse
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from fleetwatch.config import parse_config
 from rules.events import AlarmEvent
 from stream.feed import (
+    STATES,
     FeedCore,
     Subscription,
     latest_per_vehicle,
@@ -26,8 +28,10 @@ REGISTRY = Registry.from_config(parse_config(small_config()))
 
 
 def batch(rows: list[tuple[int, int, float, float, float]]) -> PositionBatch:
+    """Rows of (vehicle, ts, lat, lon, speed); ACC is on whenever the speed is not 0."""
     v, ts, lat, lon, speed = zip(*rows, strict=True) if rows else ((), (), (), (), ())
-    return PositionBatch.from_columns(vehicle=v, ts=ts, lat=lat, lon=lon, speed=speed)
+    acc = [sp > 0 for sp in speed]
+    return PositionBatch.from_columns(vehicle=v, ts=ts, lat=lat, lon=lon, speed=speed, acc=acc)
 
 
 def frames(core: FeedCore, client: int) -> list[dict[str, Any]]:
@@ -232,8 +236,25 @@ def test_alarm_state_and_acknowledgement(registry: Registry) -> None:
     )
 
 
+def test_moving_needs_acc_and_the_configured_speed(registry: Registry) -> None:
+    """The feed's "moving" is fleet.vehicle_state's: ACC off at 40 km/h is parked (the map
+    once said moving where the rules said parked), and the threshold is [vehicle_state]'s."""
+    core = FeedCore(registry, vehicle_state=VehicleStateConfig(moving_speed_kmh=30))
+    core.positions(
+        PositionBatch.from_columns(
+            vehicle=[0, 1, 2],
+            ts=[T0] * 3,
+            lat=[30.5] * 3,
+            lon=[106.6] * 3,
+            speed=[40.0, 40.0, 20.0],
+            acc=[False, True, True],
+        )
+    )
+    assert [STATES[c] for c in core.state_codes(T0)[:3]] == ["parked", "moving", "parked"]
+
+
 def test_offline_is_a_state_change(registry: Registry) -> None:
-    core = FeedCore(registry, offline_after_ms=60_000)
+    core = FeedCore(registry, vehicle_state=VehicleStateConfig(offline_after_s=60))
     core.positions(batch([(0, T0, 30.0, 106.0, 0.0)]))
     core.connect(1, "city", T0)
     frames(core, 1)
