@@ -22,6 +22,7 @@ test: dev-env assets system-deps lint typecheck front-test unit
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy

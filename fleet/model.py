@@ -1,4 +1,5 @@
-"""The organisation and vehicle model every stage shares (the records' shape).
+"""The organisation and vehicle model every stage shares (the records' shape), and the
+service's identity (``[service]``: name, time zone, public address).
 
 An organisation is the city, a district/county (区县) or a unit (单位); a vehicle
 carries one terminal and belongs to one organisation. The configuration file seeds
@@ -9,14 +10,34 @@ them (``[[orgs]]``, ``[[vehicles]]``), the records keep them; the
 from __future__ import annotations
 
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["VEHICLE_ID_PATTERN", "OrgConfig", "VehicleConfig"]
+__all__ = ["VEHICLE_ID_PATTERN", "OrgConfig", "ServiceConfig", "VehicleConfig"]
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServiceConfig(_Frozen):
+    """The deployment's name, time zone and public address (every stage may read it)."""
+
+    name: str = Field("FleetWatch 公务用车监控", description="shown on the page and in messages")
+    timezone: str = Field(
+        "Asia/Shanghai", description="working hours and holidays are evaluated here"
+    )
+    public_url: str = Field("http://127.0.0.1:8080", description="links in notifications")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
 
 
 class OrgConfig(_Frozen):

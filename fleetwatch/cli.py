@@ -12,9 +12,17 @@ import importlib
 import json
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from fleetwatch.config import Config
+    from ingest.jt808.session import Provisioning
+
+log = logging.getLogger(__name__)
 
 __all__ = ["main"]
 
@@ -26,7 +34,7 @@ BENCHES: dict[str, str] = {
     "store": "store.bench",
     "feed": "stream.bench",
     "notify": "notify.bench",
-    "records": "store.records_bench",
+    "records": "fleetwatch.bench_records",  # engine + feed + records: the whole start-up
     "e2e": "simulator.bench",
     "page": "web.bench",
 }
@@ -115,11 +123,43 @@ def _gateway(argv: list[str]) -> int:
     from fleetwatch.config import load_config
     from ingest.jt808.tcp import gateway_main
 
+    async def follow(path: str, provisioning: Any, stop: asyncio.Event) -> Any:
+        return await follow_records_of(load_config(path), provisioning, stop)
+
     try:
-        return gateway_main(argv, load_config)
+        return gateway_main(argv, load_config, follow)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+async def follow_records_of(
+    cfg: Config, provisioning: Provisioning, stop: asyncio.Event
+) -> asyncio.Task[None] | None:
+    """``fleetwatch gateway``: with a history store configured, provisioning follows the
+    vehicle records (store.records_provisioning), so that a vehicle registered through the
+    API may register its terminal. None without a store, or when the records are down."""
+    import asyncio
+
+    if cfg.store.kind == "memory":
+        return None
+    from store.records import RecordStore
+    from store.records_provisioning import follow_records
+
+    records = RecordStore(cfg.store)
+    try:
+        await records.open()
+    except ServiceUnavailable as exc:
+        log.error("records unavailable; provisioning from the configuration only: %s", exc)
+        return None
+
+    async def run() -> None:
+        try:
+            await follow_records(provisioning, records, cfg.vehicles, stop)
+        finally:
+            await records.close()
+
+    return asyncio.create_task(run(), name="provisioning-follows-records")
 
 
 def _gateway_problems(cfg: Any) -> list[str]:

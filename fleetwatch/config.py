@@ -14,12 +14,11 @@ import csv
 import tomllib
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.errors import ConfigError
-from fleet.model import VEHICLE_ID_PATTERN, OrgConfig, VehicleConfig
+from fleet.model import VEHICLE_ID_PATTERN, OrgConfig, ServiceConfig, VehicleConfig
 from fleet.vehicle_state import VehicleStateConfig
 from geofence.config import FenceConfig, FenceFileConfig
 from ingest.config import IngestConfig, MqttConfig
@@ -42,23 +41,6 @@ __all__ = [
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ServiceConfig(_Frozen):
-    name: str = Field("FleetWatch 公务用车监控", description="shown on the page and in messages")
-    timezone: str = Field(
-        "Asia/Shanghai", description="working hours and holidays are evaluated here"
-    )
-    public_url: str = Field("http://127.0.0.1:8080", description="links in notifications")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
 
 
 class Config(_Frozen):

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from fleetwatch.config import parse_config
 from fleetwatch.service import run_service
+from simulator.broker import embedded_broker
 from simulator.fleet import FleetSpec
 from simulator.mqtt import publish_fleet
 from simulator.scenario import demo_config
@@ -25,26 +24,6 @@ from simulator.scenario import demo_config
 __all__ = ["embedded_broker", "run_demo"]
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.asynccontextmanager
-async def embedded_broker(port: int) -> Any:
-    """An amqtt broker on 127.0.0.1:``port`` for the demo (about 4,000 msg/s: enough here)."""
-    from amqtt.broker import Broker
-
-    broker = Broker(
-        {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-            },
-        }
-    )
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.shutdown()
 
 
 async def demo(args: argparse.Namespace, stop: asyncio.Event) -> None:

@@ -65,9 +65,25 @@ from notify.outbox import OutboxRow, PostgresOutbox, SQLiteOutbox
 from notify.routing import StormGate, backoff_ms, delivery_key, digest_key, split_by_target
 from notify.sms import sms_request
 from notify.smtp import send_email
-from store.config import StoreConfig
 
-__all__ = ["Notifier", "Outbox", "ThreadedSQLiteOutbox", "build_notifier"]
+__all__ = ["HistoryDatabase", "Notifier", "Outbox", "ThreadedSQLiteOutbox", "build_notifier"]
+
+
+class HistoryDatabase(Protocol):
+    """Where the history store keeps its alarms, so the outbox beside them
+    (``store.config.StoreConfig`` has this shape; notify does not import the store)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sqlite_path(self) -> str: ...
+    @property
+    def postgres_dsn(self) -> str: ...
+    @property
+    def postgres_schema(self) -> str: ...
+    @property
+    def connect_timeout_s(self) -> int: ...
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -446,7 +462,7 @@ class Notifier:
             await self.mailer(ch, email_message(ch, subject, text, d.key, now))
 
 
-def build_notifier(config: NotifyConfig, store: StoreConfig, **kwargs: Any) -> Notifier:
+def build_notifier(config: NotifyConfig, store: HistoryDatabase, **kwargs: Any) -> Notifier:
     """The worker for the history store's database (the outbox lives beside the alarms)."""
     outbox: Outbox
     if store.kind == "sqlite":

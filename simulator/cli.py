@@ -249,7 +249,7 @@ def simulate_main(args: argparse.Namespace) -> int:
                 return await verify_run(spec, opts, on_progress=progress)
             import logging
 
-            from fleetwatch.demo import embedded_broker
+            from simulator.broker import embedded_broker
 
             for name in ("amqtt", "transitions"):  # the broker's state machine chatter
                 logging.getLogger(name).setLevel(logging.WARNING)

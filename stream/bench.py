@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from fleet.batch import PositionBatch
-from fleet.registry import Registry
-from fleetwatch.config import parse_config
+from fleet.model import OrgConfig, VehicleConfig
+from fleet.registry import OrgTree, Registry
 from stream.feed import FeedCore
 
 __all__ = ["run"]
@@ -46,22 +46,16 @@ def _now_ms() -> int:
 
 def _registry(n: int) -> Registry:
     counties = [f"county{i}" for i in range(6)]
-    cfg = parse_config(
-        {
-            "orgs": [{"id": "city", "name": "广安市"}]
-            + [{"id": c, "name": c, "parent": "city"} for c in counties],
-            "vehicles": [
-                {
-                    "id": f"V{i:05d}",
-                    "plate": f"川X{i:05d}",
-                    "terminal": f"1{i:010d}",
-                    "org": counties[i % 6],
-                }
-                for i in range(n)
-            ],
-        }
-    )
-    return Registry.from_config(cfg)
+    orgs = [OrgConfig(id="city", name="广安市")] + [
+        OrgConfig(id=c, name=c, parent="city") for c in counties
+    ]
+    vehicles = [
+        VehicleConfig(
+            id=f"V{i:05d}", plate=f"川X{i:05d}", terminal=f"1{i:010d}", org=counties[i % 6]
+        )
+        for i in range(n)
+    ]
+    return Registry(vehicles, OrgTree.from_config(orgs))
 
 
 def _free_port() -> int:

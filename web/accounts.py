@@ -20,7 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from fleet.errors import Misuse, ServiceUnavailable
-from fleetwatch.config import Config
 from web.auth import (
     Principal,
     Refused,
@@ -31,6 +30,7 @@ from web.auth import (
     slid_expiry,
     verify_password,
 )
+from web.context import SiteConfig
 
 __all__ = ["Accounts", "HashBusy", "HashPool"]
 
@@ -164,7 +164,7 @@ class _Db:
 class Accounts:
     """Users (argon2 passwords), expiring tokens, static config tokens, the audit log."""
 
-    def __init__(self, config: Config, clock_ms: Callable[[], int]) -> None:
+    def __init__(self, config: SiteConfig, clock_ms: Callable[[], int]) -> None:
         self.config = config
         self.clock_ms = clock_ms
         auth = config.web.auth

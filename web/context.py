@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from fleet.model import ServiceConfig, VehicleConfig
 from fleet.registry import Registry
-from fleetwatch.config import Config
+from fleet.vehicle_state import VehicleStateConfig
+from ingest.config import MqttConfig
+from ingest.jt808.config import CommandsConfig, GatewayConfig
 from rules.events import AlarmEvent
+from store.config import StoreConfig
 from stream.feed import FeedCore
+from web.config import WebConfig
 
-__all__ = ["AppContext"]
+__all__ = ["AppContext", "SiteConfig"]
+
+
+class SiteConfig(Protocol):
+    """What the web reads of the whole configuration. ``fleetwatch.config.Config`` has this
+    shape; the web never imports the composition root (the import-linter contracts)."""
+
+    @property
+    def service(self) -> ServiceConfig: ...
+    @property
+    def web(self) -> WebConfig: ...
+    @property
+    def store(self) -> StoreConfig: ...
+    @property
+    def commands(self) -> CommandsConfig: ...
+    @property
+    def mqtt(self) -> MqttConfig: ...
+    @property
+    def gateway(self) -> GatewayConfig: ...
+    @property
+    def vehicle_state(self) -> VehicleStateConfig: ...
+    @property
+    def vehicles(self) -> Sequence[VehicleConfig]: ...
 
 
 def _now_ms() -> int:
@@ -43,7 +70,7 @@ class AppContext:
     (its dead messages are listed and retried from the web).
     """
 
-    config: Config
+    config: SiteConfig
     registry: Registry
     feed: FeedCore
     history: Any = None

@@ -43,7 +43,7 @@ import threading
 import time
 import tomllib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
@@ -739,6 +739,11 @@ class _FleetConfig(Protocol):
 # Reads the whole configuration file; given by the composition root (fleetwatch.cli).
 ConfigLoader = Callable[[str], _FleetConfig]
 
+# Keeps provisioning following the vehicle records named by the configuration file until
+# stop (a task), or None when there are none; given by the composition root (fleetwatch.cli),
+# so that the gateway does not import the persistence package.
+FollowRecords = Callable[[str, Provisioning, asyncio.Event], Awaitable["asyncio.Task[None] | None"]]
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetwatch gateway", description=__doc__.splitlines()[0])
@@ -805,7 +810,11 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def gateway_main(argv: list[str], load_config: ConfigLoader | None = None) -> int:
+def gateway_main(
+    argv: list[str],
+    load_config: ConfigLoader | None = None,
+    follow_records: FollowRecords | None = None,
+) -> int:
     """Entry point of ``fleetwatch gateway``; returns the exit status.
 
     ``fleetwatch gateway reset-terminal PHONE --config FILE`` lets a registered
@@ -838,7 +847,9 @@ def gateway_main(argv: list[str], load_config: ConfigLoader | None = None) -> in
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        follow = await _follow_records(args, load_config, provisioning, stop)
+        follow = None
+        if args.config and follow_records is not None:
+            follow = await follow_records(args.config, provisioning, stop)
         try:
             await run_gateway(cfg, provisioning=provisioning, stop=stop)
         finally:
@@ -849,38 +860,6 @@ def gateway_main(argv: list[str], load_config: ConfigLoader | None = None) -> in
     tune_gc()
     uvloop.run(main())
     return 0
-
-
-async def _follow_records(
-    args: argparse.Namespace,
-    load_config: ConfigLoader | None,
-    provisioning: Provisioning,
-    stop: asyncio.Event,
-) -> asyncio.Task[None] | None:
-    """With a history store configured, provisioning follows the vehicle records
-    (store.records_provisioning): a vehicle registered through the API may register."""
-    if not args.config or load_config is None:
-        return None
-    full: Any = load_config(args.config)
-    if full.store.kind == "memory":
-        return None
-    from store.records import RecordStore
-    from store.records_provisioning import follow_records
-
-    records = RecordStore(full.store)
-    try:
-        await records.open()
-    except ServiceUnavailable as exc:
-        log.error("records unavailable; provisioning from the configuration only: %s", exc)
-        return None
-
-    async def run() -> None:
-        try:
-            await follow_records(provisioning, records, full.vehicles, stop)
-        finally:
-            await records.close()
-
-    return asyncio.create_task(run(), name="provisioning-follows-records")
 
 
 def _reset_main(argv: list[str], load_config: ConfigLoader | None) -> int:

@@ -46,10 +46,8 @@ async def test_a_new_terminal_is_provisioned_and_a_disposed_one_is_not(tmp_path:
 
 async def test_fleetwatch_gateway_follows_the_records_of_its_configuration(tmp_path: Path) -> None:
     """The wiring of ``fleetwatch gateway --config``: the records beside its history."""
-    import argparse
-
+    from fleetwatch.cli import follow_records_of
     from fleetwatch.config import parse_config
-    from ingest.jt808.tcp import _follow_records
 
     cfg = parse_config(
         {
@@ -61,7 +59,7 @@ async def test_fleetwatch_gateway_follows_the_records_of_its_configuration(tmp_p
     )
     prov = Provisioning.from_vehicles(cfg.vehicles)
     stop = asyncio.Event()
-    task = await _follow_records(argparse.Namespace(config="f.toml"), lambda _: cfg, prov, stop)
+    task = await follow_records_of(cfg, prov, stop)
     assert task is not None
     records = RecordStore(cfg.store)
     await records.open()
