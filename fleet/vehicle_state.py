@@ -97,7 +97,7 @@ def offline(
     silent = t <= np.int64(now_ms - offline_after_ms)
     if has is None:
         return silent
-    return silent | ~np.asarray(has, dtype=bool)
+    return np.asarray(silent | ~np.asarray(has, dtype=bool), dtype=np.bool_)
 
 
 def offline_scalar(ts: int | None, now_ms: int, offline_after_ms: int) -> bool:

@@ -24,38 +24,24 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from fleet.batch import PositionBatch
+from fleet.events import AlarmEvent
+from fleet.interfaces import Feed, HistoryStore, LiveState, RulesEngine
 from fleet.metrics import Metrics
 from ingest.core import Flush
-from ingest.deadletter import DeadLetter
-from rules.events import AlarmEvent
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 
 
-class Engine(Protocol):
-    def process(self, batch: PositionBatch) -> list[AlarmEvent]: ...
-    def tick(self, now_ms: int) -> list[AlarmEvent]: ...
-
-
-class History(Protocol):
-    async def write_positions(self, batch: PositionBatch) -> None: ...
-    async def write_alarm_events(self, events: Sequence[AlarmEvent]) -> None: ...
-    async def write_dead_letters(self, rows: Sequence[DeadLetter]) -> None: ...
-
-
-class Feed(Protocol):
-    def positions(self, batch: PositionBatch) -> Any: ...
-    def alarm(self, event: AlarmEvent) -> Any: ...
-
-
-class Live(Protocol):
-    async def update(self, batch: PositionBatch) -> Any: ...
-    async def update_alarms(self, events: Sequence[AlarmEvent]) -> Any: ...
+# The seams the pipeline uses, from the kernel (fleet.interfaces): the engine (process,
+# tick), the history store (writes), the feed and the live state.
+Engine = RulesEngine[Any]
+History = HistoryStore
+Live = LiveState
 
 
 @dataclass(slots=True)

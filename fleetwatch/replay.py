@@ -18,9 +18,9 @@ from typing import Any
 
 from fleet.batch import PositionBatch
 from fleet.errors import ConfigError
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from fleetwatch.config import Config, load_config
-from rules.events import AlarmEvent
 
 __all__ = ["parse_when", "read_batches", "replay_history", "replay_main"]
 

@@ -30,9 +30,9 @@ import numpy as np
 import orjson
 
 from fleet.batch import FIELDS, BatchBuilder, PositionBatch
+from fleet.deadletter import DeadLetter
 from fleet.errors import BadRecord
 from fleet.registry import Registry
-from ingest.deadletter import DeadLetter
 from ingest.json_codec import JsonLimits, decode_objects
 from ingest.validate import check_columns
 

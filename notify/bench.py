@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleet.events import AlarmEvent, episode_id
 from fleet.model import OrgConfig, VehicleConfig
 from fleet.registry import OrgTree, Registry
 from notify.config import NotifyConfig
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
-from rules.events import AlarmEvent, episode_id
 
 __all__ = ["run"]
 

@@ -38,9 +38,9 @@ import psycopg
 from psycopg import sql
 
 from fleet.errors import Misuse, ServiceUnavailable
+from fleet.events import AlarmEvent
 from notify.message import Notice
 from notify.routing import OutboxEntry, Router
-from rules.events import AlarmEvent
 
 __all__ = [
     "OUTBOX_DDL_POSTGRES",

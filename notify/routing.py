@@ -31,13 +31,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from fleet.errors import ConfigError
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from geofence.boundaries import districts
 from geofence.config import PlaceConfig
 from geofence.places import Gazetteer
 from notify.config import SEVERITIES, NotifyConfig, RouteConfig
 from notify.message import Notice, alarm_link
-from rules.events import AlarmEvent
 
 __all__ = [
     "OutboxEntry",

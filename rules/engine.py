@@ -270,7 +270,7 @@ def _seg_max(rows: _Rows, vals: I64, marker: B, carry: I64) -> I64:
     key = (seg << _PEAK_BITS) + vals
     run = np.maximum.accumulate(key) - (seg << _PEAK_BITS)
     s = rows.ffill(marker)
-    return np.where(marker[s], run, np.maximum(run, carry[rows.veh]))
+    return np.asarray(np.where(marker[s], run, np.maximum(run, carry[rows.veh])), np.int64)
 
 
 def _seg_sum(rows: _Rows, vals: I64, marker: B, carry: I64) -> I64:

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fleet.batch import POINT_FIELDS, PositionBatch, dtypes
+from fleet.deadletter import DeadLetter
 from fleet.registry import Registry
-from ingest.deadletter import DeadLetter
 from rules.events import KINDS, AlarmEvent
 from store.figures import daily_figures
 

@@ -36,9 +36,9 @@ import redis.exceptions
 
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
-from rules.events import AlarmEvent
 from store.config import LiveConfig
 from store.figures import haversine_m
 from store.latest import LatestPositions, vehicle_states

@@ -40,10 +40,10 @@ from psycopg import sql
 
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
+from fleet.events import LEGACY_SUB_KEY, AlarmEvent
 from fleet.registry import Registry
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
-from rules.events import LEGACY_SUB_KEY, AlarmEvent
 from store import pgcopy, timescale
 from store.config import StoreConfig
 from store.figures import project_m, simplify

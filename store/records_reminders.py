@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
-from rules.events import AlarmEvent
 from store.records import RecordStore
 from store.records_core import due_reminders
 

@@ -40,8 +40,8 @@ import numpy.typing as npt
 
 from fleet.batch import FIELDS, PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
-from rules.events import AlarmEvent
 from store.config import StoreConfig
 from store.history import AlarmQuery, DeadLetter, DeadLetterQuery, HistoryStore
 

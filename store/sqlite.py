@@ -21,10 +21,10 @@ import numpy.typing as npt
 
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
+from fleet.events import LEGACY_SUB_KEY, AlarmEvent
 from fleet.registry import Registry
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
-from rules.events import LEGACY_SUB_KEY, AlarmEvent
 from store.config import StoreConfig
 from store.figures import project_m, simplify
 from store.history import (

@@ -55,10 +55,10 @@ import orjson
 
 from fleet.batch import PositionBatch, latest_rows
 from fleet.errors import BadRecord, Misuse
+from fleet.events import AlarmEvent
 from fleet.registry import Registry, grown
 from fleet.vehicle_state import STATES, VehicleStateConfig
 from fleet.vehicle_state import states as vehicle_states
-from rules.events import AlarmEvent
 
 __all__ = [
     "STATES",

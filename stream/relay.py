@@ -51,8 +51,8 @@ from prometheus_client.registry import Collector
 
 from fleet.batch import PositionBatch
 from fleet.errors import ServiceUnavailable
+from fleet.events import Action, AlarmEvent
 from fleet.registry import Registry, grown
-from rules.events import Action, AlarmEvent
 from stream.feed import FeedCore, latest_per_vehicle
 
 __all__ = [

@@ -736,7 +736,7 @@ async def _export_alarms(
 
 
 def _alarm_vehicle(st: ApiState, p: Principal, alarm_id: str) -> int:
-    from rules.events import ALARM_ID_RE
+    from fleet.events import ALARM_ID_RE
 
     if not ALARM_ID_RE.match(alarm_id):
         raise fail(404, f"no alarm {alarm_id!r}")

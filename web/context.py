@@ -8,12 +8,12 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from fleet.events import AlarmEvent
 from fleet.model import ServiceConfig, VehicleConfig
 from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
 from ingest.config import MqttConfig
 from ingest.jt808.config import CommandsConfig, GatewayConfig
-from rules.events import AlarmEvent
 from store.config import StoreConfig
 from stream.feed import FeedCore
 from web.config import WebConfig

@@ -193,11 +193,11 @@ for _k, _v in FIXED_ITEM_LENGTHS.items():
 
 
 def _u16(buf: Array, i: Array) -> Array:
-    return (buf[i].astype(np.int64) << 8) | buf[i + 1]
+    return np.asarray((buf[i].astype(np.int64) << 8) | buf[i + 1])
 
 
 def _u32(buf: Array, i: Array) -> Array:
-    return (
+    return np.asarray(
         (buf[i].astype(np.int64) << 24)
         | (buf[i + 1].astype(np.int64) << 16)
         | (buf[i + 2].astype(np.int64) << 8)
@@ -211,7 +211,7 @@ def _days_from_civil(y: Array, m: Array, d: Array) -> Array:
     yoe = y - era * 400
     doy = (153 * np.where(m > 2, m - 3, m + 9) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
+    return np.asarray(era * 146097 + doe - 719468)
 
 
 _MDAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)

@@ -32,11 +32,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from fleet.events import AlarmEvent, episode_id
 from fleet.model import OrgConfig, VehicleConfig
 from fleet.registry import OrgTree, Registry
 from notify.channels import verify_dingtalk, verify_webhook
 from notify.outbox import outbox_ddl_postgres
-from rules.events import AlarmEvent, episode_id
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 HOOK_SECRET = b"receiver-shared-secret"

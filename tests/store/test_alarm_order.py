@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from fleet.batch import PositionBatch
+from fleet.events import AlarmEvent, episode_id
 from fleet.registry import Registry
 from rules.config import RulesConfig
 from rules.engine import RulesEngine
-from rules.events import AlarmEvent, episode_id
 from store.history import AlarmQuery, HistoryStore
 
 pytestmark = pytest.mark.services

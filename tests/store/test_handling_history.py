@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from fleet.events import ALARM_ID_RE, AlarmEvent, episode_id
 from fleet.registry import Registry
-from rules.events import ALARM_ID_RE, AlarmEvent, episode_id
 from store.config import StoreConfig
 from store.history import HistoryStore
 from store.postgres import PostgresHistory

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fleet.batch import PositionBatch
+from fleet.events import Action, AlarmEvent, episode_id
 from fleet.registry import Registry
-from rules.events import Action, AlarmEvent, episode_id
 from store.history import DAY_MS, AlarmQuery, DeadLetter, HistoryStore, day_bounds_ms
 
 pytestmark = pytest.mark.services

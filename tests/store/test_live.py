@@ -10,8 +10,8 @@ import pytest
 
 from fleet.batch import PositionBatch
 from fleet.errors import ServiceUnavailable
+from fleet.events import Action, AlarmEvent
 from fleet.registry import Registry
-from rules.events import Action, AlarmEvent
 from store.config import LiveConfig
 from store.fanout import Fanout
 from store.live import LiveState, MemoryLiveState, RedisLiveState

@@ -12,9 +12,9 @@ import numpy as np
 import psycopg
 import pytest
 
+from fleet.deadletter import DeadLetter
 from fleet.errors import ServiceUnavailable
-from ingest.deadletter import DeadLetter
-from rules.events import AlarmEvent
+from fleet.events import AlarmEvent
 from store.config import StoreConfig
 from store.postgres import PostgresHistory
 from store.spool import SpoolingWriter

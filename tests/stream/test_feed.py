@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from fleet.batch import PositionBatch
 from fleet.errors import BadRecord, Misuse
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
 from fleetwatch.config import parse_config
-from rules.events import AlarmEvent
 from stream.feed import (
     STATES,
     FeedCore,

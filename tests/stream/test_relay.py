@@ -14,8 +14,8 @@ import pytest
 
 from fleet.batch import PositionBatch
 from fleet.errors import ServiceUnavailable
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
-from rules.events import AlarmEvent
 from store.fanout import Fanout
 from stream.feed import FeedCore
 from stream.relay import RelayIn, RelayOut, batch_from_items, event_from_alarm

@@ -17,8 +17,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from fleet.batch import PositionBatch
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
-from rules.events import AlarmEvent
 from stream.feed import FeedCore
 from stream.server import FeedServer
 

@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 
 from fleet.batch import PositionBatch
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from rules.events import AlarmEvent
 from stream.feed import FeedCore
 from tests.conftest import CHROMIUM, free_port
 from web.app import create_app

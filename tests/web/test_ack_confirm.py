@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleet.events import AlarmEvent, episode_id
 from fleet.registry import Registry
 from geofence.index import LiveFences
 from ingest.jt808.config import CommandsConfig, GatewayConfig
-from rules.events import AlarmEvent, episode_id
 from store.sqlite import SQLiteHistory
 from stream.feed import FeedCore
 from tests.conftest import require_service

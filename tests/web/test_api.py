@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 
 from fleet.batch import PositionBatch
-from rules.events import AlarmEvent
+from fleet.events import AlarmEvent
 from tests.web.conftest import PASSWORD, T0, Built, build, login
 
 

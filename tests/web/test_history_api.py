@@ -14,10 +14,10 @@ import openpyxl
 import psycopg
 import pytest
 
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from geofence.fence import Fence
 from geofence.index import LiveFences
-from rules.events import AlarmEvent
 from store.postgres import PostgresHistory
 from store.sqlite import SQLiteHistory
 from stream.feed import FeedCore

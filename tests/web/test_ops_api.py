@@ -19,9 +19,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from fleet.batch import PositionBatch
+from fleet.deadletter import DeadLetter
 from fleet.registry import Registry
 from geofence.index import LiveFences
-from ingest.deadletter import DeadLetter
 from notify.config import NotifyConfig
 from notify.routing import Router
 from notify.worker import Notifier, ThreadedSQLiteOutbox

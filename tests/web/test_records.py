@@ -15,10 +15,10 @@ import pytest
 from shapely.geometry import box
 
 from fleet.batch import PositionBatch
+from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from fleetwatch.config import Config
 from rules.engine import RulesEngine
-from rules.events import AlarmEvent
 from stream.feed import FeedCore
 from tests.conftest import require_service
 from tests.web.conftest import Clock, login, web_config
