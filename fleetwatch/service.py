@@ -136,7 +136,7 @@ def _history(cfg: Config) -> HistoryStore | None:
         return None
     from store.factory import create_history
 
-    return create_history(cfg.store)
+    return create_history(cfg.store, cfg.vehicle_state)
 
 
 def _live(cfg: Config) -> LiveState:

@@ -19,12 +19,15 @@ from store.sqlite import SQLiteHistory
 __all__ = ["create_history", "create_live"]
 
 
-def create_history(config: StoreConfig) -> HistoryStore:
+def create_history(
+    config: StoreConfig, vehicle_state: VehicleStateConfig | None = None
+) -> HistoryStore:
+    """The history store ``config`` names; ``vehicle_state`` is the board's "moving"."""
     if config.kind == "postgres":
-        return SpoolingWriter(PostgresHistory(config), config)
+        return SpoolingWriter(PostgresHistory(config, vehicle_state=vehicle_state), config)
     if config.kind == "memory":
-        return SQLiteHistory(config, path=":memory:")
-    return SQLiteHistory(config)
+        return SQLiteHistory(config, path=":memory:", vehicle_state=vehicle_state)
+    return SQLiteHistory(config, vehicle_state=vehicle_state)
 
 
 def create_live(config: LiveConfig, vehicle_state: VehicleStateConfig | None = None) -> LiveState:

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from fleet.batch import POINT_FIELDS, PositionBatch, dtypes
 from fleet.deadletter import DeadLetter
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from rules.events import KINDS, AlarmEvent
 from store.figures import daily_figures
 
@@ -230,13 +231,15 @@ def assemble_daily_stats(
     speed: npt.NDArray[Any],
     acc: npt.NDArray[Any],
     alarm_counts: Sequence[tuple[str, str, int]],
+    *,
+    moving_speed_kmh: float = VehicleStateConfig().moving_speed_kmh,
 ) -> dict[str, Any]:
     """Shape the board from a day's positions (rows sorted by (dense, ts)) and alarm counts.
 
     ``dense`` holds registry indices; ``alarm_counts`` is (vehicle_id, kind, n).
     Every registry vehicle of the selected organisations appears, idle or not.
     """
-    fig = daily_figures(dense, ts, lat, lon, speed, acc)
+    fig = daily_figures(dense, ts, lat, lon, speed, acc, moving_kmh=moving_speed_kmh)
     by_dense = {int(v): i for i, v in enumerate(fig["vehicle"].tolist())}
     alarms_by_vehicle: dict[str, dict[str, int]] = {}
     for vid, kind, n in alarm_counts:
@@ -399,6 +402,8 @@ def stats_from_keys(
     speed: npt.NDArray[Any],
     acc: npt.NDArray[Any],
     alarm_counts: Sequence[tuple[Any, ...]],
+    *,
+    moving_speed_kmh: float = VehicleStateConfig().moving_speed_kmh,
 ) -> dict[str, Any]:
     """Translate persistent keys to registry indices (dropping vehicles no longer registered)."""
     if key.size:
@@ -426,6 +431,7 @@ def stats_from_keys(
         speed,
         acc.astype(bool),
         [(str(a), str(b), int(c)) for a, b, c in alarm_counts],
+        moving_speed_kmh=moving_speed_kmh,
     )
 
 

@@ -42,6 +42,7 @@ from fleet.batch import PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
 from fleet.events import LEGACY_SUB_KEY, AlarmEvent
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
 from store import pgcopy, timescale
@@ -169,8 +170,15 @@ _COMPARE = {
 class PostgresHistory:
     """:class:`~store.history.HistoryStore` on PostgreSQL 15+ (TimescaleDB optional)."""
 
-    def __init__(self, config: StoreConfig, *, dsn: str | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        *,
+        dsn: str | None = None,
+        vehicle_state: VehicleStateConfig | None = None,
+    ) -> None:
         self.config = config
+        self.vehicle_state = vehicle_state or VehicleStateConfig()  # the board's "moving"
         self.dsn = dsn or config.postgres_dsn
         self.schema = config.postgres_schema
         self.timescale = False
@@ -771,6 +779,7 @@ class PostgresHistory:
             raw["speed"],
             raw["acc"].astype(bool),
             counts,
+            moving_speed_kmh=self.vehicle_state.moving_speed_kmh,
         )
 
     async def save_rule_state(self, name: str, blob: bytes) -> None:

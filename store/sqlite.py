@@ -23,6 +23,7 @@ from fleet.batch import PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
 from fleet.events import LEGACY_SUB_KEY, AlarmEvent
 from fleet.registry import Registry
+from fleet.vehicle_state import VehicleStateConfig
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
 from store.config import StoreConfig
@@ -143,8 +144,15 @@ def _now_ms() -> int:
 class SQLiteHistory:
     """:class:`~store.history.HistoryStore` on one SQLite file."""
 
-    def __init__(self, config: StoreConfig, path: str | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        path: str | None = None,
+        *,
+        vehicle_state: VehicleStateConfig | None = None,
+    ) -> None:
         self.config = config
+        self.vehicle_state = vehicle_state or VehicleStateConfig()  # the board's "moving"
         self.path = path or config.sqlite_path
         self._db: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -473,7 +481,19 @@ class SQLiteHistory:
             lat = lon = speed = np.empty(0)
             acc = np.empty(0, dtype=bool)
         return stats_from_keys(
-            self.registry, self._dense_by_key, day, tz, orgs, key, ts, lat, lon, speed, acc, al
+            self.registry,
+            self._dense_by_key,
+            day,
+            tz,
+            orgs,
+            key,
+            ts,
+            lat,
+            lon,
+            speed,
+            acc,
+            al,
+            moving_speed_kmh=self.vehicle_state.moving_speed_kmh,
         )
 
     async def save_rule_state(self, name: str, blob: bytes) -> None:

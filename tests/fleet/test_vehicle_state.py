@@ -232,3 +232,39 @@ def test_the_service_builds_feed_live_state_and_rules_with_vehicle_state() -> No
     assert svc.feed.vehicle_state == want
     assert svc.live.vehicle_state == want
     assert svc.engine.vehicle_state == want
+
+
+@pytest.mark.parametrize(("kmh", "trips"), [(5.0, 1), (30.0, 0)])
+def test_the_board_counts_trips_with_the_configured_moving_speed(kmh: float, trips: int) -> None:
+    """The board (daily figures from the history store) moves with [vehicle_state] too:
+    20 km/h with ACC on is a trip at 5 km/h, and nothing at 30 km/h."""
+    import datetime as dt
+
+    from store.config import StoreConfig
+    from store.factory import create_history
+
+    reg = _registry(1)
+    day_start = 1_763_913_600_000  # 2025-11-24 00:00 +08:00
+    n = 20
+    batch = PositionBatch.from_columns(
+        vehicle=[0] * n,
+        ts=[day_start + 3_600_000 + i * 30_000 for i in range(n)],
+        lat=[30.5 + i * 0.001 for i in range(n)],
+        lon=[106.6] * n,
+        speed=[20.0] * n,
+        acc=[True] * n,
+    )
+
+    async def run() -> dict[str, object]:
+        history = create_history(
+            StoreConfig(kind="memory"), VehicleStateConfig(moving_speed_kmh=kmh)
+        )
+        await history.open(reg)
+        try:
+            await history.write_positions(batch)
+            return await history.daily_stats(dt.date(2025, 11, 24), "Asia/Shanghai")
+        finally:
+            await history.close()
+
+    board = asyncio.run(run())
+    assert board["total"]["trips"] == trips  # type: ignore[index]
