@@ -14,9 +14,9 @@ Pure parts: :mod:`notify.routing` (routes, quiet hours, storms, back-off),
 signatures). I/O: :mod:`notify.outbox` (SQL), :mod:`notify.http`,
 :mod:`notify.smtp`, :mod:`notify.worker` (asyncio).
 
-Only the configuration is imported here: ``fleetwatch.config`` imports it, and the
-outbox and router import the registry, which imports ``fleetwatch.config``. Import
-the rest from its module (``notify.outbox``, ``notify.routing``, ``notify.worker``).
+Only the configuration is imported here, so that loading the configuration does not load
+the channels (httpx, SMTP). Import the rest from its module (``notify.outbox``,
+``notify.routing``, ``notify.worker``).
 """
 
 from notify.config import NotifyConfig

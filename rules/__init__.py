@@ -1,8 +1,7 @@
 """Rules of official-vehicle use, evaluated on columnar batches, emitted as alarm episodes.
 
-The engine and its helpers are imported lazily: ``fleetwatch.config`` imports
-``rules.config`` while the registry (which the engine needs) imports
-``fleetwatch.config``.
+The engine and its helpers are imported lazily, so that loading the configuration
+(``fleetwatch.config`` imports ``rules.config``) does not load the engine and the calendar.
 """
 
 from __future__ import annotations

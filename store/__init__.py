@@ -6,5 +6,5 @@ Modules: ``history`` (the interface), ``sqlite``, ``postgres`` (+ ``timescale``,
 simplification, daily figures), ``factory`` (build from config), ``bench``.
 
 Nothing is imported here: ``fleetwatch.config`` imports ``store.config`` at start-up, and
-the adapters pull in psycopg and redis.
+loading the configuration should not pull in psycopg and redis with the adapters.
 """
