@@ -40,3 +40,15 @@ def test_builder_rows_and_parts() -> None:
     assert len(BatchBuilder().build()) == 0
     assert len(PositionBatch.concat([PositionBatch.empty(), b, b])) == 4
     assert np.array_equal(PositionBatch.concat([b]).ts, b.ts)
+
+
+def test_the_schema_is_declared_once_with_units() -> None:
+    from fleet.batch import POINT_FIELDS, SCHEMA, UNITS
+    from ingest.jt808.position import COLUMNS
+    from store.history import TRACK_FIELDS
+
+    assert [f.name for f in SCHEMA] == list(FIELDS)
+    assert UNITS["speed"] == "km/h" and UNITS["ts"] == "ms" and UNITS["mileage"] == "km"
+    # the decoder's and the store's columns are the batch's, not declarations of their own
+    assert {k: COLUMNS[k] for k in POINT_FIELDS} == {k: FIELDS[k] for k in POINT_FIELDS}
+    assert dict(TRACK_FIELDS) == {k: FIELDS[k] for k in POINT_FIELDS}
