@@ -41,7 +41,7 @@ from fleetwatch.errors import Misuse
 from fleetwatch.registry import Registry, grown
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
-from rules.episodes import EpisodeBook, Raw
+from rules.episodes import EpisodeBook, Raw, apply_order
 from rules.events import AlarmEvent
 from rules.features import DayTable, Schedules, fence_names, step_m_array
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
@@ -62,6 +62,9 @@ RULE_ORDER = (
     "terminal_alarm",
     "fatigue",
     "sealed_moving",
+    "no_order",
+    "order_mismatch",
+    "driver_mismatch",
 )
 _TS_BITS = 42  # epoch ms below 2**42: until the year 2109
 _RANK = {"close": 0, "open": 1, "update": 2}
@@ -391,6 +394,20 @@ def geo_rows(view: _FenceView | None, registry: Registry, veh: Arr, lon: Arr, la
     return _Geo(zl, ia, ifb, ff, il)
 
 
+def orgs_on(registry: Registry, names: list[str]) -> B:
+    """Per vehicle: its organisation, or one of its ancestors, is in ``names``."""
+    orgs = registry.orgs
+    want = set(names)
+    on = np.zeros(len(orgs.ids), bool)
+    parent = orgs.parent.tolist()
+    for o in range(len(orgs.ids)):
+        a = o
+        while a >= 0 and not on[o]:
+            on[o] = orgs.ids[a] in want
+            a = parent[a]
+    return on[registry.org_index] if len(registry) else np.zeros(0, bool)
+
+
 class RulesEngine:
     """All eight rules over columnar batches. Not thread-safe; one per partition of vehicles."""
 
@@ -422,6 +439,7 @@ class RulesEngine:
         ta = cfg.terminal_alarm
         self._bits = [(name, ALARM_BITS[name]) for name in ta.bits] if ta.enabled else []
         self._reg_version = registry.version
+        self._no_order_on = orgs_on(registry, cfg.no_order.orgs)
 
     # -- live registry (records issue) ---------------------------------------------------------
 
@@ -447,6 +465,7 @@ class RulesEngine:
         self._view_of = None
         self._names.clear()
         self._reg_version = reg.version
+        self._no_order_on = orgs_on(reg, self.cfg.no_order.orgs)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -534,10 +553,10 @@ class RulesEngine:
         return out
 
     def add_order(self, order: DispatchOrder) -> list[AlarmEvent]:
-        """Record an approved order; return updates of the episodes it covers after the fact."""
-        if not self.orders.add(order):
-            return []
-        return self.book.cover(order, self.orders.type_bits[order.type])
+        """Record a version of an order; return updates of the episodes it covers after the
+        fact, or that lose its cover. A known id is replaced: a rejected or cancelled
+        version (or ``approved=False``) withdraws the earlier version's excuses and covers."""
+        return apply_order(self.orders, self.book, order)
 
     def close_episode(self, alarm_id: str, now_ms: int) -> list[AlarmEvent]:
         """Close an open episode by hand (an operator's decision); ``[]`` if it is not open.
@@ -717,11 +736,14 @@ class RulesEngine:
         cfg = self.cfg
         found: list[tuple[int, int, int, Raw]] = []  # (row, rule order, sub order, raw)
         veh, ts, speed = rows.veh, rows.ts, rows.speed
+        no_on = cfg.no_order.enabled and bool(self._no_order_on.any())
         needs_geo = (
             cfg.speeding.enabled
             or cfg.out_of_area.enabled
             or cfg.forbidden_zone.enabled
             or cfg.parking_violation.enabled
+            or no_on
+            or cfg.order_mismatch.enabled
         )
         view = self._fence_view() if needs_geo else None
         geo = geo_rows(view, self.registry, veh, rows.lon, rows.lat)
@@ -955,8 +977,54 @@ class RulesEngine:
 
             machine(7, "sealed_moving", c, sm.min_duration_s, sm.close_after_s, sm_detail)
 
+        # no_order (无单派车) ---------------------------------------------------------------
+        cov = self.orders.cover_index(self.registry, rows.veh.astype(np.int32), ts)
+        if no_on and view is not None:
+            self._no_order(rows, st, view, geo, cov, machine)
+
         found.sort(key=lambda t: (t[0], t[1], t[2]))
         return [t[3] for t in found]
+
+    def _no_order(
+        self,
+        rows: _Rows,
+        st: _State,
+        view: _FenceView,
+        geo: _Geo,
+        cov: I64,
+        machine: Callable[..., Any],
+    ) -> None:
+        no = self.cfg.no_order
+        veh, ts = rows.veh, rows.ts
+        c = self._no_order_on[veh] & view.has_lot[veh] & ~geo.in_lot & (cov < 0)
+        # The trip: a run of such rows; its start and the distance driven since.
+        h = st.machine("no_order.trip")
+        boundary = c != rows.shift(c, h.runval)
+        j = rows.ffill(boundary)
+        rs = np.where(boundary[j], ts[j], h.runstart[veh])
+        ci = np.flatnonzero(c)
+        steps = np.zeros(rows.n, np.int64)
+        if ci.size:
+            plat = rows.shift(rows.lat, st.last_lat)[ci]
+            plon = rows.shift(rows.lon, st.last_lon)[ci]
+            steps[ci] = step_m_array(plat, plon, rows.lat[ci], rows.lon[ci])
+        dist = _seg_sum(rows, steps, c & boundary, h.acc)
+        li, vl = rows.last_i, rows.vl
+        h.runval[vl] = c[li]
+        h.runstart[vl] = rs[li]
+        h.acc[vl] = dist[li]
+        min_m = round(no.min_km * 1000)
+        min_ms = round(no.min_minutes * 60_000)
+        c2 = c & ((dist > min_m) | (ts - rs >= min_ms))
+
+        def no_detail(i: int) -> dict[str, Any]:
+            return {
+                "left_at": int(rs[i]),
+                "distance_km": int(dist[i]) / 1000,
+                "fence_name": self._fence_names(view, int(veh[i]), "lot"),
+            }
+
+        machine(8, "no_order", c2, 0.0, no.close_after_s, no_detail)
 
     @staticmethod
     def _redetail(

@@ -20,7 +20,7 @@ from fleetwatch.batch import PositionBatch
 from fleetwatch.registry import Registry
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig, hhmm_minutes
-from rules.episodes import EpisodeBook, Raw
+from rules.episodes import EpisodeBook, Raw, apply_order
 from rules.events import AlarmEvent
 from rules.features import fence_names, off_hours_detail, schedule_of_org, season_of, step_m
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
@@ -217,9 +217,7 @@ class ReferenceEngine:
         return out
 
     def add_order(self, order: DispatchOrder) -> list[AlarmEvent]:
-        if not self.orders.add(order):
-            return []
-        return self.book.cover(order, self.orders.type_bits[order.type])
+        return apply_order(self.orders, self.book, order)
 
     def open_episodes(self) -> list[AlarmEvent]:
         return sorted(self.book.open.values(), key=lambda e: (e.vehicle, e.kind, e.id))
@@ -311,11 +309,14 @@ class ReferenceEngine:
             action, was_open, boundary = d.step(ts, c, round(n_s * 1000), round(m_s * 1000))
             return action, was_open, boundary, d
 
+        no_on = cfg.no_order.enabled and bool(cfg.no_order.orgs)
         need_geo = (
             cfg.speeding.enabled
             or cfg.out_of_area.enabled
             or cfg.forbidden_zone.enabled
             or cfg.parking_violation.enabled
+            or no_on
+            or cfg.order_mismatch.enabled
         )
         facts = self._fence_facts(v, r["lon"], r["lat"]) if need_geo else None
         index: Any = self.fences() if facts is not None and self.fences is not None else None
@@ -486,5 +487,40 @@ class ReferenceEngine:
             elif action == "close":
                 raw(7, "sealed_moving", "close", d.started, d.runstart, {})
 
+        vid = self.registry.ids[v]
+        order = self.orders.covering(vid, ts)
+        if no_on and facts is not None:
+            no = cfg.no_order
+            c = self._org_on(v, no.orgs) and facts["has_lot"] and not facts["lot"] and order is None
+            t = veh.deb("no_order.trip")
+            boundary = c != t.runval
+            if boundary:
+                t.runval, t.runstart = c, ts
+            if c and boundary:
+                t.acc = 0
+            elif c:
+                t.acc += step_m(veh.lat, veh.lon, r["lat"], r["lon"])
+            c2 = c and (
+                t.acc > round(no.min_km * 1000) or ts - t.runstart >= round(no.min_minutes * 60_000)
+            )
+            action, _, _, d = run(8, "no_order", c2, 0.0, no.close_after_s, dict)
+            if action == "open":
+                det = {
+                    "left_at": t.runstart,
+                    "distance_km": t.acc / 1000,
+                    "fence_name": fence_names(index, self.registry, v, "lot"),
+                }
+                raw(8, "no_order", "open", d.started, None, det)
+            elif action == "close":
+                raw(8, "no_order", "close", d.started, d.runstart, {})
+
         found.sort(key=lambda t: (t[0], t[1]))
         return [t[2] for t in found]
+
+    def _org_on(self, v: int, names: list[str]) -> bool:
+        o = int(self.registry.org_index[v])
+        while o >= 0:
+            if self.registry.orgs.ids[o] in names:
+                return True
+            o = int(self.registry.orgs.parent[o])
+        return False

@@ -41,6 +41,7 @@ CFG = RulesConfig.model_validate(
         "terminal_alarm": {"bits": ["sos", "illegal_ignition", "power_cut"], "close_after_s": 15},
         "fatigue": {"max_driving_s": 1800, "rest_s": 600},
         "sealed_moving": {"min_duration_s": 0, "close_after_s": 40},
+        "no_order": {"orgs": ["bureau"], "min_km": 1, "min_minutes": 2, "close_after_s": 60},
     }
 )
 
@@ -62,6 +63,10 @@ STARTS = [
     local_ms(2027, 1, 4, 8, 0),  # a year chinese-calendar does not know (fallback)
 ]
 ORDER_TYPES = ["local", "out_of_area", "holiday", "overnight"]
+# Every state an order passes through; ids repeat so that later versions replace earlier
+# ones (approved, then cancelled; rejected, then approved after all; a 补单 filed late).
+ORDER_STATES = ["approved", "rejected", "cancelled", "pending", "dispatched", "completed"]
+REGIONS = [None, "city", "county:广安区", "county:岳池县", "out_of_city:重庆", "out_of_city:成都"]
 
 segment = st.tuples(
     st.integers(0, N_VEHICLES),  # vehicle (N_VEHICLES: the one registered live)
@@ -106,8 +111,12 @@ def scenario(draw: Any) -> dict[str, Any]:
                 st.integers(-3600, 20000),
                 st.integers(0, 60000),
                 st.integers(0, len(cuts) + 1),
+                st.sampled_from(ORDER_STATES),
+                st.integers(0, 3),  # id: equal ids are versions of one order
+                st.sampled_from(REGIONS),
+                st.sampled_from([None, "d1", "d2"]),  # driver
             ),
-            max_size=4,
+            max_size=6,
         )
     )
     ticks = draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
@@ -159,10 +168,19 @@ def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any
     out_r: list[Any] = []
 
     def orders_at(k: int) -> None:
-        for j, (v, typ, a, d, at) in enumerate(sc["orders"]):
+        for v, typ, a, d, at, state, j, region, driver in sc["orders"]:
             if at == k:
                 o = DispatchOrder(
-                    f"o{j}", f"v{v}", typ, sc["start"] + a * 1000, sc["start"] + (a + d) * 1000
+                    f"o{j}",
+                    f"v{v}",
+                    typ,
+                    sc["start"] + a * 1000,
+                    sc["start"] + (a + d) * 1000,
+                    approved=state != "pending",
+                    approved_at=sc["start"] + (a + d) * 1000 if at > 0 else None,
+                    state=state,
+                    region=region,
+                    driver_id=driver,
                 )
                 out_v.extend(vec.add_order(o))
                 out_r.extend(ref.add_order(o))
