@@ -126,7 +126,7 @@ class OrderBook:
         self._by_id: dict[str, DispatchOrder] = {}
         self._orders: list[DispatchOrder] = []
         self._compiled: tuple[tuple[int, int], Any] | None = None
-        self._cover: tuple[tuple[int, int, int], Any] | None = None
+        self._cover: dict[tuple[int, int, int, bool], Any] = {}
         for o in orders:
             self.put(o)
 
@@ -145,7 +145,8 @@ class OrderBook:
         else:
             del self._by_id[order.id]
         self._orders = sorted(self._by_id.values(), key=lambda o: o.id)
-        self._compiled = self._cover = None
+        self._compiled = None
+        self._cover = {}
         return old
 
     def add(self, order: DispatchOrder) -> bool:
@@ -180,52 +181,75 @@ class OrderBook:
                 best = o
         return best
 
+    def covering_in_org(self, registry: Registry, org: int, ts: int) -> DispatchOrder | None:
+        """:meth:`covering` over the orders of every vehicle of organisation ``org`` (its
+        registry index, exactly that organisation, not its units)."""
+        best: DispatchOrder | None = None
+        for o in self._orders:
+            v = registry.by_id(o.vehicle_id)
+            if (
+                v is not None
+                and int(registry.org_index[v]) == org
+                and o.start <= ts <= o.end
+                and (best is None or (o.start, o.id) > (best.start, best.id))
+            ):
+                best = o
+        return best
+
     def cover_index(
         self,
         registry: Registry,
         vehicle: npt.NDArray[np.int32],
         ts: npt.NDArray[np.int64],
         pad_ms: int = 0,
+        *,
+        by_org: bool = False,
     ) -> npt.NDArray[np.int64]:
         """:meth:`covering` for columns (vectorized): the position in :meth:`orders` of
-        each row's covering order, -1 for none."""
+        each row's covering order, -1 for none. ``by_org``: :meth:`covering_in_org` of
+        the row vehicle's organisation instead."""
         out = np.full(vehicle.shape[0], -1, np.int64)
         if not self._orders or vehicle.shape[0] == 0:
             return out
-        starts, labels = self._cover_table(registry, pad_ms)
+        starts, labels = self._cover_table(registry, pad_ms, by_org)
         if starts.size == 0:
             return out
-        key = (vehicle.astype(np.int64) << _SHIFT) + ts
+        group = registry.org_index[vehicle] if by_org else vehicle
+        key = (group.astype(np.int64) << _SHIFT) + ts
         pos = np.searchsorted(starts, key, side="right") - 1
         ok = pos >= 0
         out[ok] = labels[pos[ok]]
         return out
 
-    def _cover_table(self, registry: Registry, pad_ms: int) -> Any:
-        # Elementary intervals per vehicle: between consecutive window edges the covering
-        # order is constant; each interval's start (packed with the vehicle) and its label.
-        key = (id(registry), registry.version, pad_ms)
-        if self._cover is not None and self._cover[0] == key:
-            return self._cover[1]
-        per_v: dict[int, list[tuple[int, int, int, str]]] = {}
+    def _cover_table(self, registry: Registry, pad_ms: int, by_org: bool) -> Any:
+        # Elementary intervals per vehicle (or organisation): between consecutive window
+        # edges the covering order is constant; each interval's packed start and label.
+        key = (id(registry), registry.version, pad_ms, by_org)
+        got = self._cover.get(key)
+        if got is not None:
+            return got
+        per_g: dict[int, list[tuple[int, int, int, str]]] = {}
         for k, o in enumerate(self._orders):
             v = registry.by_id(o.vehicle_id)
             if v is not None:
-                per_v.setdefault(v, []).append((o.start - pad_ms, o.end + pad_ms, k, o.id))
+                g = int(registry.org_index[v]) if by_org else v
+                per_g.setdefault(g, []).append((o.start - pad_ms, o.end + pad_ms, k, o.id))
         starts: list[int] = []
         labels: list[int] = []
-        for v in sorted(per_v):
-            spans = per_v[v]
+        for g in sorted(per_g):
+            spans = per_g[g]
             edges = sorted({a for a, _, _, _ in spans} | {b + 1 for _, b, _, _ in spans})
             for e in edges:
-                best = None
+                best: tuple[tuple[int, str], int] | None = None
                 for a, b, k, oid in spans:
                     if a <= e <= b and (best is None or (a, oid) > best[0]):
                         best = ((a, oid), k)
-                starts.append((v << _SHIFT) + e)
+                starts.append((g << _SHIFT) + e)
                 labels.append(best[1] if best is not None else -1)
         table = (np.array(starts, np.int64), np.array(labels, np.int64))
-        self._cover = (key, table)
+        if len(self._cover) > 8:
+            self._cover.clear()
+        self._cover[key] = table
         return table
 
     def excuses_at(self, vehicle_id: str, ts: int) -> int:

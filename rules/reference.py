@@ -24,6 +24,9 @@ from rules.episodes import EpisodeBook, Raw, apply_order
 from rules.events import AlarmEvent
 from rules.features import fence_names, off_hours_detail, schedule_of_org, season_of, step_m
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
+from rules.regions import inside_one
+
+_MISMATCH = ("", "region", "window_late", "window_early", "vehicle")
 
 __all__ = ["ReferenceEngine"]
 
@@ -101,6 +104,7 @@ class ReferenceEngine:
         self.vehicles = [_Vehicle() for _ in range(len(registry))]
         self.book = EpisodeBook(registry, critical=frozenset(cfg.terminal_alarm.critical))
         self.max_ts: int | None = None
+        self.cards: dict[str, str] = {}  # vehicle id → driver card in it
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -514,8 +518,82 @@ class ReferenceEngine:
             elif action == "close":
                 raw(8, "no_order", "close", d.started, d.runstart, {})
 
+        if cfg.order_mismatch.enabled and facts is not None:
+            om = cfg.order_mismatch
+            why = 0
+            if order is not None and order.region is not None:
+                ok = inside_one(
+                    order.region, r["lon"], r["lat"], om.region_tolerance_km, om.corridor_km
+                )
+                why = 0 if ok else 1
+            away = facts["has_lot"] and not facts["lot"]
+            t = veh.deb("order_mismatch.trip")
+            boundary = away != t.runval
+            if boundary:
+                t.runval, t.runstart = away, ts
+            under = int(away and order is not None)
+            t.acc = under if (away and boundary) else max(t.acc, under)
+            pad = round(om.window_tolerance_minutes * 60_000)
+            late = (
+                away and order is None and t.acc > 0 and self.orders.covering(vid, ts, pad) is None
+            )
+            early = away and order is not None and t.runstart < order.start - pad
+            if why == 0 and late:
+                why = 2
+            if why == 0 and early:
+                why = 3
+            other = None
+            if (
+                om.vehicle_check
+                and away
+                and order is None
+                and ts - t.runstart >= round(om.vehicle_grace_s * 1000)
+            ):
+                other = self.orders.covering_in_org(
+                    self.registry, int(self.registry.org_index[v]), ts
+                )
+                if why == 0 and other is not None:
+                    why = 4
+            action, _, _, d = run(
+                9, "order_mismatch", why > 0, om.min_duration_s, om.close_after_s, dict
+            )
+            if action == "open":
+                o = other if why == 4 else order if why != 2 else None
+                det: dict[str, Any] = {"reason": _MISMATCH[why], "order": o.id if o else None}
+                if why == 1 and o is not None:
+                    det["region"] = o.region
+                if why == 3:
+                    det["left_at"] = t.runstart
+                if why == 4 and o is not None:
+                    det["order_vehicle"] = o.vehicle_id
+                raw(9, "order_mismatch", "open", d.started, None, det)
+            elif action == "close":
+                raw(9, "order_mismatch", "close", d.started, d.runstart, {})
+
+        if cfg.driver_mismatch.enabled:
+            dm = cfg.driver_mismatch
+            card = self.cards.get(vid)
+            c = bool(order is not None and card and order.driver_id and card != order.driver_id)
+            action, _, _, d = run(
+                10, "driver_mismatch", c, dm.min_duration_s, dm.close_after_s, dict
+            )
+            if action == "open":
+                assert order is not None
+                dd = {"driver": card, "order_driver": order.driver_id, "order": order.id}
+                raw(10, "driver_mismatch", "open", d.started, None, dd)
+            elif action == "close":
+                raw(10, "driver_mismatch", "close", d.started, d.runstart, {})
+
         found.sort(key=lambda t: (t[0], t[1]))
         return [t[2] for t in found]
+
+    def driver_card(self, vehicle_id: str, driver_id: str | None, ts: int) -> list[AlarmEvent]:
+        if vehicle_id in self.registry.ids:
+            if driver_id:
+                self.cards[vehicle_id] = driver_id
+            else:
+                self.cards.pop(vehicle_id, None)
+        return []
 
     def _org_on(self, v: int, names: list[str]) -> bool:
         o = int(self.registry.org_index[v])

@@ -42,6 +42,13 @@ CFG = RulesConfig.model_validate(
         "fatigue": {"max_driving_s": 1800, "rest_s": 600},
         "sealed_moving": {"min_duration_s": 0, "close_after_s": 40},
         "no_order": {"orgs": ["bureau"], "min_km": 1, "min_minutes": 2, "close_after_s": 60},
+        "order_mismatch": {
+            "window_tolerance_minutes": 2,
+            "vehicle_grace_s": 30,
+            "min_duration_s": 10,
+            "close_after_s": 30,
+        },
+        "driver_mismatch": {"min_duration_s": 0, "close_after_s": 20},
     }
 )
 
@@ -108,8 +115,8 @@ def scenario(draw: Any) -> dict[str, Any]:
             st.tuples(
                 st.integers(0, N_VEHICLES - 1),
                 st.sampled_from(ORDER_TYPES),
-                st.integers(-3600, 20000),
-                st.integers(0, 60000),
+                st.sampled_from([-3600, -60, 0, 300, 1200, 5000, 20000]),  # start, s
+                st.sampled_from([0, 120, 600, 1800, 3600, 60000]),  # duration, s
                 st.integers(0, len(cuts) + 1),
                 st.sampled_from(ORDER_STATES),
                 st.integers(0, 3),  # id: equal ids are versions of one order
@@ -117,6 +124,16 @@ def scenario(draw: Any) -> dict[str, Any]:
                 st.sampled_from([None, "d1", "d2"]),  # driver
             ),
             max_size=6,
+        )
+    )
+    cards = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(cuts) + 1),
+                st.integers(0, N_VEHICLES),
+                st.sampled_from([None, "d1", "d2", "d3"]),
+            ),
+            max_size=4,
         )
     )
     ticks = draw(st.lists(st.booleans(), min_size=len(cuts) + 1, max_size=len(cuts) + 1))
@@ -132,6 +149,7 @@ def scenario(draw: Any) -> dict[str, Any]:
         "cuts": cuts,
         "shuffle": shuffle,
         "orders": orders,
+        "cards": cards,
         "ticks": ticks,
     }
 
@@ -184,6 +202,10 @@ def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any
                 )
                 out_v.extend(vec.add_order(o))
                 out_r.extend(ref.add_order(o))
+        for at, v, driver in sc["cards"]:
+            if at == k:
+                out_v.extend(vec.driver_card(f"v{v}", driver, sc["start"]))
+                out_r.extend(ref.driver_card(f"v{v}", driver, sc["start"]))
 
     for k in range(len(bounds) - 1):
         orders_at(k)
