@@ -559,14 +559,17 @@ class ReferenceEngine:
             )
             if action == "open":
                 o = other if why == 4 else order if why != 2 else None
-                det: dict[str, Any] = {"reason": _MISMATCH[why], "order": o.id if o else None}
+                om_det: dict[str, Any] = {
+                    "reason": _MISMATCH[why],
+                    "order": o.id if o else None,
+                }
                 if why == 1 and o is not None:
-                    det["region"] = o.region
+                    om_det["region"] = o.region
                 if why == 3:
-                    det["left_at"] = t.runstart
+                    om_det["left_at"] = t.runstart
                 if why == 4 and o is not None:
-                    det["order_vehicle"] = o.vehicle_id
-                raw(9, "order_mismatch", "open", d.started, None, det)
+                    om_det["order_vehicle"] = o.vehicle_id
+                raw(9, "order_mismatch", "open", d.started, None, om_det)
             elif action == "close":
                 raw(9, "order_mismatch", "close", d.started, d.runstart, {})
 
