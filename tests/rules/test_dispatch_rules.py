@@ -209,3 +209,115 @@ def test_replay_and_reference_agree_on_no_order() -> None:
     want = episodes(ref.process(parts))
     assert [e for e in got if e.kind != "offline"] == want
     assert sorted(e.vehicle_id for e in got if e.kind == "no_order") == ["v0", "v2"]
+
+
+# -- regions ------------------------------------------------------------------------------------
+
+CHONGQING = (106.55, 29.57)
+NANCHONG = (106.08, 30.80)
+GUANG_AN = (106.63, 30.47)  # the city's seat, 广安区
+
+
+def test_regions_known_and_unknown() -> None:
+    from rules.regions import inside_one, known_region
+
+    for r in (
+        None,
+        "city",
+        "county:岳池县",
+        "county:岳池",
+        "out_of_city:重庆",
+        "out_of_city:Nanchong",
+    ):
+        assert known_region(r), r
+    assert not known_region("county:朝阳区") and not known_region("out_of_city:拉萨")
+    assert inside_one("out_of_city:拉萨", *CHONGQING, 2.0, 15.0)  # unknown: not checked
+    assert inside_one("city", *GUANG_AN, 0.0, 0.0)
+    assert not inside_one("city", *CHONGQING, 2.0, 15.0)
+    assert inside_one("out_of_city:重庆", *CHONGQING, 2.0, 15.0)
+    assert inside_one("out_of_city:南充", *NANCHONG, 2.0, 15.0)
+    assert not inside_one("out_of_city:南充", *CHONGQING, 2.0, 15.0)
+    assert not inside_one("county:武胜县", *GUANG_AN, 0.0, 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(
+        ["city", "county:广安区", "county:邻水县", "out_of_city:重庆", "out_of_city:成都"]
+    ),
+    st.lists(st.tuples(st.floats(103.5, 108.5), st.floats(29.0, 32.5)), min_size=1, max_size=30),
+    st.sampled_from([0.0, 2.0]),
+)
+def test_inside_agrees_with_inside_one(
+    region: str, pts: list[tuple[float, float]], tol: float
+) -> None:
+    from rules.regions import inside, inside_one
+
+    lon = np.array([p[0] for p in pts])
+    lat = np.array([p[1] for p in pts])
+    got = inside(region, lon, lat, tol, 15.0)
+    assert got.tolist() == [inside_one(region, a, b, tol, 15.0) for a, b in pts]
+
+
+# -- order_mismatch and driver_mismatch ---------------------------------------------------------
+
+
+def out_and_back(v: int, start: int, to: tuple[float, float], minutes: float) -> list[Any]:
+    return [
+        trip(v, start, 5, at=IN_LOT, speed=0, acc=False, move=False),
+        trip(v, start + 5 * 60_000 + 30_000, minutes, at=to, speed=60),
+        trip(v, start + int((6 + minutes) * 60_000), 20, at=IN_LOT, speed=0, acc=False, move=False),
+    ]
+
+
+def test_trip_to_the_wrong_city_is_order_mismatch() -> None:
+    t = local_ms(*WED, 9)
+    o = DispatchOrder("o1", "v0", "out_of_area", t, t + 8 * 3_600_000, region="out_of_city:南充")
+    ev = engine(orders=[o]).process(batch(*out_and_back(0, t, CHONGQING, 60)))
+    (opened, closed) = of(ev, "order_mismatch")
+    assert opened.detail == {"reason": "region", "order": "o1", "region": "out_of_city:南充"}
+    assert closed.action == "close"
+    assert of(ev, "out_of_area") == []  # the order excuses leaving the city, not the city
+    right = engine(orders=[o]).process(batch(*out_and_back(0, t, NANCHONG, 60)))
+    assert of(right, "order_mismatch") == []
+
+
+def test_trip_outliving_its_window_is_order_mismatch() -> None:
+    t = local_ms(*WED, 9)
+    o = DispatchOrder("o1", "v0", "local", t, t + 30 * 60_000)  # a 30-minute order
+    ev = engine(orders=[o]).process(batch(*out_and_back(0, t, TOWN, 120)))
+    (opened, _) = of(ev, "order_mismatch")
+    assert opened.detail["reason"] == "window_late"
+    # 30 minutes' tolerance after the end, then the 60 s debounce
+    assert opened.started_at > t + 60 * 60_000
+    within = engine(orders=[o]).process(batch(*out_and_back(0, t, TOWN, 40)))
+    assert of(within, "order_mismatch") == []
+
+
+def test_the_car_that_drives_is_not_the_one_on_the_order() -> None:
+    t = local_ms(*WED, 9)
+    o = DispatchOrder("o1", "v0", "local", t, t + 4 * 3_600_000)  # v0 is booked…
+    ev = engine(orders=[o]).process(batch(*out_and_back(2, t, TOWN, 60)))  # …v2 drives
+    (opened, _) = of(ev, "order_mismatch")
+    assert opened.vehicle_id == "v2"
+    assert opened.detail == {"reason": "vehicle", "order": "o1", "order_vehicle": "v0"}
+
+
+def test_driver_card_of_someone_else_is_driver_mismatch() -> None:
+    t = local_ms(*WED, 9)
+    o = DispatchOrder("o1", "v0", "local", t, t + 4 * 3_600_000, driver_id="d-zhang")
+    eng = engine(orders=[o])
+    eng.driver_card("v0", "d-zhang", t)
+    assert of(eng.process(batch(trip(0, t + 60_000, 10))), "driver_mismatch") == []
+    eng.driver_card("v0", "d-li", t + 11 * 60_000)
+    ev = eng.process(batch(trip(0, t + 12 * 60_000, 10)))
+    (opened,) = of(ev, "driver_mismatch")
+    assert opened.detail == {"driver": "d-li", "order_driver": "d-zhang", "order": "o1"}
+    eng.driver_card("v0", None, t + 23 * 60_000)  # card out: nothing known against it
+    ev = eng.process(batch(trip(0, t + 24 * 60_000, 10)))
+    assert [e.action for e in of(ev, "driver_mismatch")] == ["close"]
+    # the card survives a restart
+    eng.driver_card("v0", "d-li", t + 35 * 60_000)
+    two = engine(orders=[o])
+    two.restore(eng.state_bytes())
+    assert two._card[0] == "d-li"
