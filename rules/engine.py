@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -445,6 +445,8 @@ class RulesEngine:
         self._no_order_on = orgs_on(registry, cfg.no_order.orgs)
         self._card = np.full(n, "", dtype=object)  # driver card in each vehicle ("": none)
         self._drivers = False  # a driver card was ever reported
+        #: card report (JT/T 808 0x0702) → driver id; None: no driver known (card out)
+        self.card_driver: Callable[[Any], str | None] = lambda msg: msg.driver_key
 
     # -- live registry (records issue) ---------------------------------------------------------
 
@@ -577,6 +579,24 @@ class RulesEngine:
             self._card[v] = driver_id or ""
             self._drivers = self._drivers or bool(driver_id)
         return []
+
+    def driver_cards(self, others: Iterable[tuple[str, Any]]) -> list[AlarmEvent]:
+        """Apply the driver identity reports among the non-position JT/T 808 messages of
+        an ingest flush (``Flush.others``: ``(phone, Decoded)``): each 0x0702 sets its
+        vehicle's driver through :meth:`driver_card`. The card's driver is
+        :attr:`card_driver` of the message — by default its certificate number
+        (从业资格证编码), which the records' driver ids must then be, or a resolver
+        that maps it. Anything else in ``others`` is ignored."""
+        out: list[AlarmEvent] = []
+        for phone, decoded in others:
+            msg = getattr(decoded, "message", decoded)
+            if not hasattr(msg, "driver_key") or not hasattr(msg, "time_ms"):
+                continue
+            v = self.registry.by_terminal(phone)
+            if v is not None:
+                driver = self.card_driver(msg)
+                out += self.driver_card(self.registry.ids[v], driver, int(msg.time_ms))
+        return out
 
     def close_episode(self, alarm_id: str, now_ms: int) -> list[AlarmEvent]:
         """Close an open episode by hand (an operator's decision); ``[]`` if it is not open.
