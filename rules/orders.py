@@ -339,7 +339,9 @@ def _parse_time(text: str, tz: ZoneInfo, line: int, column: str) -> int:
 def parse_orders_csv(
     text: str, registry: Registry | None = None, *, timezone: str = "Asia/Shanghai"
 ) -> list[DispatchOrder]:
-    """Orders from CSV text: ``id,vehicle,type,start,end[,approved][,approved_at]``.
+    """Orders from CSV text: ``id,vehicle,type,start,end[,approved][,approved_at]``
+    ``[,driver][,region][,state]`` (``region``: empty, ``city``, ``county:<name>`` or
+    ``out_of_city:<city>``; ``state``: one of :data:`ORDER_STATES`, default approved).
 
     ``vehicle`` is the vehicle id or, given a registry, its plate. Times are
     ISO 8601; without an offset they are local time in ``timezone``. A bad row
@@ -399,6 +401,14 @@ def _order_row(
     oid = (row["id"] or "").strip() or f"csv-{line}"
     if len(oid) > 64:
         raise BadRecord("bad_order", f"line {line}: id longer than 64 characters")
+    state = (row.get("state") or "").strip() or "approved"
+    if state not in ORDER_STATES:
+        raise BadRecord("bad_order", f"line {line}: state {state!r} is not one of {ORDER_STATES}")
+    region = (row.get("region") or "").strip() or None
+    try:
+        parse_region(region)
+    except Misuse as exc:
+        raise BadRecord("bad_order", f"line {line}: {exc}") from exc
     return DispatchOrder(
         id=oid,
         vehicle_id=vehicle,
@@ -407,6 +417,9 @@ def _order_row(
         end=end,
         approved=flag in _TRUE,
         approved_at=_parse_time(approved_at, tz, line, "approved_at") if approved_at else None,
+        driver_id=(row.get("driver") or "").strip() or None,
+        region=region,
+        state=state,
     )
 
 

@@ -321,3 +321,42 @@ def test_driver_card_of_someone_else_is_driver_mismatch() -> None:
     two = engine(orders=[o])
     two.restore(eng.state_bytes())
     assert two._card[0] == "d-li"
+
+
+# -- CSV and replay -----------------------------------------------------------------------------
+
+
+def test_csv_carries_driver_region_and_state() -> None:
+    from fleetwatch.errors import BadRecord
+    from rules.orders import parse_orders_csv, parse_orders_rows
+
+    text = (
+        "id,vehicle,type,start,end,driver,region,state\n"
+        "a,v0,local,2026-11-25T09:00,2026-11-25T12:00,d1,out_of_city:重庆,completed\n"
+        "b,v0,local,2026-11-25T09:00,2026-11-25T12:00,,,\n"
+    )
+    a, b = parse_orders_csv(text)
+    assert (a.driver_id, a.region, a.state) == ("d1", "out_of_city:重庆", "completed")
+    assert (b.driver_id, b.region, b.state) == (None, None, "approved")
+    bad = text.replace("completed", "lost").replace(",,,", ",,province:x,")
+    good, rejected = parse_orders_rows(bad)
+    assert good == [] and [line for line, _ in rejected] == [2, 3]
+    assert "state" in rejected[0][1] and "region" in rejected[1][1]
+    with pytest.raises(BadRecord):
+        parse_orders_csv(bad)
+
+
+def test_replay_holds_the_last_version_of_each_order() -> None:
+    t = local_ms(*WED, 10)
+    approved = DispatchOrder("o1", "v0", "local", t, t + 2 * 3_600_000)
+    cancelled = DispatchOrder("o1", "v0", "local", t, t + 2 * 3_600_000, state="cancelled")
+    parts = batch(*day_out(0, t, 60))
+    reg = make_registry(3)
+
+    def kinds(orders: list[DispatchOrder]) -> list[str]:
+        got = replay([parts], NO_ORDER, reg, fences=lambda: FENCES, orders=orders)
+        return [e.kind for e in episodes(got) if e.kind != "offline"]
+
+    assert kinds([approved]) == []
+    assert kinds([approved, cancelled]) == ["no_order"]
+    assert kinds([cancelled, approved]) == []
