@@ -37,7 +37,7 @@ from shapely.geometry import LineString, Point, Polygon
 
 from rules.orders import parse_region
 
-__all__ = ["CITIES_PATH", "inside", "inside_one", "known_region", "region_shape"]
+__all__ = ["CITIES_PATH", "city_centres", "inside", "inside_one", "known_region", "region_shape"]
 
 CITIES_PATH = Path(__file__).parent / "data" / "neighbour_cities.json"
 _KM_PER_DEG = 111.32
@@ -62,6 +62,12 @@ def _cities() -> dict[str, Any]:
         for name in (c["name"], *c.get("aliases", ())):
             out[name.casefold()] = (Point(lon * _XS, lat), shape)
     return out
+
+
+def city_centres() -> dict[str, tuple[float, float]]:
+    """The neighbouring cities this module knows: name → (lon, lat) of the centre."""
+    data = json.loads(CITIES_PATH.read_text(encoding="utf-8"))
+    return {c["name"]: (float(c["centre"][0]), float(c["centre"][1])) for c in data["cities"]}
 
 
 @functools.cache
