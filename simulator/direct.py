@@ -17,7 +17,7 @@ from fleetwatch.config import parse_config
 from fleetwatch.registry import Registry
 from simulator.fleet import Fleet, FleetSpec, vehicle_id
 from simulator.scenario import fleet_config
-from simulator.verify import Raised, Truth, match
+from simulator.verify import Raised, Truth, match, order_summary
 
 __all__ = ["verify_direct"]
 
@@ -76,4 +76,6 @@ def verify_direct(
         for v in fleet.violations(until_ms=end_ms)
         if v.start_ms >= start_ms
     ]
-    return match(truth, raised, end_ms=end_ms)
+    report = match(truth, raised, end_ms=end_ms)
+    report["orders"] = order_summary(fleet.orders(until_ms=end_ms))
+    return report

@@ -32,7 +32,7 @@ from simulator.fleet import TZ_OFFSET_MS, Fleet, FleetSpec, is_workday, vehicle_
 from simulator.mqtt import publish_fleet
 from simulator.plan import DAY
 from simulator.scenario import fleet_config
-from simulator.verify import Raised, Truth, match
+from simulator.verify import Raised, Truth, match, order_summary
 
 __all__ = ["DEFAULT_SCENARIO", "VerifyOptions", "default_day", "verify_run"]
 
@@ -238,6 +238,7 @@ async def verify_run(
         for a in alarms
     ]
     report = match(truth, raised, end_ms=end_ms)
+    report["orders"] = order_summary(fleet.orders(until_ms=end_ms))
     report["run"] = {
         "day": day.isoformat(),
         "from_ms": start_ms,

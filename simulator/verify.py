@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_AFTER_MS", "DEFAULT_DUE_MS", "Raised", "Truth", "match"]
+__all__ = ["DEFAULT_AFTER_MS", "DEFAULT_DUE_MS", "Raised", "Truth", "match", "order_summary"]
 
 # How long after a violation starts its alarm is due, by kind (the debounce of the
 # configuration the scenario writes, plus two report intervals).
@@ -153,3 +153,15 @@ def match(
         "false_negatives": fn,
         "kinds": kinds,
     }
+
+
+def order_summary(orders: Iterable[Any]) -> dict[str, int]:
+    """How many dispatch orders the scenario filed, by what they are: approved in time,
+    rejected, late (补单: filed after the trip ended), naming a region."""
+    out = {"filed": 0, "approved": 0, "rejected": 0, "late": 0, "with_region": 0}
+    for o in orders:
+        out["filed"] += 1
+        out["rejected" if o.state == "rejected" else "approved"] += 1
+        out["late"] += int(o.filed_ms > o.end)
+        out["with_region"] += int(o.region is not None)
+    return out

@@ -66,4 +66,6 @@ def test_the_default_scenario_through_the_rules_engine_scores_100_percent() -> N
     assert rep["kinds"]["no_order"]["matched"] == 3
     assert rep["kinds"]["order_mismatch"]["matched"] == 1
     assert rep["kinds"]["off_hours"]["matched"] == 4
+    assert rep["orders"]["rejected"] == 1 and rep["orders"]["late"] == 1
+    assert rep["orders"]["with_region"] == 1 and rep["orders"]["approved"] >= 3
     assert rep["precision"] == rep["recall"] == 1.0
