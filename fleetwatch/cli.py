@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--from", dest="from_", required=True, help="ISO date/time or epoch ms")
     r.add_argument("--to", required=True)
+    r.add_argument("--orders", help="dispatch orders CSV (id,vehicle,type,start,end[,...])")
     r.add_argument("--json", action="store_true")
     return p
 

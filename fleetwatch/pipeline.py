@@ -139,6 +139,8 @@ class Pipeline:
             for dl in flush.dead_letters:
                 m.rejected.labels(dl.reason).inc()
             events: list[AlarmEvent] = []
+            if flush.others and hasattr(self.engine, "driver_cards"):  # 0x0702 driver cards
+                self.engine.driver_cards(flush.others)  # type: ignore[union-attr]
             if len(batch):
                 m.positions_in.inc(len(batch))
                 m.batch_rows.observe(len(batch))

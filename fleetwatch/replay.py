@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -68,8 +68,11 @@ async def read_batches(
     return out
 
 
-async def replay_history(cfg: Config, from_ms: int, to_ms: int) -> list[AlarmEvent]:
-    """Every episode event the rules find in stored history between the two times."""
+async def replay_history(
+    cfg: Config, from_ms: int, to_ms: int, orders: Sequence[Any] = ()
+) -> list[AlarmEvent]:
+    """Every episode event the rules find in stored history between the two times, with
+    ``orders`` (dispatch orders, every version in order: the latest of an id holds)."""
     from fleetwatch.service import _fences, _history
     from rules.replay import replay
 
@@ -95,6 +98,7 @@ async def replay_history(cfg: Config, from_ms: int, to_ms: int) -> list[AlarmEve
         fences=lambda: fences.index,
         timezone=cfg.service.timezone,
         vehicle_state=cfg.vehicle_state,
+        orders=orders,
     )
 
 
@@ -116,7 +120,14 @@ def _rows(events: list[AlarmEvent]) -> Iterator[dict[str, Any]]:
 
 def replay_main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    events = asyncio.run(replay_history(cfg, parse_when(args.from_), parse_when(args.to)))
+    orders: list[Any] = []
+    if getattr(args, "orders", None):
+        from rules.orders import load_orders_csv
+
+        orders = load_orders_csv(
+            args.orders, Registry.from_config(cfg), timezone=cfg.service.timezone
+        )
+    events = asyncio.run(replay_history(cfg, parse_when(args.from_), parse_when(args.to), orders))
     rows = list(_rows(events))
     if args.json:
         for row in rows:

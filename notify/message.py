@@ -38,6 +38,9 @@ KIND_NAMES: Mapping[str, str] = {
     "fatigue": "疲劳驾驶",
     "sealed_moving": "封存车辆移动",
     "record_due": "证照到期提醒",
+    "no_order": "无单派车",
+    "order_mismatch": "派车单不符",
+    "driver_mismatch": "人车不符",
 }
 PURPOSE_NAMES: Mapping[str, str] = {"open": "报警", "close": "报警解除", "escalate": "报警升级"}
 SEVERITY_NAMES: Mapping[str, str] = {"info": "提示", "warning": "一般", "critical": "紧急"}

@@ -40,7 +40,8 @@ def replay(
 
     ``orders`` are known from the start (hindsight): a trip an order covers
     opens no episode at all, where live it may have opened and later been
-    marked covered.
+    marked covered. Several versions of one id may be given, oldest first: the
+    last one holds (a rejected or cancelled last version excuses nothing).
     """
     book = OrderBook(orders, excuses=cfg.orders.excuses)
     engine = RulesEngine(

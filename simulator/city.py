@@ -101,6 +101,13 @@ class City:
     def leaf_orgs(self) -> tuple[str, ...]:
         return tuple(lot.org for lot in self.lots)
 
+    @property
+    def childless_orgs(self) -> tuple[str, ...]:
+        """The lot-holding organisations with no unit under them (in :attr:`leaf_orgs`
+        order): a per-organisation rule switched on for one of them reaches no other."""
+        parents = {p for _, _, p in self.orgs if p}
+        return tuple(o for o in self.leaf_orgs if o not in parents)
+
     def lot_of(self, org: str) -> Lot:
         for lot in self.lots:
             if lot.org == org:

@@ -134,6 +134,8 @@ def _print_report(rep: dict[str, object]) -> None:
             f"{k:<18}{s['injected']:>9}{s['raised']:>8}{s['precision']:>7.2f}{s['recall']:>8.2f}"
             f"{s['delay_s_p50'] if s['delay_s_p50'] is not None else '-':>11}"
         )
+    if rep.get("orders"):
+        print(f"orders: {rep['orders']}")
     print(f"precision {rep['precision']}, recall {rep['recall']}")
 
 

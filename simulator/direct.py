@@ -17,7 +17,7 @@ from fleet.registry import Registry
 from fleetwatch.config import parse_config
 from simulator.fleet import Fleet, FleetSpec, vehicle_id
 from simulator.scenario import fleet_config
-from simulator.verify import Raised, Truth, match
+from simulator.verify import Raised, Truth, match, order_summary
 
 __all__ = ["verify_direct"]
 
@@ -42,9 +42,15 @@ def verify_direct(
     )
     fleet = Fleet(spec, start_ms)
     events = []
+    filed = 0
     t = start_ms
     while t < end_ms:
         t = min(t + step_ms, end_ms)
+        # Orders reach the engine when they are filed (a 补单 after its trip).
+        orders = fleet.orders(until_ms=t)
+        for o in orders[filed:]:
+            events += engine.add_order(o.dispatch_order())
+        filed = len(orders)
         cols = fleet.step(t)
         if len(cols["ts"]):
             batch = PositionBatch.from_columns(
@@ -63,12 +69,17 @@ def verify_direct(
             )
             events += engine.process(batch)
         events += engine.tick(t)
+    covered = {e.id: e.covered for e in events}  # the last word on each episode
     raised = [
-        Raised(e.id, e.kind, e.vehicle_id, e.started_at, e.ts) for e in events if e.action == "open"
+        Raised(e.id, e.kind, e.vehicle_id, e.started_at, e.ts, covered[e.id])
+        for e in events
+        if e.action == "open"
     ]
     truth = [
-        Truth(v.kind, vehicle_id(v.vehicle), v.start_ms, v.end_ms)
+        Truth(v.kind, vehicle_id(v.vehicle), v.start_ms, v.end_ms, v.detail.get("covered"))
         for v in fleet.violations(until_ms=end_ms)
         if v.start_ms >= start_ms
     ]
-    return match(truth, raised, end_ms=end_ms)
+    report = match(truth, raised, end_ms=end_ms)
+    report["orders"] = order_summary(fleet.orders(until_ms=end_ms))
+    return report

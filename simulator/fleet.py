@@ -32,17 +32,29 @@ import numpy.typing as npt
 from simulator.city import City, build_city
 from simulator.plan import (
     DAY,
+    MIN,
+    ORDER_VIOLATIONS,
     VIOLATION_KINDS,
     AlarmSpell,
     DayPlan,
     Leg,
     PlanParams,
     Silence,
+    Trip,
     Violation,
     plan_day,
 )
 
-__all__ = ["COLUMNS", "Fleet", "FleetSpec", "Violation", "terminal_id", "vehicle_id"]
+__all__ = [
+    "COLUMNS",
+    "ORDER_VIOLATIONS",
+    "Fleet",
+    "FleetSpec",
+    "PlannedOrder",
+    "Violation",
+    "terminal_id",
+    "vehicle_id",
+]
 
 TZ_OFFSET_MS = 8 * 3_600_000  # Asia/Shanghai, no daylight saving
 
@@ -94,6 +106,14 @@ class FleetSpec:
     offline_share: float = 0.0
     sos_share: float = 0.0
     signal_loss_share: float = 0.0  # blind areas then 0x0704 back-fill: not a violation
+    # Dispatch orders (派车单): the first ``ordered_orgs`` units dispatch every trip by
+    # order, with no_order on; their vehicles take the order violations (per day, office).
+    ordered_orgs: int = 0
+    order_missing_share: float = 0.0
+    order_rejected_share: float = 0.0
+    order_approved_share: float = 0.0
+    order_late_share: float = 0.0
+    order_wrong_city_share: float = 0.0
     windows_summer: tuple[str, ...] = ("08:30-12:00", "14:30-18:00")
     windows_winter: tuple[str, ...] = ("08:30-12:00", "14:00-17:30")
     summer: tuple[str, str] = ("05-01", "09-30")
@@ -108,6 +128,45 @@ class FleetSpec:
             "offline": self.offline_share,
             "sos": self.sos_share,
         }
+
+    def order_shares(self) -> dict[str, float]:
+        return {
+            "order_missing": self.order_missing_share,
+            "order_rejected": self.order_rejected_share,
+            "order_approved": self.order_approved_share,
+            "order_late": self.order_late_share,
+            "order_wrong_city": self.order_wrong_city_share,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedOrder:
+    """A dispatch order the scenario files: ``filed_ms`` is when FleetWatch learns of it
+    (a 补单 after its trip). Fields as :class:`rules.orders.DispatchOrder` takes them."""
+
+    id: str
+    vehicle: int
+    type: str
+    start: int
+    end: int
+    state: str
+    filed_ms: int
+    region: str | None = None
+
+    def dispatch_order(self) -> Any:
+        from rules.orders import DispatchOrder
+
+        return DispatchOrder(
+            self.id,
+            vehicle_id(self.vehicle),
+            self.type,
+            self.start,
+            self.end,
+            approved=self.state != "rejected",
+            approved_at=self.filed_ms,
+            region=self.region,
+            state=self.state,
+        )
 
 
 def _minutes(w: str) -> tuple[int, int]:
@@ -184,6 +243,7 @@ class Fleet:
         ]
         self._mileage = [1000.0 + 37.0 * i % 5000 for i in range(spec.vehicles)]
         self._violations: list[Violation] = []
+        self._orders: list[PlannedOrder] = []
         self._plan_next_day()
 
     # -- plans ------------------------------------------------------------------------------
@@ -197,8 +257,10 @@ class Fleet:
         if spec.schedule != "office":
             return {}
         rng = random.Random(f"{spec.seed}:day:{day_start}")
-        order = list(range(spec.vehicles))
-        rng.shuffle(order)
+        everyone = list(range(spec.vehicles))
+        rng.shuffle(everyone)
+        ordered = self.ordered_orgs()
+        order = [v for v in everyone if self._v[v].org not in ordered]
         out: dict[int, str] = {}
         k = 0
         workday = is_workday(day_start)
@@ -209,7 +271,61 @@ class Fleet:
             for v in order[k : k + count]:
                 out[v] = what
             k += count
+        by_order = [v for v in everyone if self._v[v].org in ordered]
+        k = 0
+        for what, share in spec.order_shares().items():
+            if share <= 0 or not workday:
+                continue
+            count = max(1, round(share * spec.vehicles))
+            for v in by_order[k : k + count]:
+                out[v] = what
+            k += count
         return out
+
+    def ordered_orgs(self) -> tuple[str, ...]:
+        """The units that dispatch by order (no_order on for them)."""
+        return self.city.childless_orgs[: self.spec.ordered_orgs]
+
+    def orders(self, until_ms: int | None = None) -> list[PlannedOrder]:
+        """Every order filed before ``until_ms``, in filing order."""
+        out = [o for o in self._orders if until_ms is None or o.filed_ms < until_ms]
+        return sorted(out, key=lambda o: (o.filed_ms, o.id))
+
+    def _plan_orders(self, v: _Vehicle, day_start: int, plan: DayPlan, what: str | None) -> None:
+        if v.org not in self.ordered_orgs():
+            return
+        for n, trip in enumerate(plan.trips):
+            oid = f"sim-{vehicle_id(v.i)}-{day_start // DAY}-{n}"
+            start, end = trip.t0 - 5 * MIN, trip.t1 + 10 * MIN
+            typ = "out_of_area" if trip.what == "out_of_city" else "local"
+            if trip.what == "ordinary" and what == "order_missing" and n == 0:
+                continue  # the trip without an order
+            state, filed, region = "approved", start - 30 * MIN, None
+            if trip.what == "evening" and what == "order_rejected":
+                state = "rejected"
+            elif trip.what == "evening" and what == "order_late":
+                filed = trip.t1 + 30 * MIN  # 补单: filed after the trip
+            elif trip.what == "out_of_city":
+                region = f"out_of_city:{self._wrong_city(trip)}"
+            self._orders.append(PlannedOrder(oid, v.i, typ, start, end, state, filed, region))
+
+    def _wrong_city(self, trip: Trip) -> str:
+        """A neighbouring city in another direction than the trip went: the order names it."""
+        from rules.regions import city_centres, inside_one
+
+        lat, lon = self.city.to_latlon(trip.x, trip.y)
+        c_lat, c_lon = self.spec.center_lat, self.spec.center_lon
+        went = math.atan2(lat - c_lat, lon - c_lon)
+        best = None
+        for name, (x, y) in sorted(city_centres().items()):
+            off = abs(math.remainder(math.atan2(y - c_lat, x - c_lon) - went, math.tau))
+            if not inside_one(f"out_of_city:{name}", lon, lat, 0.5, 15.0) and (
+                best is None or off > best[0]
+            ):
+                best = (off, name)
+        if best is None:
+            raise AssertionError("no neighbouring city lies away from the trip")
+        return best[1]
 
     def _params(self, day_start: int, i: int, lossy: set[int]) -> PlanParams:
         spec = self.spec
@@ -253,6 +369,7 @@ class Fleet:
             self._add(v, plan)
             self._ends[v.i] = (plan.end_x, plan.end_y)
             self._violations.extend(plan.violations)
+            self._plan_orders(v, day_start, plan, assigned.get(v.i))
         self._planned_until = day_start + DAY
 
     def _add(self, v: _Vehicle, plan: DayPlan) -> None:

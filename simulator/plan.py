@@ -8,6 +8,13 @@ and uploaded when the signal comes back, as a 0x0704 blind-area batch).
 
 Each injected violation is written down as a :class:`Violation` — the ground
 truth ``fleetwatch simulate --verify`` compares FleetWatch's alarms with.
+
+Dispatch orders (派车单): each trip is also written down as a :class:`Trip`; a
+vehicle of an organisation that dispatches by order (``FleetSpec.ordered_orgs``)
+gets an approved order for each ordinary trip (see ``Fleet.orders``), and the
+order violations (:data:`ORDER_VIOLATIONS`) bend that: no order at all, a
+rejected one, an approved one (nothing to raise), a 补单 filed after the trip, an
+out-of-city order naming the wrong city.
 """
 
 from __future__ import annotations
@@ -20,7 +27,17 @@ from typing import Any
 
 from simulator.city import City
 
-__all__ = ["VIOLATION_KINDS", "AlarmSpell", "DayPlan", "Leg", "Silence", "Violation", "plan_day"]
+__all__ = [
+    "ORDER_VIOLATIONS",
+    "VIOLATION_KINDS",
+    "AlarmSpell",
+    "DayPlan",
+    "Leg",
+    "Silence",
+    "Trip",
+    "Violation",
+    "plan_day",
+]
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -35,6 +52,15 @@ VIOLATION_KINDS: dict[str, str] = {
     "no_return": "parking_violation",
     "offline": "offline",
     "sos": "terminal_alarm",
+}
+# Order violations: the behaviour → the alarm kinds FleetWatch should raise (with
+# no_order on for the vehicle's organisation). "order_approved" raises nothing.
+ORDER_VIOLATIONS: dict[str, tuple[str, ...]] = {
+    "order_missing": ("no_order",),  # a daytime trip, no order
+    "order_rejected": ("off_hours", "no_order"),  # an evening trip, its order rejected
+    "order_approved": (),  # an evening trip, its order approved: nothing to raise
+    "order_late": ("off_hours", "no_order"),  # an evening trip, a 补单 afterwards: covered
+    "order_wrong_city": ("order_mismatch",),  # out of the city, the order names another
 }
 
 
@@ -87,6 +113,19 @@ class Violation:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """One trip out of the lot and back: leaves at ``t0``, back at ``t1``. ``what``:
+    ``"ordinary"``, ``"evening"`` (the after-hours errand) or ``"out_of_city"``; ``x``, ``y``
+    where it went (local metres)."""
+
+    t0: int
+    t1: int
+    what: str
+    x: float = 0.0
+    y: float = 0.0
+
+
 @dataclass(slots=True)
 class DayPlan:
     legs: list[Leg]
@@ -95,6 +134,7 @@ class DayPlan:
     violations: list[Violation]
     end_x: float
     end_y: float
+    trips: list[Trip] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +279,7 @@ def plan_day(
     spells: list[AlarmSpell] = []
     silences: list[Silence] = []
     found: list[Violation] = []
+    trips: list[Trip] = []
     day_end = day_start + DAY
     if params.schedule == "always":
         while b.t < day_end:
@@ -304,8 +345,15 @@ def plan_day(
             for tc, inside in _crossings(city, b.legs[legs_before:]):
                 if not inside:
                     t_out = tc
+                elif violation == "order_wrong_city":
+                    found.append(
+                        Violation("order_mismatch", vehicle, t_out, tc, "order_wrong_city")
+                    )
                 else:
                     found.append(Violation("out_of_area", vehicle, t_out, tc, "out_of_area"))
+            far = out_pts[-1]
+            what = "out_of_city" if path is not None else "ordinary"
+            trips.append(Trip(depart, b.t, what, far[0], far[1]))
         return True
 
     def stay_len(lo: int, hi: int) -> int:
@@ -327,7 +375,7 @@ def plan_day(
                 dest, w0, w1, stay_len(10, 30), fast=params.limit_kmh + rng.uniform(20, 30)
             ):
                 raise AssertionError("speeding trip does not fit the morning")
-        elif first and violation == "out_of_area":
+        elif first and violation in ("out_of_area", "order_wrong_city"):
             # Out along the shortest road that leaves the real city boundary, 2.5 km past it.
             path = city.exit_path(org, beyond_m=2500.0)
             if not trip_out_back(path[-1], w0, w1, stay_len(10, 20), path=path):
@@ -369,6 +417,15 @@ def plan_day(
             found.append(
                 Violation("parking_violation", vehicle, max(night, b.t), morning, "no_return")
             )
+        elif first and violation == "order_missing":
+            for _ in range(20):
+                dest = _dest(city, rng, home, 0.7)
+                if trip_out_back(dest, w0, w1, stay_len(25, 45)):
+                    t0, t1 = trips[-1].t0, trips[-1].t1
+                    found.append(Violation("no_order", vehicle, t0, t1, "order_missing"))
+                    break
+            else:
+                raise AssertionError("trip without an order does not fit the morning")
         elif rng.random() < 0.75:
             for _ in range(5):
                 dest = _dest(city, rng, home, 0.7)
@@ -382,13 +439,21 @@ def plan_day(
             b.park(s1 + MIN)
             silences.append(Silence(s0, s1, False))
             found.append(Violation("offline", vehicle, s0, s1, "offline"))
-    if violation == "off_hours":
+    evening = ("off_hours", "order_rejected", "order_approved", "order_late")
+    if violation in evening:
         # An evening errand, outside every window, back in the lot before the night.
         t_go = day_start + 19 * HOUR + rng.randint(0, 60 * MIN)
         b.park(t_go)
         dest = _dest(city, rng, home, 0.5)
+        if violation != "off_hours":  # far enough for no_order's 2 km, whatever the order
+            while math.hypot(dest[0] - lot.x, dest[1] - lot.y) < 3000.0:
+                dest = _dest(city, rng, home, 0.5)
         _drive(b, route(city, b.x, b.y, *dest))
         _drive(b, route(city, b.x, b.y, lot.x, lot.y))
-        found.append(Violation("off_hours", vehicle, t_go, b.t, "off_hours"))
+        trips.append(Trip(t_go, b.t, "evening", dest[0], dest[1]))
+        kinds = ("off_hours",) if violation == "off_hours" else ORDER_VIOLATIONS[violation]
+        for kind in kinds:
+            covered = {"covered": violation == "order_late"} if violation != "off_hours" else {}
+            found.append(Violation(kind, vehicle, t_go, b.t, violation, covered))
     b.park(day_end)
-    return DayPlan(b.legs, spells, silences, found, b.x, b.y)
+    return DayPlan(b.legs, spells, silences, found, b.x, b.y, trips)

@@ -32,7 +32,7 @@ from simulator.fleet import TZ_OFFSET_MS, Fleet, FleetSpec, is_workday, vehicle_
 from simulator.mqtt import publish_fleet
 from simulator.plan import DAY
 from simulator.scenario import fleet_config
-from simulator.verify import Raised, Truth, match
+from simulator.verify import Raised, Truth, match, order_summary
 
 __all__ = ["DEFAULT_SCENARIO", "VerifyOptions", "default_day", "verify_run"]
 
@@ -48,6 +48,12 @@ DEFAULT_SCENARIO = FleetSpec(
     offline_share=0.05,
     sos_share=0.05,
     signal_loss_share=0.1,
+    ordered_orgs=2,
+    order_missing_share=0.025,
+    order_rejected_share=0.025,
+    order_approved_share=0.025,
+    order_late_share=0.025,
+    order_wrong_city_share=0.025,
 )
 
 
@@ -151,8 +157,22 @@ async def verify_run(
             )
             await asyncio.sleep(0.3)
 
+            filed = [0]
+            pending: set[asyncio.Task[None]] = set()
+
             def on_step(now: int, sent: int) -> None:
                 sim["now"] = now
+                # Orders reach the engine when filed (a 补单 after its trip); what they
+                # cover after the fact goes out like the engine's own events.
+                orders = fleet.orders(until_ms=now)
+                events = []
+                for o in orders[filed[0] :]:
+                    events += svc.engine.add_order(o.dispatch_order())
+                filed[0] = len(orders)
+                if events:
+                    task = asyncio.ensure_future(svc.pipeline.inject_events(events))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
                 if on_progress is not None:
                     on_progress(now, sent)
 
@@ -172,8 +192,12 @@ async def verify_run(
                 on_step=on_step,
             )
             wall = time.monotonic() - t0
+            on_step(end_ms, sent)  # the orders filed by the end of the run
             # Let the last batches through the pipeline before reading the alarms.
             await asyncio.sleep(1.0)
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+            await asyncio.sleep(0.5)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as http:
                 alarms = []
                 page = 1
@@ -198,7 +222,7 @@ async def verify_run(
             if not service.done():
                 await asyncio.wait_for(service, 30)
     truth = [
-        Truth(v.kind, vehicle_id(v.vehicle), v.start_ms, v.end_ms)
+        Truth(v.kind, vehicle_id(v.vehicle), v.start_ms, v.end_ms, v.detail.get("covered"))
         for v in fleet.violations(until_ms=end_ms)
         if v.start_ms >= start_ms
     ]
@@ -209,10 +233,12 @@ async def verify_run(
             a.get("vehicle_id") or a.get("vehicle"),
             int(a["started_at"]),
             seen.get(a["id"]),
+            bool(a.get("covered")),
         )
         for a in alarms
     ]
     report = match(truth, raised, end_ms=end_ms)
+    report["orders"] = order_summary(fleet.orders(until_ms=end_ms))
     report["run"] = {
         "day": day.isoformat(),
         "from_ms": start_ms,

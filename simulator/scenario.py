@@ -156,6 +156,11 @@ def fleet_config(
                 "night_end": "06:00",
             },
             "terminal_alarm": {"bits": ["sos"], "critical": ["sos"], "close_after_s": 30},
+            # The units that dispatch by order (FleetSpec.ordered_orgs) check no_order. The
+            # wrong-car check is off: a car out with no order while a colleague's order runs
+            # would raise it too, and the scenario's ground truth does not model that.
+            "no_order": {"orgs": list(city.childless_orgs[: spec.ordered_orgs])},
+            "order_mismatch": {"region_tolerance_km": 0.5, "vehicle_check": False},
         },
         "orgs": [{"id": i, "name": n, **({"parent": p} if p else {})} for i, n, p in city.orgs],
         "vehicles": [

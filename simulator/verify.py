@@ -8,6 +8,9 @@ Matching is one to one, earliest first: a second alarm for the same violation
 (an episode split in two) is a false positive, and so is any alarm nothing
 explains. A violation whose alarm was not yet due when the run ended
 (``start + due_ms[kind] > end_ms``) is left out of the count, not missed.
+A violation that says whether its alarm must end up ``covered`` (by an order
+filed after the fact, 补单; or not, for a rejected order) matches only an alarm
+in that state.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_AFTER_MS", "DEFAULT_DUE_MS", "Raised", "Truth", "match"]
+__all__ = ["DEFAULT_AFTER_MS", "DEFAULT_DUE_MS", "Raised", "Truth", "match", "order_summary"]
 
 # How long after a violation starts its alarm is due, by kind (the debounce of the
 # configuration the scenario writes, plus two report intervals).
@@ -28,6 +31,8 @@ DEFAULT_DUE_MS: dict[str, int] = {
     "parking_violation": 1_800_000 + 180_000,
     "offline": 600_000 + 300_000,
     "terminal_alarm": 60_000,
+    "no_order": 25 * 60_000,  # 20 minutes away (or 2 km) without an order, plus reports
+    "order_mismatch": 180_000,
 }
 # How long after a violation ended an alarm may still start and be explained by it.
 DEFAULT_AFTER_MS: dict[str, int] = {"parking_violation": 1_900_000, "offline": 900_000}
@@ -39,6 +44,7 @@ class Truth:
     vehicle: str
     start_ms: int
     end_ms: int
+    covered: bool | None = None  # None: either way
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,7 @@ class Raised:
     vehicle: str
     started_at: int
     raised_ms: int | None = None
+    covered: bool = False  # covered by an order when the run ended
 
 
 @dataclass(slots=True)
@@ -112,7 +119,14 @@ def match(
         lo = t.start_ms - before_ms
         hi = min(t.end_ms, end_ms) + after.get(t.kind, 60_000)
         cands = pool.get((t.kind, t.vehicle), [])
-        hit = next((r for r in cands if lo <= r.started_at <= hi), None)
+        hit = next(
+            (
+                r
+                for r in cands
+                if lo <= r.started_at <= hi and (t.covered is None or r.covered == t.covered)
+            ),
+            None,
+        )
         if hit is None:
             if t.start_ms + due.get(t.kind, 60_000) > end_ms:
                 s.not_due += 1
@@ -139,3 +153,15 @@ def match(
         "false_negatives": fn,
         "kinds": kinds,
     }
+
+
+def order_summary(orders: Iterable[Any]) -> dict[str, int]:
+    """How many dispatch orders the scenario filed, by what they are: approved in time,
+    rejected, late (补单: filed after the trip ended), naming a region."""
+    out = {"filed": 0, "approved": 0, "rejected": 0, "late": 0, "with_region": 0}
+    for o in orders:
+        out["filed"] += 1
+        out["rejected" if o.state == "rejected" else "approved"] += 1
+        out["late"] += int(o.filed_ms > o.end)
+        out["with_region"] += int(o.region is not None)
+    return out

@@ -5,7 +5,9 @@ One JSON object per frame on standard output, with the keys of
 positions, batch_type`` and ``ack`` (the 0x8001/0x0001 reply fields, or null);
 a platform command (0x8300, 0x8203, 0x8201, 0x8202, 0x8103, 0x8104, 0x8106,
 0x8105) or a terminal's specific reply (0x0201, 0x0104) adds ``command``: its
-kind and fields (a 0x0201's position also goes to ``positions``).
+kind and fields (a 0x0201's position also goes to ``positions``); a 0x0702 driver
+identity report adds ``driver_card`` (status, time, read result, name, certificate,
+issuer, validity, ID number).
 ``--verbose`` adds ``detail`` (why a frame is invalid), ``quirks`` (what
 lenient decoding let through) and ``split`` ([total, index] of a sub-package).
 Exit status 0 when every frame is valid, 1 otherwise, 2 on bad usage.
@@ -42,6 +44,7 @@ from ingest.jt808.downlink import (
 from ingest.jt808.frame import Header, parse_frame
 from ingest.jt808.framing import split_frames
 from ingest.jt808.messages import (
+    DriverIdentity,
     Location,
     LocationBatch,
     PlatformReply,
@@ -51,7 +54,7 @@ from ingest.jt808.messages import (
 )
 from ingest.jt808.reassembly import Reassembler
 
-__all__ = ["decode_main", "frame_to_json", "location_to_json"]
+__all__ = ["decode_main", "driver_card_to_json", "frame_to_json", "location_to_json"]
 
 _GMT8 = timezone(timedelta(hours=8))
 _VERBOSE_KEYS = ("detail", "quirks", "split")
@@ -68,6 +71,19 @@ def location_to_json(loc: Location) -> dict[str, Any]:
         "alarm": loc.alarm,
         "status": loc.status,
         "mileage_km": loc.mileage_km,
+    }
+
+
+def driver_card_to_json(card: DriverIdentity) -> dict[str, Any]:
+    return {
+        "status": "in" if card.inserted else "out",
+        "time": datetime.fromtimestamp(card.time_ms / 1000, tz=_GMT8).isoformat(),
+        "read_result": card.read_result,
+        "name": card.name,
+        "certificate": card.certificate,
+        "issuer": card.issuer,
+        "valid_until": card.valid_until,
+        "id_number": card.id_number,
     }
 
 
@@ -100,6 +116,8 @@ def frame_to_json(decoded: Decoded) -> dict[str, Any]:
     elif isinstance(msg, LocationBatch):
         out["positions"] = [location_to_json(loc) for loc in msg.locations]
         out["batch_type"] = msg.batch_type
+    elif isinstance(msg, DriverIdentity):
+        out["driver_card"] = driver_card_to_json(msg)
     elif isinstance(msg, PlatformReply | TerminalReply):
         out["ack"] = {"serial": msg.reply_serial, "msg_id": msg.reply_msg_id, "result": msg.result}
     elif isinstance(msg, RawMessage) and msg.msg_id in DOWNLINK_IDS:

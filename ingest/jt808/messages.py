@@ -2,7 +2,8 @@
 
 Messages covered (JT/T 808-2019 chapter 8): 0x0001/0x8001 general replies,
 0x0002 heartbeat, 0x0003 logout, 0x0100 registration, 0x8100 registration
-reply, 0x0102 authentication, 0x0200 location report, 0x0704 location batch.
+reply, 0x0102 authentication, 0x0200 location report, 0x0704 location batch,
+0x0702 driver identity report (驾驶员身份信息采集上报, the driver's IC card).
 Anything else decodes to :class:`RawMessage`.
 """
 
@@ -17,6 +18,7 @@ from ingest.jt808.bits import STATUS_SOUTH, STATUS_WEST
 __all__ = [
     "FIXED_ITEM_LENGTHS",
     "Authentication",
+    "DriverIdentity",
     "Heartbeat",
     "Location",
     "LocationBatch",
@@ -42,6 +44,7 @@ MSG_REGISTRATION = 0x0100
 MSG_AUTHENTICATION = 0x0102
 MSG_LOCATION = 0x0200
 MSG_LOCATION_BATCH = 0x0704
+MSG_DRIVER_IDENTITY = 0x0702
 MSG_PLATFORM_REPLY = 0x8001
 MSG_REGISTRATION_REPLY = 0x8100
 
@@ -166,6 +169,50 @@ class LocationBatch:
         return self.batch_type == 1
 
 
+#: 0x0702 IC card read results (JT/T 808-2013 table 78 / 2019 table 87).
+CARD_READ_RESULTS: dict[int, str] = {
+    0: "ok",
+    1: "key_auth_failed",  # 卡片密钥认证未通过
+    2: "card_locked",  # 卡片已被锁定
+    3: "card_pulled",  # 卡片被拔出
+    4: "checksum_error",  # 数据校验错误
+}
+CARD_INSERTED = 0x01  # 从业资格证 IC 卡插入 (驾驶员上班)
+CARD_REMOVED = 0x02  # 从业资格证 IC 卡拔出 (驾驶员下班)
+
+
+@dataclass(frozen=True, slots=True)
+class DriverIdentity:
+    """0x0702 driver identity report (2013 and 2019 layouts).
+
+    ``status`` 1: the qualification card (从业资格证 IC 卡) went in, 2: it came out;
+    ``time_ms`` when. Only an inserted card has ``read_result`` (0 = read); only a card
+    read has the rest: ``name``, ``certificate`` (从业资格证编码, 20 bytes), ``issuer``
+    (发证机构名称), ``valid_until`` (证件有效期, ``YYYY-MM-DD``) and, in the 2019
+    layout, ``id_number`` (驾驶员身份证号, 20 bytes)."""
+
+    status: int
+    time_ms: int
+    read_result: int | None = None
+    name: str | None = None
+    certificate: str | None = None
+    issuer: str | None = None
+    valid_until: str | None = None
+    id_number: str | None = None
+
+    @property
+    def inserted(self) -> bool:
+        return self.status == CARD_INSERTED
+
+    @property
+    def driver_key(self) -> str | None:
+        """Who is driving, as far as the card says: the certificate number of a card that
+        was read, None when the card came out or could not be read."""
+        if self.inserted and self.read_result == 0 and self.certificate:
+            return self.certificate
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     pass
@@ -256,6 +303,7 @@ Message: TypeAlias = (
     | TerminalReply
     | PlatformReply
     | RegistrationReply
+    | DriverIdentity
     | RawMessage
     | SplitPart
 )
@@ -270,6 +318,7 @@ MESSAGE_IDS: dict[type, int] = {
     LocationBatch: MSG_LOCATION_BATCH,
     PlatformReply: MSG_PLATFORM_REPLY,
     RegistrationReply: MSG_REGISTRATION_REPLY,
+    DriverIdentity: MSG_DRIVER_IDENTITY,
 }
 
 
@@ -418,6 +467,52 @@ def _decode_authentication(body: bytes, version: int) -> Authentication:
     )
 
 
+def _bcd_date(b: bytes) -> str:
+    """4-byte BCD ``YYYYMMDD`` → ``"YYYY-MM-DD"`` (checked)."""
+    digits = "".join(f"{x >> 4}{x & 0xF}" for x in b)
+    if any(x >> 4 > 9 or x & 0xF > 9 for x in b):
+        raise FrameError("body", f"validity date {b.hex()} is not BCD")
+    y, m, d = int(digits[:4]), int(digits[4:6]), int(digits[6:])
+    if not (1 <= m <= 12 and 1 <= d <= _month_days(y, m)):
+        raise FrameError("body", f"validity date {digits} is not a date")
+    return f"{y:04d}-{m:02d}-{d:02d}"
+
+
+def _decode_driver(body: bytes, version: int) -> DriverIdentity:
+    _need(body, 7, "driver identity")
+    status = body[0]
+    if status not in (CARD_INSERTED, CARD_REMOVED):
+        raise FrameError("body", f"driver identity status {status} is not 1 (in) or 2 (out)")
+    time_ms = bcd_time_to_ms(body[1:7])
+    if status == CARD_REMOVED:
+        return DriverIdentity(status, time_ms)
+    _need(body, 8, "driver identity (card inserted)")
+    result = body[7]
+    if result != 0:
+        return DriverIdentity(status, time_ms, result)
+    i = 8
+    _need(body, i + 1, "driver identity (name length)")
+    n = body[i]
+    i += 1
+    _need(body, i + n + 20 + 1, "driver identity (name, certificate)")
+    name = _text(body[i : i + n])
+    i += n
+    cert = _text(body[i : i + 20])
+    i += 20
+    m = body[i]
+    i += 1
+    _need(body, i + m + 4, "driver identity (issuer, validity)")
+    issuer = _text(body[i : i + m])
+    i += m
+    valid = _bcd_date(body[i : i + 4])
+    i += 4
+    id_number = None
+    if version == 2019:
+        _need(body, i + 20, "driver identity (2019: ID number)")
+        id_number = _text(body[i : i + 20])
+    return DriverIdentity(status, time_ms, 0, name, cert, issuer, valid, id_number)
+
+
 def decode_body(msg_id: int, body: bytes, *, version: int = 2013, lenient: bool = False) -> Message:
     """Decode the body of a (complete, non-split) message."""
     if msg_id == MSG_LOCATION:
@@ -436,6 +531,8 @@ def decode_body(msg_id: int, body: bytes, *, version: int = 2013, lenient: bool 
         _need(body, 5, "general reply")
         cls = PlatformReply if msg_id == MSG_PLATFORM_REPLY else TerminalReply
         return cls(_u16(body, 0), _u16(body, 2), body[4])
+    if msg_id == MSG_DRIVER_IDENTITY:
+        return _decode_driver(body, version)
     if msg_id == MSG_REGISTRATION_REPLY:
         _need(body, 3, "registration reply")
         return RegistrationReply(_u16(body, 0), body[2], _text(body[3:]))
@@ -497,6 +594,26 @@ def _encode_location(loc: Location) -> bytes:
     return bytes(out)
 
 
+def _encode_driver(msg: DriverIdentity, version: int) -> bytes:
+    out = bytes([msg.status]) + ms_to_bcd_time(msg.time_ms)
+    if msg.status != CARD_INSERTED:
+        return out
+    out += bytes([msg.read_result or 0])
+    if msg.read_result:
+        return out
+    name = (msg.name or "").encode("gbk")
+    issuer = (msg.issuer or "").encode("gbk")
+    if len(name) > 255 or len(issuer) > 255:
+        raise Misuse("driver name and issuer are at most 255 bytes")
+    y, m, d = (msg.valid_until or "2000-01-01").split("-")
+    valid = bytes.fromhex(f"{int(y):04d}{int(m):02d}{int(d):02d}")
+    out += bytes([len(name)]) + name + _fixed_text(msg.certificate or "", 20, "certificate")
+    out += bytes([len(issuer)]) + issuer + valid
+    if version == 2019:
+        out += _fixed_text(msg.id_number or "", 20, "id_number")
+    return out
+
+
 def encode_body(msg: Message, *, version: int = 2013) -> tuple[int, bytes]:
     """A message → ``(msg_id, body)``. ``version`` picks the 2011/2013/2019 body layout."""
     if isinstance(msg, Location):
@@ -541,6 +658,8 @@ def encode_body(msg: Message, *, version: int = 2013) -> tuple[int, bytes]:
         return MSG_REGISTRATION_REPLY, msg.reply_serial.to_bytes(2, "big") + bytes(
             [msg.result]
         ) + code
+    if isinstance(msg, DriverIdentity):
+        return MSG_DRIVER_IDENTITY, _encode_driver(msg, version)
     if isinstance(msg, RawMessage):
         return msg.msg_id, msg.body
     raise Misuse(f"cannot encode {type(msg).__name__} on its own; encode the whole message")

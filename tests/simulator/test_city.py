@@ -35,15 +35,17 @@ def test_the_allowed_region_is_the_real_city_boundary() -> None:
 
 @pytest.mark.parametrize("seed", [1, 3])
 def test_only_the_out_of_area_trips_leave_the_city(seed: int) -> None:
+    # …and the out-of-city trip under an order naming the wrong city (order_mismatch)
     spec = replace(DEFAULT_SCENARIO, vehicles=40, seed=seed)
     fleet = Fleet(spec, DAY0)
     cols = fleet.step(DAY0 + DAY)
     outside = ~shapely.intersects_xy(city_outline(), cols["lon"], cols["lat"])
-    leavers = {v.vehicle for v in fleet.violations(DAY0 + DAY) if v.kind == "out_of_area"}
-    assert len(leavers) == 2
+    out_kinds = ("out_of_area", "order_mismatch")
+    leavers = {v.vehicle for v in fleet.violations(DAY0 + DAY) if v.kind in out_kinds}
+    assert len(leavers) == 3
     assert set(np.unique(cols["vehicle"][outside]).tolist()) == leavers
     for v in fleet.violations(DAY0 + DAY):
-        if v.kind != "out_of_area":
+        if v.kind not in out_kinds:
             continue
         rows = cols["vehicle"] == v.vehicle
         out_ts = cols["ts"][rows & outside]

@@ -40,7 +40,8 @@ def test_parked_at_the_lot_at_night_and_moving_only_in_working_hours() -> None:
     spec = replace(SPEC, vehicles=20)
     f = Fleet(spec, DAY0)
     cols = f.step(DAY0 + DAY)
-    bad = {v.vehicle for v in f.violations(DAY0 + DAY)}
+    # an approved order's evening trip is no violation, but no office-hours day either
+    bad = {v.vehicle for v in f.violations(DAY0 + DAY)} | set(f.assignments(DAY0))
     local_min = ((cols["ts"] - DAY0) // MIN).astype(int)
     good = ~np.isin(cols["vehicle"], list(bad))
     night = (local_min < 6 * 60) | (local_min >= 22 * 60)
@@ -79,9 +80,18 @@ def test_each_injected_violation_is_recorded_once() -> None:
             "terminal_alarm",
         ]
         * 2
+        # the orders: none, rejected, approved, 补单, wrong city
+        + ["no_order", "off_hours", "no_order", "off_hours", "no_order", "order_mismatch"]
     )
     assert all(v.end_ms > v.start_ms for v in got)
-    assert len({v.vehicle for v in got}) == len(got)  # one violation per vehicle and day
+    # one violation per vehicle and day; an order violation may raise two kinds
+    assert len({(v.vehicle, v.kind) for v in got}) == len(got)
+    assert {v.vehicle for v in got} <= set(f.assignments(DAY0))
+    orders = f.orders(DAY0 + DAY)
+    states = {o.state for o in orders}
+    assert states == {"approved", "rejected"}
+    assert any(o.filed_ms > o.end for o in orders)  # the 补单
+    assert sum(1 for o in orders if o.region and o.region.startswith("out_of_city:")) == 1
 
 
 def test_speeding_and_sos_show_in_the_reports() -> None:

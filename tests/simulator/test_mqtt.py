@@ -19,7 +19,7 @@ from tests.simulator.conftest import Collector
 pytestmark = pytest.mark.services
 
 DAY0 = _day_start(dt.date(2026, 11, 24))
-SPEC = replace(DEFAULT_SCENARIO, vehicles=10, signal_loss_share=1.0)
+SPEC = replace(DEFAULT_SCENARIO, vehicles=10, signal_loss_share=1.0, ordered_orgs=0)
 END = DAY0 + 12 * 3_600_000
 
 

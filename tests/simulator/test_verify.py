@@ -60,5 +60,12 @@ def test_the_default_scenario_through_the_rules_engine_scores_100_percent() -> N
     d0 = _day_start(dt.date(2026, 11, 24))
     rep = verify_direct(replace(DEFAULT_SCENARIO, vehicles=40), d0, d0 + 24 * H)
     assert rep["false_positives"] == 0 and rep["false_negatives"] == 0, rep
-    assert rep["matched"] == 14
+    # 14 of the seven kinds; orders: no order (no_order), rejected (off_hours + no_order),
+    # approved (nothing), 补单 (off_hours + no_order, both covered), wrong city (order_mismatch)
+    assert rep["matched"] == 20
+    assert rep["kinds"]["no_order"]["matched"] == 3
+    assert rep["kinds"]["order_mismatch"]["matched"] == 1
+    assert rep["kinds"]["off_hours"]["matched"] == 4
+    assert rep["orders"]["rejected"] == 1 and rep["orders"]["late"] == 1
+    assert rep["orders"]["with_region"] == 1 and rep["orders"]["approved"] >= 3
     assert rep["precision"] == rep["recall"] == 1.0

@@ -18,7 +18,9 @@ DAY0 = _day_start(dt.date(2026, 11, 24))
 
 
 def day_columns() -> dict[str, np.ndarray]:
-    f = Fleet(replace(DEFAULT_SCENARIO, vehicles=10, signal_loss_share=1.0), DAY0)
+    # no orders: every vehicle without a violation loses its signal on its trip
+    spec = replace(DEFAULT_SCENARIO, vehicles=10, signal_loss_share=1.0, ordered_orgs=0)
+    f = Fleet(spec, DAY0)
     return f.step(DAY0 + 86_400_000)
 
 

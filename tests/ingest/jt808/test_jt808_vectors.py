@@ -59,6 +59,8 @@ def test_valid_vector_decodes(v: dict[str, Any], capsys: pytest.CaptureFixture[s
         assert obj["batch_type"] == v["batch_type"]
     if "ack" in v:
         assert obj["ack"] == v["ack"]
+    if "driver_card" in v:  # 0x0702: the card's fields, the whole object
+        assert obj.pop("driver_card") == v["driver_card"]
     assert set(obj) == {
         "valid", "why_invalid", "msg_id", "version", "phone", "serial",
         "positions", "batch_type", "ack",
