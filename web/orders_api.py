@@ -150,7 +150,10 @@ class EmergencyBody(_Window):
 
 
 class PatchBody(_Body):
-    purpose: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    purpose: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+        | None
+    ) = None
     passengers: int | None = Field(None, ge=1, le=60)
     passenger_names: Text | None = None
     destination: Destination | None = None
