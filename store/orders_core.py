@@ -141,7 +141,7 @@ class OrderFlowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chain: list[Step] = Field(
-        default_factory=lambda: ["unit_head", "office"],
+        default_factory=lambda: list[Step](["unit_head", "office"]),
         min_length=1,
         description="approval steps of a request, in order (unit_head: the unit's own "
         "approver; office: an approver of an organisation above it)",

@@ -221,15 +221,15 @@ async def test_add_get_list_and_filters(store: OrderStore) -> None:
     got = await store.get("ws", "A")
     assert got is not None and got["purpose"] == "开会" and got["version"] == 1
     assert [o["org"] for o in await store.by_id("A")] == ["ws", "yc"]
-    assert [o["id"] for o in await store.list()] == ["A", "A", "B"]
-    assert [o["id"] for o in await store.list(orgs=["yc"])] == ["A"]
-    assert await store.list(orgs=[]) == []
-    assert [o["id"] for o in await store.list(states=["dispatched"])] == ["B"]
-    assert [o["id"] for o in await store.list(from_ms=T0 + 3_600_001)] == ["B"]
-    assert [o["id"] for o in await store.list(to_ms=T0 + 7_200_000)] == ["A", "A"]
-    assert [o["org"] for o in await store.list(requester="li")] == ["yc"]
-    assert [o["id"] for o in await store.list(vehicle="V1")] == ["B"]
-    assert [o["id"] for o in await store.list(limit=1)] == ["A"]
+    assert [o["id"] for o in await store.select()] == ["A", "A", "B"]
+    assert [o["id"] for o in await store.select(orgs=["yc"])] == ["A"]
+    assert await store.select(orgs=[]) == []
+    assert [o["id"] for o in await store.select(states=["dispatched"])] == ["B"]
+    assert [o["id"] for o in await store.select(from_ms=T0 + 3_600_001)] == ["B"]
+    assert [o["id"] for o in await store.select(to_ms=T0 + 7_200_000)] == ["A", "A"]
+    assert [o["org"] for o in await store.select(requester="li")] == ["yc"]
+    assert [o["id"] for o in await store.select(vehicle="V1")] == ["B"]
+    assert [o["id"] for o in await store.select(limit=1)] == ["A"]
     held = await store.holding(T0 + 8_000_000, T0 + 8_000_001, ["dispatched", "out"])
     assert [o["id"] for o in held] == ["B"]
     assert await store.holding(T0, T0 + 1, ["dispatched"]) == []
@@ -245,7 +245,7 @@ async def test_update_is_a_compare_and_set(store: OrderStore) -> None:
     assert await store.update({**b, "state": "rejected"}) is None  # read before: refused
     now = await store.get("ws", "A")
     assert now is not None and now["state"] == "approved" and now["version"] == 2
-    assert [o["id"] for o in await store.list(states=["approved"])] == ["A"]
+    assert [o["id"] for o in await store.select(states=["approved"])] == ["A"]
 
 
 async def test_concurrent_decisions_one_wins(store: OrderStore) -> None:
