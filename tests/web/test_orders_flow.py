@@ -641,3 +641,90 @@ async def test_messages_reach_the_approver_and_the_requester(
     finally:
         notifier.stop()
         await run
+
+
+def test_demo_accounts_hold_their_duties_and_one_approval_step() -> None:
+    from fleetwatch.config import parse_config
+    from simulator.fleet import FleetSpec
+    from simulator.scenario import demo_config
+    from store.orders_core import chain_for, step_approver_orgs
+
+    cfg = parse_config(demo_config(FleetSpec(vehicles=4), mqtt_port=1, web_port=2, db_path="x"))
+    users = {u.username: (u.org, u.role, u.duties) for u in cfg.web.users}
+    assert users["demo"] == ("ga", "operator", ["requester", "dispatcher"])
+    assert users["admin"] == ("ga", "admin", ["requester", "approver", "dispatcher"])
+    assert users["keyuan"] == ("ga-yc-nyj", "viewer", ["requester"])
+    assert users["chuzhang"] == ("ga-yc", "operator", ["approver"])
+    assert users["wusheng"][2] == []
+    reg = Registry.from_config(cfg)
+    up = [reg.orgs.ids[i] for i in _ancestors(reg, "ga-yc-nyj")]
+    assert chain_for(cfg.web.orders, up) == ["office"]
+    assert "ga-yc" in step_approver_orgs("office", up)  # chuzhang decides keyuan's request
+    assert step_approver_orgs("office", ["ga"]) == ("ga",)  # admin decides demo's
+
+
+def _ancestors(reg: Registry, org: str) -> list[int]:
+    i = list(reg.orgs.ids).index(org)
+    out = []
+    while i >= 0:
+        out.append(i)
+        i = int(reg.orgs.parent[i])
+    return out
+
+
+async def test_order_messages_queue_in_the_postgresql_outbox(unique: str) -> None:
+    require_service("postgres")
+    from notify.config import NotifyConfig
+    from notify.orders import order_entries
+    from notify.outbox import PostgresOutbox
+
+    ncfg = NotifyConfig.model_validate(
+        {
+            "enabled": True,
+            "channels": [{"type": "webhook", "name": "hook", "url": "http://127.0.0.1:9/"}],
+            "routes": [
+                {"name": "o", "channels": ["hook"], "kinds": ["order_pending"], "orgs": ["yuechi"]},
+                {
+                    "name": "q",
+                    "channels": ["hook"],
+                    "kinds": ["order_pending"],
+                    "quiet_hours": "09:00-10:00",
+                },
+            ],
+        }
+    )
+    cfg = web_config(Path("/nonexistent"))
+    reg = Registry.from_config(cfg)
+    o = {"org": "ws-police", "id": "P", "start": T0, "end": T0 + H, "version": 3, "purpose": "x"}
+    entries = order_entries(
+        ncfg,
+        reg,
+        o,
+        "order_pending",
+        to=["fuke"],
+        now=T0,
+        timezone="Asia/Shanghai",
+        public_url="http://fw",
+    )
+    # route o is 岳池's: not this order's; route q holds it until its quiet hours end (10:00)
+    assert [(e.route, e.key, e.due_at) for e in entries] == [
+        ("q", "order:ws-police:P|order_pending.3|q|hook", T0 + 30 * MIN)
+    ]
+    with pytest.raises(ValueError):
+        order_entries(ncfg, reg, o, "order_lost", to=[], now=T0, timezone="UTC", public_url="")
+    schema = f"t_oq_{unique}"
+    box_ = PostgresOutbox("postgresql://postgres@127.0.0.1:5432/test", schema)
+    await box_.open()
+    try:
+        assert await box_.enqueue(entries) == 1
+        await box_.enqueue(entries)  # the same change again: nothing new
+        rows = await box_.claim(T0 + H, 60_000, 10, "t")
+        assert [(r.purpose, r.notice.kind, r.notice.detail["to"]) for r in rows] == [
+            ("order", "order_pending", ["fuke"])
+        ]
+    finally:
+        await box_.close()
+        import psycopg
+
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
+            c.execute(f"DROP SCHEMA {schema} CASCADE")
