@@ -383,6 +383,7 @@ async def test_cancel_by_requester_or_dispatcher_only(env: App) -> None:
     assert len(env.engine.orders) == 1
     r = await c.post("/api/orders/C-2/cancel", headers=disp, json={"reason": "改派"})
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert len(env.engine.orders) == 0  # withdrawn: it excuses nothing any more
     # the car is free again for that window
     s = (
         await c.get(
