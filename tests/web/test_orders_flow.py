@@ -729,3 +729,75 @@ async def test_order_messages_queue_in_the_postgresql_outbox(unique: str) -> Non
 
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
             c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_orders_of_the_earlier_table_are_copied_in_and_keep_working(tmp_path: Path) -> None:
+    import sqlite3
+
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path)
+    db = sqlite3.connect(cfg.store.sqlite_path)
+    db.execute(
+        """CREATE TABLE web_dispatch_orders (
+        org TEXT NOT NULL, id TEXT NOT NULL, vehicle TEXT NOT NULL, type TEXT NOT NULL,
+        start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, reason TEXT NOT NULL,
+        created_by TEXT NOT NULL, created_at BIGINT NOT NULL,
+        approved BOOLEAN NOT NULL, approved_by TEXT, approved_at BIGINT,
+        PRIMARY KEY (org, id))"""
+    )
+    db.executemany(
+        "INSERT INTO web_dispatch_orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                "ws-police",
+                "OLD-1",
+                "V3",
+                "local",
+                EVENING,
+                EVENING + H,
+                "接待",
+                "ws-op",
+                1,
+                1,
+                "ws-op",
+                2,
+            ),
+            (
+                "ws-police",
+                "OLD-2",
+                "V3",
+                "holiday",
+                EVENING,
+                EVENING + H,
+                "",
+                "ws-op",
+                3,
+                0,
+                None,
+                None,
+            ),
+        ],
+    )
+    db.commit()
+    db.close()
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        op = await env.h("ws-op")
+        got = {
+            o["id"]: o for o in (await env.client.get("/api/orders", headers=op)).json()["orders"]
+        }
+        assert set(got) == {"OLD-1", "OLD-2"}
+        assert (got["OLD-1"]["state"], got["OLD-1"]["approved_by"], got["OLD-1"]["purpose"]) == (
+            "approved",
+            "ws-op",
+            "接待",
+        )
+        assert got["OLD-2"]["state"] == "pending" and got["OLD-2"]["source"] == "entry"
+        assert len(env.engine.orders) == 1  # the approved one excuses again after the restart
+        r = await env.client.post("/api/orders/OLD-2/approve", headers=op)
+        assert r.status_code == 200 and r.json()["approved"] and len(env.engine.orders) == 2
+    # a second start copies nothing again (and keeps the approval made since)
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        op = await env.h("ws-op")
+        orders = (await env.client.get("/api/orders", headers=op)).json()["orders"]
+        assert [o["approved"] for o in orders] == [True, True]
