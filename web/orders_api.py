@@ -73,7 +73,7 @@ from web.api import (
     visible,
 )
 from web.auth import Principal
-from web.bodies import _Body, parse_body
+from web.bodies import _Body, parse_body, schema_of
 
 __all__ = [
     "apply_orders",
@@ -727,13 +727,28 @@ def _blank(st: ApiState, org: str, oid: str, source: str, p: Principal) -> dict[
     }
 
 
+_ENTRY_BODY = {
+    "type": "object",
+    "description": "the earlier body: an office order, pending until an operator approves it",
+    "required": ["vehicle", "type", "start", "end"],
+    "properties": {
+        "id": {"type": "string"},
+        "vehicle": {"type": "string", "description": "vehicle id or plate"},
+        "type": {"type": "string"},
+        "start": {"type": "integer"},
+        "end": {"type": "integer"},
+        "reason": {"type": "string"},
+    },
+}
+
+
 @route(
     "POST",
     "/api/orders",
     "viewer",
     "File a request (用车申请, duty requester) → pending; the earlier body {id, vehicle, type, "
     "start, end} (no purpose) enters an office order (operator)",
-    model=RequestBody,
+    body={"oneOf": [schema_of(RequestBody), _ENTRY_BODY]},
     tag="orders",
 )
 async def create_order(request: Request, st: ApiState, p: Principal) -> Any:

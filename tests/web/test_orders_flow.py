@@ -76,8 +76,10 @@ class App:
         return await login(self.client, user)
 
 
-def config(tmp: Path, store: dict[str, Any] | None = None, notify: Any = None) -> Config:
-    cfg = web_config(tmp, store, users=USERS)
+def config(
+    tmp: Path, store: dict[str, Any] | None = None, notify: Any = None, **web: Any
+) -> Config:
+    cfg = web_config(tmp, store, users=USERS, **web)
     if notify is not None:
         cfg = cfg.model_copy(update={"notify": notify})
     return cfg
@@ -801,3 +803,38 @@ async def test_orders_of_the_earlier_table_are_copied_in_and_keep_working(tmp_pa
         op = await env.h("ws-op")
         orders = (await env.client.get("/api/orders", headers=op)).json()["orders"]
         assert [o["approved"] for o in orders] == [True, True]
+
+
+async def test_the_app_runs_the_sweeper_by_itself(tmp_path: Path) -> None:
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path, orders={"sweep_interval_s": 0.05, "tolerance_min": 10})
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        disp = await env.h("diaodu")
+        body = {
+            "id": "S-1",
+            "vehicle": "V3",
+            "driver": "D1",
+            "type": "local",
+            "start": EVENING,
+            "end": EVENING + 2 * H,
+        }
+        assert (
+            await env.client.post("/api/orders/emergency", headers=disp, json=body)
+        ).status_code == 200
+        await env.ctx.history.write_positions(evening_trip(2))
+        env.clock.now = EVENING + 2 * H + 11 * MIN  # after the window and its tolerance
+        end = time.monotonic() + 10
+        state = None
+        while time.monotonic() < end:
+            o = await env.st.orders.get("ws-police", "S-1")
+            state = o["state"]
+            if state == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert state == "completed"
+        assert (o["out_at"], o["back_at"], o["trip_source"]) == (
+            EVENING + 10 * MIN,
+            EVENING + 100 * MIN,
+            "gps",
+        )
