@@ -487,11 +487,26 @@ async def test_manual_trip_is_audited_and_wins_over_gps(env: App) -> None:
         EVENING + 50 * MIN,
     )
     await env.ctx.history.write_positions(evening_trip(2))
+    # alarms of the order's vehicle in its window (± tolerance) come with it; others do not
+    from tests.notify.conftest import event
+
+    reg = env.ctx.registry
+    await env.ctx.history.write_alarm_events(
+        [
+            event(reg, 2, started_at=EVENING + 30 * MIN),
+            event(reg, 2, started_at=EVENING + 5 * H),
+            event(reg, 0, started_at=EVENING + 30 * MIN),
+        ]
+    )
     env.clock.now = EVENING + 2 * H + 10 * MIN
     disp = await env.h("diaodu")
     await sweep_trips(env.st)
     o = (await c.get("/api/orders/M-1", headers=disp)).json()
     assert (o["km"], o["trip_source"]) == (12.5, "manual")
+    assert [(x["vehicle"], x["started_at"]) for x in o["alarms"]] == [("V3", EVENING + 30 * MIN)]
+    # the track summary: the points between the recorded out and back
+    assert o["track"]["first"] == EVENING + 5 * MIN and o["track"]["last"] == EVENING + 50 * MIN
+    assert len(o["track"]["points"]["ts"]) == 91
     log = (await c.get("/api/audit?action=order.trip", headers=await env.h("admin"))).json()
     [e] = log["entries"]
     assert e["actor"] == "diaodu" and e["detail"]["after"]["km"] == 12.5
