@@ -810,6 +810,10 @@ async def emergency(request: Request, st: ApiState, p: Principal) -> Any:
     if why is not None:
         raise fail(409, why)
     org = _order_org(st, p, body.org or st.registry.org_of(st.registry.by_id(vid)))
+    if body.requester is not None:
+        u = await st.accounts.user(body.requester)
+        if u is None or u["org"] not in visible(st, p):
+            raise fail(404, f"no user {body.requester!r}")
     o = _blank(st, org, _new_id(st, body.id), "emergency", p)
     dest = body.destination.model_dump() if body.destination else None
     now = st.now()
@@ -946,10 +950,12 @@ async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
     await audit(st, p, "order.approve", o["id"], org=o["org"], step=o["approvals"][-1]["step"])
     if o["approved"]:
         await _engine(st, o)
-        await _notify(st, o, "order_approved", [o["requester"]], by=p.name)
-        dispatchers = await _users_with(st, "dispatcher", ancestry(st, o["org"]))
-        if dispatchers and not o.get("vehicle"):
-            await _notify(st, o, "order_approved", dispatchers, by=p.name)
+        # one message (one outbox key per change): the requester, and the dispatchers who
+        # now have a car to assign
+        to = [o["requester"]]
+        if not o.get("vehicle"):
+            to += await _users_with(st, "dispatcher", ancestry(st, o["org"]))
+        await _notify(st, o, "order_approved", to, by=p.name)
     else:
         await _tell_approvers(st, o)
     return render(st, o)

@@ -413,6 +413,8 @@ async def test_emergency_late_request_within_24_h_and_refused_after(env: App) ->
         "end": T0 + 2 * H,
         "requester": "keyuan",
     }
+    r = await c.post("/api/orders/emergency", headers=disp, json={**body, "requester": "yc-op"})
+    assert r.status_code == 404  # not a user 武胜 knows
     r = await c.post("/api/orders/emergency", headers=disp, json=body)
     assert r.status_code == 200, r.text
     o = r.json()
@@ -647,15 +649,21 @@ async def test_messages_reach_the_approver_and_the_requester(
             await c.post("/api/orders/N-1/approve", headers=await env.h("fuke"))
             m = (await bodies(2))[1]
             assert m["event"] == "order.pending" and m["alarms"][0]["detail"]["to"] == ["chuzhang"]
+            await c.post("/api/orders", headers=a, json=request_body(id="N-2"))
+            for u in ("fuke", "chuzhang"):
+                await c.post("/api/orders/N-2/approve", headers=await env.h(u))
+            m = (await bodies(5))[4]
+            assert m["event"] == "order.approved"
+            assert m["alarms"][0]["detail"]["to"] == ["diaodu", "keyuan"]  # requester, dispatcher
             r = await c.post(
                 "/api/orders/N-1/reject", headers=await env.h("chuzhang"), json={"reason": "无预算"}
             )
             assert r.status_code == 200
-            m = (await bodies(3))[2]
+            m = (await bodies(6))[5]
             assert m["event"] == "order.rejected"
             assert m["alarms"][0]["detail"]["to"] == ["keyuan"] and "无预算" in m["text"]
             await asyncio.sleep(0.3)
-            assert len(receiver.unique("/hook")) == 3  # one per change, none on the alarm route
+            assert len(receiver.unique("/hook")) == 6  # one per change, none on the alarm route
     finally:
         notifier.stop()
         await run
