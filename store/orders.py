@@ -111,6 +111,7 @@ def legacy_order(r: dict[str, Any]) -> dict[str, Any]:
         "vehicle_preferred": None,
         "vehicle": r["vehicle"],
         "driver": None,
+        "driver_name": None,
         "requester": r.get("created_by") or "",
         "created_by": r.get("created_by") or "",
         "created_at": int(r.get("created_at") or 0),
@@ -127,6 +128,7 @@ def legacy_order(r: dict[str, Any]) -> dict[str, Any]:
         "trip_source": None,
         "late": False,
         "cancel_reason": None,
+        "reject_reason": None,
     }
 
 

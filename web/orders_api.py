@@ -721,6 +721,7 @@ def _blank(st: ApiState, org: str, oid: str, source: str, p: Principal) -> dict[
         "trip_source": None,
         "late": False,
         "cancel_reason": None,
+        "reject_reason": None,
         "destination": None,
         "region": None,
         "reason": "",

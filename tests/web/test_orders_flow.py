@@ -861,3 +861,53 @@ async def test_the_app_runs_the_sweeper_by_itself(tmp_path: Path) -> None:
             EVENING + 100 * MIN,
             "gps",
         )
+
+
+CONTRACT_KEYS = {
+    "id", "org", "state", "type", "purpose", "passengers", "passenger_names", "destination",
+    "region", "start", "end", "vehicle_preferred", "vehicle", "plate", "driver", "driver_name",
+    "requester", "created_at", "approvals", "next_step", "dispatched_by", "dispatched_at",
+    "out_at", "back_at", "km", "trip_source", "late", "approved", "vehicle_id",
+}  # fmt: skip
+
+
+async def test_every_order_has_the_contracts_fields(tmp_path: Path) -> None:
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path)
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        c = env.client
+        op, req, disp = await env.h("ws-op"), await env.h("keyuan"), await env.h("diaodu")
+        made = [
+            await c.post("/api/orders", headers=req, json=request_body(id="K-1")),
+            await c.post(
+                "/api/orders",
+                headers=op,
+                json={"id": "K-2", "vehicle": "V2", "type": "local", "start": 1, "end": 2},
+            ),
+            await c.post(
+                "/api/orders/emergency",
+                headers=disp,
+                json={
+                    "id": "K-3",
+                    "vehicle": "V3",
+                    "driver": "D1",
+                    "type": "local",
+                    "start": T0,
+                    "end": T0 + H,
+                },
+            ),
+        ]
+        csv = b"id,vehicle,type,start,end,approved\nK-4,V3,local,2025-11-20T08:00,2025-11-20T20:00,1\n"  # noqa: E501
+        r = await c.post("/api/orders/import", headers=op, content=csv)
+        assert r.json()["imported"] == 1
+        for r in made:
+            assert r.status_code == 200, r.text
+            assert set(r.json()) >= CONTRACT_KEYS, CONTRACT_KEYS - set(r.json())
+        listed = (await c.get("/api/orders", headers=op)).json()["orders"]
+        assert sorted(o["id"] for o in listed) == ["K-1", "K-2", "K-3", "K-4"]
+        for o in listed:
+            assert set(o) >= CONTRACT_KEYS, (o["id"], CONTRACT_KEYS - set(o))
+            assert o["vehicle_id"] == o["vehicle"]
+        k4 = next(o for o in listed if o["id"] == "K-4")
+        assert (k4["state"], k4["approved"], k4["source"]) == ("approved", True, "import")
