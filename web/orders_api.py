@@ -1002,7 +1002,7 @@ async def dispatch(request: Request, st: ApiState, p: Principal) -> Any:
     why = _vehicle_refusal(st, vid, busy_v) or _driver_refusal(d, busy_d)
     if why is not None:
         raise fail(409, why)
-    previous = o.get("vehicle")
+    # an office order re-assigned: the engine replaces it by id, the old car excuses nothing
     o.update(
         state=nxt,
         vehicle=vid,
@@ -1013,8 +1013,6 @@ async def dispatch(request: Request, st: ApiState, p: Principal) -> Any:
     )
     o = await _save(st, o)
     await audit(st, p, "order.dispatch", o["id"], org=o["org"], vehicle=vid, driver=d.id)
-    if previous and previous != vid:  # an office order re-assigned: the old car excuses nothing
-        await apply_orders(st, [{**o, "vehicle": previous, "state": "cancelled"}])
     await _engine(st, o)
     await _notify(st, o, "order_dispatched", [o["requester"]], by=p.name)
     return render(st, o)
