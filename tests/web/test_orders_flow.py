@@ -911,3 +911,37 @@ async def test_every_order_has_the_contracts_fields(tmp_path: Path) -> None:
             assert o["vehicle_id"] == o["vehicle"]
         k4 = next(o for o in listed if o["id"] == "K-4")
         assert (k4["state"], k4["approved"], k4["source"]) == ("approved", True, "import")
+
+
+async def test_an_approved_late_order_covers_the_episode_its_trip_raised(tmp_path: Path) -> None:
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path)
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        c = env.client
+        # the trip happens first: V3 drives at 20:10 with no order, an off_hours episode opens
+        events = env.engine.process(evening_trip(2))
+        opened = [e for e in events if e.kind == "off_hours" and e.action == "open"]
+        assert len(opened) == 1
+        await env.ctx.history.write_alarm_events(events)
+        disp = await env.h("diaodu")
+        body = {
+            "id": "L-1",
+            "vehicle": "V3",
+            "driver": "D1",
+            "type": "local",
+            "start": EVENING,
+            "end": EVENING + 2 * H,
+            "requester": "keyuan",
+        }
+        env.clock.now = EVENING + 2 * H + 30 * MIN
+        disp = await env.h("diaodu")
+        assert (await c.post("/api/orders/emergency", headers=disp, json=body)).status_code == 200
+        admin = await env.h("admin")
+        [a] = (await c.get("/api/alarms?kind=off_hours", headers=admin)).json()["alarms"]
+        assert a["covered"] is False  # dispatched, but its request is not approved yet
+        for u in ("fuke", "chuzhang"):
+            r = await c.post("/api/orders/L-1/approve", headers=await env.h(u))
+            assert r.status_code == 200, r.text
+        [a] = (await c.get("/api/alarms?kind=off_hours", headers=admin)).json()["alarms"]
+        assert a["id"] == opened[0].id and a["covered"] is True
