@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from fleetwatch.registry import Registry
 from notify.config import NotifyConfig
 from notify.message import ORDER_KIND_NAMES, Notice
 from notify.routing import OutboxEntry, quiet_until
@@ -44,7 +43,7 @@ def destination_text(dest: Any) -> str:
 
 def order_entries(
     config: NotifyConfig,
-    registry: Registry,
+    registry: Any,  # fleetwatch.registry.Registry (fleet.registry with #13): orgs, plates
     order: dict[str, Any],
     kind: str,
     *,

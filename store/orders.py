@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from store.config import StoreConfig
-from store.records import _Conn
+
+# ServiceUnavailable as store.records has it (fleetwatch.errors now, fleet.errors with #13)
+from store.records import ServiceUnavailable, _Conn
 
 __all__ = ["OrderStore", "legacy_order"]
 
@@ -159,8 +161,6 @@ class OrderStore:
         except Exception as exc:
             if c.kind == "postgres":
                 import psycopg
-
-                from fleetwatch.errors import ServiceUnavailable
 
                 if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
                     c.close()

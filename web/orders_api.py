@@ -47,7 +47,6 @@ import numpy as np
 from pydantic import Field, StringConstraints, model_validator
 from starlette.requests import Request
 
-from fleetwatch.errors import BadRecord
 from rules.events import AlarmEvent
 from store.orders import OrderStore
 from store.orders_core import (
@@ -59,8 +58,12 @@ from store.orders_core import (
     track_km,
     transition,
 )
+
+# BadRecord through web.api: the error classes move to the kernel (fleet.errors, #13) and
+# web.api follows them; this module then needs no change.
 from web.api import (
     ApiState,
+    BadRecord,
     audit,
     body_json,
     broadcast,
