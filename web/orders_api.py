@@ -388,7 +388,7 @@ async def _notify(
     cfg = st.ctx.config
     try:
         entries = order_entries(
-            cfg.notify,
+            notifier.config,  # the routes this notifier delivers ([notify])
             st.registry,
             o,
             kind,
