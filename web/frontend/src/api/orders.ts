@@ -1,0 +1,91 @@
+// The order endpoints (CONTRACTS.md "Order JSON"): the calls of the 派车 pages. Errors reach the
+// caller as ApiError whose code is the server's message ({"error": "..."}); 403 and 409 keep
+// their status so a page can say "not yours to approve" or "the order moved on".
+import { api } from "@/api/client";
+import type { Alarm } from "@/api/types";
+import { normalizeOrder, type Order } from "@/domain/orders";
+import type { TrackColumns } from "@/views/parts/playback";
+
+export interface OrderQuery {
+  state?: string;
+  org?: string;
+  from?: number;
+  to?: number;
+  inbox?: boolean;
+  mine?: boolean;
+}
+
+export interface OrderTrack {
+  points: TrackColumns;
+  km: number | null;
+  first: number | null;
+  last: number | null;
+}
+
+export interface OrderDetail extends Order {
+  track: OrderTrack | null;
+  alarms: Alarm[];
+}
+
+export interface SuggestVehicle {
+  id: string;
+  plate: string;
+  org: string;
+  distance_m: number | null;
+  free: boolean;
+  why: string;
+}
+
+export interface SuggestDriver {
+  id: string;
+  name: string;
+  org: string;
+  free: boolean;
+}
+
+export interface Suggestion {
+  vehicles: SuggestVehicle[];
+  drivers: SuggestDriver[];
+}
+
+function qs(q: Record<string, string | number | boolean | undefined | null>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) {
+    if (v === undefined || v === null || v === "" || v === false) continue;
+    p.set(k, v === true ? "1" : String(v));
+  }
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}
+
+function orderPath(id: string, org?: string, tail = ""): string {
+  return `/api/orders/${encodeURIComponent(id)}${tail}${qs({ org })}`;
+}
+
+export async function listOrders(q: OrderQuery = {}): Promise<Order[]> {
+  const r = await api<{ orders: Record<string, unknown>[] }>("GET", `/api/orders${qs({ ...q })}`);
+  return r.orders.map(normalizeOrder);
+}
+
+export async function getOrder(id: string, org?: string): Promise<OrderDetail> {
+  const r = await api<Record<string, unknown>>("GET", orderPath(id, org));
+  return { ...normalizeOrder(r), track: (r.track ?? null) as OrderTrack | null, alarms: (r.alarms ?? []) as Alarm[] };
+}
+
+export async function createOrder(body: Record<string, unknown>): Promise<Order> {
+  return normalizeOrder(await api<Record<string, unknown>>("POST", "/api/orders", body));
+}
+
+async function act(o: Pick<Order, "id" | "org">, verb: string, body: Record<string, unknown> = {}): Promise<Order> {
+  return normalizeOrder(await api<Record<string, unknown>>("POST", orderPath(o.id, o.org, `/${verb}`), body));
+}
+
+export const approveOrder = (o: Pick<Order, "id" | "org">) => act(o, "approve");
+export const rejectOrder = (o: Pick<Order, "id" | "org">, reason: string) => act(o, "reject", { reason });
+export const cancelOrder = (o: Pick<Order, "id" | "org">, reason: string) => act(o, "cancel", { reason });
+export const dispatchOrder = (o: Pick<Order, "id" | "org">, vehicle: string, driver: string) => act(o, "dispatch", { vehicle, driver });
+export const recordTrip = (o: Pick<Order, "id" | "org">, trip: { out_at: number; back_at: number | null; km: number | null }) => act(o, "trip", trip);
+
+export async function suggest(start: number, end: number, org?: string): Promise<Suggestion> {
+  return api<Suggestion>("GET", `/api/orders/suggest${qs({ start, end, org })}`);
+}
