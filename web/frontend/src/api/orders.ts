@@ -1,9 +1,10 @@
 // The order endpoints (CONTRACTS.md "Order JSON"): the calls of the 派车 pages. Errors reach the
 // caller as ApiError whose code is the server's message ({"error": "..."}); 403 and 409 keep
 // their status so a page can say "not yours to approve" or "the order moved on".
-import { api } from "@/api/client";
+import { api, ApiError } from "@/api/client";
 import type { Alarm } from "@/api/types";
-import { normalizeOrder, type Order } from "@/domain/orders";
+import { normalizeOrder, type Order, type Who } from "@/domain/orders";
+import { session } from "@/stores/session";
 import type { TrackColumns } from "@/views/parts/playback";
 
 export interface OrderQuery {
@@ -88,4 +89,16 @@ export const recordTrip = (o: Pick<Order, "id" | "org">, trip: { out_at: number;
 
 export async function suggest(start: number, end: number, org?: string): Promise<Suggestion> {
   return api<Suggestion>("GET", `/api/orders/suggest${qs({ start, end, org })}`);
+}
+
+/** The logged-in user as the order rules see them (login name, duties). */
+export function whoAmI(): Who {
+  const u = session.me?.user;
+  return { username: u?.username ?? u?.name ?? "", duties: u?.duties ?? [] };
+}
+
+/** The i18n message for a refused call: 403 "not allowed", 409 "the order moved on", else failed. */
+export function refusalKey(e: unknown): string {
+  const s = e instanceof ApiError ? e.status : 0;
+  return s === 403 ? "orders.forbidden" : s === 409 ? "orders.stale" : "orders.failed";
 }

@@ -1,6 +1,7 @@
 // The rules of the 派车 pages (在线审批 / 集中调度), pure: which buttons a user gets on an order
 // in a state (CONTRACTS.md "Order JSON", duties), whether two time windows overlap, how the
 // dispatcher's timeline lays orders out, and the request form's checks. No Vue, no fetch.
+import { formatTime } from "@/format/time";
 
 export type Duty = "requester" | "approver" | "dispatcher";
 export const DUTIES: readonly Duty[] = ["requester", "approver", "dispatcher"];
@@ -388,4 +389,21 @@ export function normalizeOrder(raw: Record<string, unknown>): Order {
     approved: Boolean(r.approved ?? state !== "pending"),
     vehicle_id: (r.vehicle_id ?? r.vehicle ?? null) as string | null,
   };
+}
+
+/** "12-03 09:00 – 11:30" (same day) or "12-03 09:00 – 12-04 18:00", in the fleet's zone. */
+export function windowText(start: number, end: number, zone: string): string {
+  const a = formatTime(start, zone);
+  const b = formatTime(end, zone);
+  const head = `${a.slice(5, 16)} – `;
+  return a.slice(0, 10) === b.slice(0, 10) ? head + b.slice(11, 16) : head + b.slice(5, 16);
+}
+
+/** The destination as one line: "出市 · 成都市 · 四川大学" / "市政务中心" / "县（区）内 · 武胜县". */
+export function destinationText(d: Destination, kindName: (k: DestinationKind) => string): string {
+  const parts: string[] = [];
+  if (d.kind !== "place") parts.push(kindName(d.kind));
+  if (d.kind === "out_of_city" && d.city) parts.push(d.city);
+  if (d.text && d.text !== d.city) parts.push(d.text);
+  return parts.join(" · ") || "—";
 }

@@ -323,7 +323,7 @@ const en: typeof zh = {
       back: "Back",
       footer: "Made by the official-vehicle monitoring platform, printed {t}",
     },
-    list: { open: "Open", when: "Time", empty: "None" },
+    list: { open: "Open", when: "Time", empty: "None", kind: "Alarm" },
     done: "Done",
     failed: "Failed: {e}",
     forbidden: "Not allowed: {e}",

@@ -323,7 +323,7 @@ export default {
       back: "返回",
       footer: "本单由公务用车监控平台生成，打印时间 {t}",
     },
-    list: { open: "查看", when: "时间", empty: "暂无" },
+    list: { open: "查看", when: "时间", empty: "暂无", kind: "报警类型" },
     done: "操作成功",
     failed: "操作失败：{e}",
     forbidden: "无权操作：{e}",
