@@ -109,6 +109,8 @@ def verify_webhook(
 def webhook_body(key: str, notices: Sequence[Notice], text: str, digest: bool) -> bytes:
     """The JSON the webhook receives; byte-identical for every redelivery of one key."""
     event = "alarm.digest" if digest else f"alarm.{notices[0].purpose}"
+    if not digest and notices[0].purpose == "order":  # order.pending, order.approved, …
+        event = "order." + notices[0].kind.removeprefix("order_")
     doc: dict[str, Any] = {
         "event": event,
         "idempotency_key": key,

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from notify.message import ORDER_KIND_NAMES
 from rules.events import KINDS
 
 __all__ = [
@@ -193,7 +194,7 @@ class RouteConfig(_Frozen):
     @classmethod
     def _known_kinds(cls, v: list[str]) -> list[str]:
         for k in v:
-            if k not in KINDS:
+            if k not in KINDS and k not in ORDER_KIND_NAMES:
                 raise ValueError(f"unknown alarm kind {k!r}; use one of {', '.join(KINDS)}")
         return v
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "KIND_NAMES",
+    "ORDER_KIND_NAMES",
     "PURPOSE_NAMES",
     "Notice",
     "digest_markdown",
@@ -39,7 +40,21 @@ KIND_NAMES: Mapping[str, str] = {
     "sealed_moving": "封存车辆移动",
     "record_due": "证照到期提醒",
 }
-PURPOSE_NAMES: Mapping[str, str] = {"open": "报警", "close": "报警解除", "escalate": "报警升级"}
+# Dispatch-order messages (notify.orders; purpose "order"): not alarms, routed only to
+# routes that name these kinds.
+ORDER_KIND_NAMES: Mapping[str, str] = {
+    "order_pending": "用车申请待审批",
+    "order_approved": "用车申请已批准",
+    "order_rejected": "用车申请被驳回",
+    "order_dispatched": "已派车",
+    "order_cancelled": "派车单已取消",
+}
+PURPOSE_NAMES: Mapping[str, str] = {
+    "open": "报警",
+    "close": "报警解除",
+    "escalate": "报警升级",
+    "order": "派车单",
+}
 SEVERITY_NAMES: Mapping[str, str] = {"info": "提示", "warning": "一般", "critical": "紧急"}
 _TERMINAL_ALARMS: Mapping[str, str] = {
     "sos": "紧急报警",
@@ -50,7 +65,7 @@ _TERMINAL_ALARMS: Mapping[str, str] = {
     "rollover": "侧翻",
 }
 
-Purpose = Literal["open", "close", "escalate"]
+Purpose = Literal["open", "close", "escalate", "order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +105,7 @@ class Notice:
 
     @property
     def kind_name(self) -> str:
-        return KIND_NAMES.get(self.kind, self.kind)
+        return KIND_NAMES.get(self.kind) or ORDER_KIND_NAMES.get(self.kind, self.kind)
 
     def local_time(self, ms: int) -> str:
         t = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(self.tz))
@@ -158,10 +173,38 @@ def _place(n: Notice) -> str:
 
 
 def notice_subject(n: Notice) -> str:
+    if n.purpose == "order":
+        return f"【派车单】{n.kind_name} {n.detail.get('order', '')}（{n.org_name}）"
     return f"【{PURPOSE_NAMES[n.purpose]}】{n.kind_name} {n.plate}（{n.org_name}）"
 
 
+def _order_lines(n: Notice) -> list[tuple[str, str]]:
+    d = n.detail
+    rows = [
+        ("单位", n.org_name),
+        ("用车人", str(d.get("requester") or "")),
+        ("事由", str(d.get("purpose") or "")),
+        ("目的地", str(d.get("destination") or "")),
+        ("用车时间", f"{n.local_time(n.started_at)} 至 {n.local_time(n.ended_at or n.started_at)}"),
+    ]
+    if n.plate:
+        rows.append(("车辆", n.plate))
+    if d.get("driver_name"):
+        rows.append(("驾驶员", str(d["driver_name"])))
+    if d.get("by"):
+        rows.append(("处理人", str(d["by"])))
+    if d.get("reason"):
+        rows.append(("原因", str(d["reason"])))
+    if d.get("step"):
+        rows.append(("待审批", str(d["step"])))
+    if d.get("to"):
+        rows.append(("通知", "、".join(str(x) for x in d["to"])))
+    return [(k, v) for k, v in rows if v]
+
+
 def _lines(n: Notice) -> list[tuple[str, str]]:
+    if n.purpose == "order":
+        return _order_lines(n)
     rows = [
         ("车牌", n.plate),
         ("单位", n.org_name),
@@ -186,13 +229,15 @@ def notice_markdown(n: Notice) -> str:
     """Markdown for the WeCom and DingTalk robots (the subset both render)."""
     head = f"### {notice_subject(n)}"
     body = "\n".join(f"- {k}：{v}" for k, v in _lines(n))
-    return f"{head}\n{body}\n\n[查看报警]({n.link})"
+    what = "派车单" if n.purpose == "order" else "报警"
+    return f"{head}\n{body}\n\n[查看{what}]({n.link})"
 
 
 def notice_text(n: Notice) -> str:
     """Plain text (e-mail body)."""
     body = "\n".join(f"{k}：{v}" for k, v in _lines(n))
-    return f"{notice_subject(n)}\n\n{body}\n\n查看报警：{n.link}\n"
+    what = "派车单" if n.purpose == "order" else "报警"
+    return f"{notice_subject(n)}\n\n{body}\n\n查看{what}：{n.link}\n"
 
 
 def digest_subject(notices: Sequence[Notice]) -> str:

@@ -155,6 +155,19 @@ def enqueue_sqlite(conn: sqlite3.Connection, events: Sequence[AlarmEvent], route
     return max(cur.rowcount, 0)
 
 
+def enqueue_entries_sqlite(conn: sqlite3.Connection, entries: Sequence[OutboxEntry]) -> int:
+    """Queue ready-made entries (order messages, :mod:`notify.orders`); idempotent per key."""
+    rows = _params(entries)
+    if not rows:
+        return 0
+    cur = conn.executemany(
+        f"INSERT INTO notify_outbox ({_INSERT_COLS}) VALUES (?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (key) DO NOTHING",
+        rows,
+    )
+    return max(cur.rowcount, 0)
+
+
 def _pg_insert(schema: str) -> sql.Composed:
     return sql.SQL(
         "INSERT INTO {}.notify_outbox (" + _INSERT_COLS + ")"
@@ -263,6 +276,11 @@ class SQLiteOutbox:
             return out
         except sqlite3.OperationalError as exc:
             raise ServiceUnavailable("sqlite", str(exc)) from exc
+
+    def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        """Queue ready-made entries (not alarms: order messages); idempotent per key."""
+        n: int = self._tx(lambda db: enqueue_entries_sqlite(db, entries))
+        return n
 
     def claim(self, now: int, lease_ms: int, limit: int, owner: str) -> list[OutboxRow]:
         def run(db: sqlite3.Connection) -> list[OutboxRow]:
@@ -447,6 +465,14 @@ class PostgresOutbox:
 
     def _q(self, text: str) -> sql.Composed:
         return sql.SQL(text).format(t=sql.SQL("{}.notify_outbox").format(self._s))
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        """Queue ready-made entries (not alarms: order messages); idempotent per key."""
+        rows = _params(entries)
+        if not rows:
+            return 0
+        await self._tx([(_pg_insert(self.schema), r) for r in rows])
+        return len(rows)
 
     async def claim(self, now: int, lease_ms: int, limit: int, owner: str) -> list[OutboxRow]:
         conn = await self._connection()

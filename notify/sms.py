@@ -74,7 +74,9 @@ def sms_text(notices: Sequence[Notice], max_chars: int) -> str:
     """The message: one alarm in a line, or a count and the first plates for a digest."""
     if len(notices) == 1:
         n = notices[0]
-        head = {"open": "报警", "close": "解除", "escalate": "升级"}.get(n.purpose, "报警")
+        head = {"open": "报警", "close": "解除", "escalate": "升级", "order": "派车单"}.get(
+            n.purpose, "报警"
+        )
         text = (
             f"【{head}】{n.kind_name} {n.plate}（{n.org_name}）{n.local_time(n.started_at)[11:16]}"
         )

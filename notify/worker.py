@@ -62,7 +62,14 @@ from notify.message import (
     notice_text,
 )
 from notify.outbox import OutboxRow, PostgresOutbox, SQLiteOutbox
-from notify.routing import StormGate, backoff_ms, delivery_key, digest_key, split_by_target
+from notify.routing import (
+    OutboxEntry,
+    StormGate,
+    backoff_ms,
+    delivery_key,
+    digest_key,
+    split_by_target,
+)
 from notify.sms import sms_request
 from notify.smtp import send_email
 from store.config import StoreConfig
@@ -82,6 +89,7 @@ class Outbox(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def claim(self, now: int, lease_ms: int, limit: int, owner: str) -> list[OutboxRow]: ...
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int: ...
     async def mark_sent(self, ids: Sequence[int], now: int) -> int: ...
     async def mark_failed(
         self,
@@ -123,6 +131,9 @@ class ThreadedSQLiteOutbox:
     async def claim(self, now: int, lease_ms: int, limit: int, owner: str) -> list[OutboxRow]:
         out: list[OutboxRow] = await self._call(self.sync.claim, now, lease_ms, limit, owner)
         return out
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        return int(await self._call(self.sync.enqueue, entries))
 
     async def mark_sent(self, ids: Sequence[int], now: int) -> int:
         return int(await self._call(self.sync.mark_sent, ids, now))
@@ -250,6 +261,15 @@ class Notifier:
         return await self._db(
             self.outbox.counts,
         )
+
+    async def enqueue(self, entries: Sequence[OutboxEntry]) -> int:
+        """Queue messages made outside an alarm write (:mod:`notify.orders`) and look now."""
+        if not entries:
+            return 0
+        await self.open()
+        n = await self._db(self.outbox.enqueue, entries)
+        self.wake()
+        return n
 
     # -- running -------------------------------------------------------------------------------
     def wake(self) -> None:

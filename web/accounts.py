@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from fleetwatch.config import Config
 from fleetwatch.errors import Misuse, ServiceUnavailable
 from web.auth import (
+    DUTIES,
     Principal,
     Refused,
     Session,
@@ -62,6 +63,10 @@ _TOKEN_COLUMNS = (
     ("revoked_at", "BIGINT"),
     ("revoked_why", "TEXT"),
 )
+
+# Columns added to web_users (older databases get them on open). duties: the #16 duties
+# (web.auth.DUTIES) as a comma-separated list, read again at every authentication.
+_USER_COLUMNS = (("duties", "TEXT NOT NULL DEFAULT ''"),)
 
 # An ended session is remembered this long after it ended, so that its holder hears
 # "session_expired"/"session_revoked" rather than "unauthorized"; then it is purged.
@@ -220,6 +225,10 @@ class Accounts:
                     db.execute(f"ALTER TABLE web_tokens ADD COLUMN {col} {decl}")
             if "absolute_expires_at" not in have:  # tokens from before sessions
                 db.execute("UPDATE web_tokens SET absolute_expires_at = expires_at")
+            have = db.columns("web_users")
+            for col, decl in _USER_COLUMNS:
+                if col not in have:
+                    db.execute(f"ALTER TABLE web_users ADD COLUMN {col} {decl}")
             return db
 
         self._db = await self._run(setup)
@@ -227,7 +236,12 @@ class Accounts:
             if await self.user(u.username) is None:
                 pw = u.password
                 await self.create_user(
-                    u.username, pw, u.org, u.role, pre_hashed=pw.startswith("$argon2")
+                    u.username,
+                    pw,
+                    u.org,
+                    u.role,
+                    pre_hashed=pw.startswith("$argon2"),
+                    duties=u.duties,
                 )
 
     async def close(self) -> None:
@@ -239,7 +253,14 @@ class Accounts:
     # -- users ------------------------------------------------------------------------------
 
     async def create_user(
-        self, username: str, password: str, org: str, role: str, *, pre_hashed: bool = False
+        self,
+        username: str,
+        password: str,
+        org: str,
+        role: str,
+        *,
+        pre_hashed: bool = False,
+        duties: Sequence[str] = (),
     ) -> bool:
         """False if the user name is taken."""
         db = self._conn()
@@ -254,9 +275,9 @@ class Accounts:
             if db.execute("SELECT 1 FROM web_users WHERE username = ?", (username,)):
                 return False
             db.execute(
-                "INSERT INTO web_users (username, org, role, pw_hash, created_at, disabled)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (username, org, role, pw, now, False),
+                "INSERT INTO web_users (username, org, role, pw_hash, created_at, disabled,"
+                " duties) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (username, org, role, pw, now, False, _duties_text(duties)),
             )
             return True
 
@@ -265,7 +286,7 @@ class Accounts:
     async def user(self, username: str) -> dict[str, Any] | None:
         rows = await self._run(
             lambda: self._conn().execute(
-                "SELECT username, org, role, created_at, disabled FROM web_users"
+                "SELECT username, org, role, created_at, disabled, duties FROM web_users"
                 " WHERE username = ?",
                 (username,),
             )
@@ -275,7 +296,8 @@ class Accounts:
     async def users(self, orgs: frozenset[str]) -> list[dict[str, Any]]:
         rows = await self._run(
             lambda: self._conn().execute(
-                "SELECT username, org, role, created_at, disabled FROM web_users ORDER BY username"
+                "SELECT username, org, role, created_at, disabled, duties FROM web_users"
+                " ORDER BY username"
             )
         )
         return [_user(r) for r in rows if r[1] in orgs]
@@ -288,6 +310,7 @@ class Accounts:
         role: str | None = None,
         org: str | None = None,
         disabled: bool | None = None,
+        duties: Sequence[str] | None = None,
     ) -> bool:
         db = self._conn()
         now = self.clock_ms()
@@ -300,7 +323,13 @@ class Accounts:
                 db.execute(
                     "UPDATE web_users SET pw_hash = ? WHERE username = ?", (pw_hash, username)
                 )
-            for col, val in (("role", role), ("org", org), ("disabled", disabled)):
+            text = None if duties is None else _duties_text(duties)
+            for col, val in (
+                ("role", role),
+                ("org", org),
+                ("disabled", disabled),
+                ("duties", text),
+            ):
                 if val is not None:
                     db.execute(
                         f"UPDATE web_users SET {col} = ? WHERE username = ?", (val, username)
@@ -333,7 +362,7 @@ class Accounts:
         db = self._conn()
         rows = await self._run(
             lambda: db.execute(
-                "SELECT org, role, pw_hash, disabled FROM web_users WHERE username = ?",
+                "SELECT org, role, pw_hash, disabled, duties FROM web_users WHERE username = ?",
                 (username,),
             )
         )
@@ -342,8 +371,10 @@ class Accounts:
         ok = await self.hashing.run(verify_password, stored, password)
         if not ok or not rows or rows[0][3]:
             return None
-        org, role, _, _ = rows[0]
-        return Principal(name=username, org=org, role=role, username=username)
+        org, role, _, _, duties = rows[0]
+        return Principal(
+            name=username, org=org, role=role, username=username, duties=_duties_set(duties)
+        )
 
     # -- tokens -----------------------------------------------------------------------------
 
@@ -429,13 +460,15 @@ class Accounts:
 
         def do() -> Principal | Refused:
             rows = db.execute(
-                "SELECT id, username, name, org, role, kind, expires_at, absolute_expires_at,"
-                " room, duty_operator, revoked_at FROM web_tokens WHERE token_hash = ?",
+                "SELECT t.id, t.username, t.name, t.org, t.role, t.kind, t.expires_at,"
+                " t.absolute_expires_at, t.room, t.duty_operator, t.revoked_at, u.duties"
+                " FROM web_tokens t LEFT JOIN web_users u ON u.username = t.username"
+                " WHERE t.token_hash = ?",
                 (h,),
             )
             if not rows:
                 return Refused("unauthorized")
-            tid, username, name, org, role, kind, exp, cap, room, duty, revoked = rows[0]
+            tid, username, name, org, role, kind, exp, cap, room, duty, revoked, duties = rows[0]
             if revoked is not None:
                 return Refused("session_revoked")
             if exp <= now:
@@ -457,6 +490,7 @@ class Accounts:
                 username=username,
                 token_id=tid,
                 session=session,
+                duties=_duties_set(duties) if username else frozenset(),
             )
 
         return await self._run(do)
@@ -611,5 +645,20 @@ def _revoke_user(db: _Db, username: str, now: int, why: str) -> None:
     )
 
 
+def _duties_text(duties: Sequence[str]) -> str:
+    return ",".join(d for d in DUTIES if d in set(duties))
+
+
+def _duties_set(text: str | None) -> frozenset[str]:
+    return frozenset(d for d in (text or "").split(",") if d in DUTIES)
+
+
 def _user(r: Sequence[Any]) -> dict[str, Any]:
-    return {"username": r[0], "org": r[1], "role": r[2], "created_at": r[3], "disabled": bool(r[4])}
+    return {
+        "username": r[0],
+        "org": r[1],
+        "role": r[2],
+        "created_at": r[3],
+        "disabled": bool(r[4]),
+        "duties": sorted(_duties_set(r[5]), key=DUTIES.index),
+    }

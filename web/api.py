@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import inspect
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +27,7 @@ from fleetwatch.errors import BadRecord, FleetWatchError
 from rules.events import KINDS, AlarmEvent
 from stream.feed import STATES
 from web.accounts import Accounts, HashBusy
-from web.auth import LoginLimiter, Principal, role_at_least
+from web.auth import DUTIES, LoginLimiter, Principal, role_at_least
 from web.bodies import (
     DutyBody,
     Invalid,
@@ -59,6 +58,7 @@ class ApiState:
     limiter: LoginLimiter
     records: Records
     purged_at: int = 0  # when ended tokens were last purged (epoch ms)
+    orders: Any = None  # store.orders.OrderStore, opened by the app (web.orders_api)
 
     @property
     def registry(self) -> Any:
@@ -193,12 +193,13 @@ async def broadcast(st: ApiState, op: str, **fields: Any) -> None:
 async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
     """Apply another node's command (:mod:`web.commands`) to this node's engine."""
     from web.fences_api import restore_fences
+    from web.orders_api import apply_orders
 
     op = cmd.get("op")
-    if op == "orders":
-        found = [await st.records.order(str(k[0]), str(k[1])) for k in cmd.get("keys") or ()]
+    if op == "orders" and st.orders is not None:
+        found = [await st.orders.get(str(k[0]), str(k[1])) for k in cmd.get("keys") or ()]
         for i in cmd.get("ids") or ():  # from a node of an earlier version
-            found.extend(await st.records.orders_by_id(str(i)))
+            found.extend(await st.orders.by_id(str(i)))
         await apply_orders(st, [o for o in found if o is not None])
     elif op == "close":
         closer = getattr(st.ctx.rules, "close_episode", None)
@@ -220,7 +221,8 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
 
         await restore_fences(st)
         await resync_vehicles(st)
-        await apply_orders(st, await st.records.orders())
+        if st.orders is not None:
+            await apply_orders(st, await st.orders.list())
 
 
 async def publish_events(st: ApiState, events: list[AlarmEvent]) -> None:
@@ -354,7 +356,13 @@ async def me(request: Request, st: ApiState, p: Principal) -> Any:
     reg = st.registry
     orgs = visible(st, p)
     return {
-        "user": {"name": p.name, "org": p.org, "role": p.role},
+        "user": {
+            "name": p.name,
+            "username": p.username,
+            "org": p.org,
+            "role": p.role,
+            "duties": [d for d in DUTIES if d in p.duties],
+        },
         "session": _session_info(p),
         "service": cfg.service.name,
         "timezone": cfg.service.timezone,
@@ -859,216 +867,6 @@ async def close_alarm(request: Request, st: ApiState, p: Principal) -> Any:
     return {"ok": True}
 
 
-# -- dispatch orders ---------------------------------------------------------------------------
-
-_ORDER_BODY = {
-    "type": "object",
-    "required": ["vehicle", "type", "start", "end"],
-    "properties": {
-        "id": {"type": "string"},
-        "vehicle": {"type": "string", "description": "vehicle id or plate"},
-        "type": {"type": "string"},
-        "start": {"type": "integer"},
-        "end": {"type": "integer"},
-        "reason": {"type": "string"},
-    },
-}
-
-
-def _order_visible(st: ApiState, p: Principal, o: dict[str, Any]) -> bool:
-    i = st.registry.by_id(o["vehicle"])
-    return i is not None and st.registry.org_of(i) in visible(st, p)
-
-
-def _order_keys(orders: list[dict[str, Any]]) -> list[list[str]]:
-    return [[o["org"], o["id"]] for o in orders]
-
-
-async def _visible_order(request: Request, st: ApiState, p: Principal) -> dict[str, Any]:
-    """The order named by the path's id (and ``?org=`` where the caller sees several)."""
-    org = request.query_params.get("org")
-    found = [
-        o
-        for o in await st.records.orders_by_id(request.path_params["id"])
-        if _order_visible(st, p, o) and (org is None or o["org"] == org)
-    ]
-    if not found:
-        raise fail(404, "no such order")
-    if len(found) > 1:
-        raise fail(409, "several of your organisations have an order with this id: add ?org=")
-    return found[0]
-
-
-def _dispatch_order(o: dict[str, Any]) -> Any:
-    from rules.orders import DispatchOrder
-
-    # The engine knows an order once by its id: ids are unique per organisation only.
-    return DispatchOrder(
-        id=f"{o['org']}:{o['id']}" if o.get("org") else o["id"],
-        vehicle_id=o["vehicle"],
-        type=o["type"],
-        start=o["start"],
-        end=o["end"],
-        approved=True,
-        approved_at=o.get("approved_at"),
-    )
-
-
-async def apply_orders(st: ApiState, orders: list[dict[str, Any]]) -> int:
-    """Give approved orders to the rules engine; publish the episodes they cover after the
-    fact. Returns how many the engine took (it ignores ids it knows)."""
-    adder = getattr(st.ctx.rules, "add_order", None)
-    if not callable(adder):
-        return 0
-    events: list[AlarmEvent] = []
-    for o in orders:
-        if o["approved"]:
-            res = adder(_dispatch_order(o))
-            if inspect.isawaitable(res):
-                res = await res
-            events.extend(res or [])
-    await publish_events(st, events)
-    return sum(1 for o in orders if o["approved"])
-
-
-@route("GET", "/api/orders", "viewer", "Dispatch orders (派车单)", tag="orders")
-async def list_orders(request: Request, st: ApiState, p: Principal) -> Any:
-    return {"orders": [o for o in await st.records.orders() if _order_visible(st, p, o)]}
-
-
-def _new_order(st: ApiState, p: Principal, data: dict[str, Any], approved: bool) -> dict[str, Any]:
-    from rules.config import ORDER_TYPES
-
-    reg = st.registry
-    vid = str_field(data, "vehicle", max_len=64)
-    if reg.by_id(vid) is None:
-        vid = dict(zip(reg.plates, reg.ids, strict=True)).get(vid, vid)
-    vehicle_index(st, p, vid)
-    typ = str_field(data, "type", max_len=32)
-    if typ not in ORDER_TYPES:
-        raise fail(400, f"type must be one of {ORDER_TYPES}")
-    start, end = data.get("start"), data.get("end")
-    if not isinstance(start, int) or not isinstance(end, int) or end < start:
-        raise fail(400, "start and end must be epoch ms with start <= end")
-    oid = data.get("id") or f"web-{st.now()}-{secrets.token_hex(3)}"
-    if not isinstance(oid, str) or not 0 < len(oid) <= 64:
-        raise fail(400, "id must be a string of at most 64 characters")
-    now = st.now()
-    return {
-        "org": reg.org_of(reg.by_id(vid)),
-        "id": oid,
-        "vehicle": vid,
-        "type": typ,
-        "start": start,
-        "end": end,
-        "reason": str_field(data, "reason", required=False),
-        "created_by": p.name,
-        "created_at": now,
-        "approved": approved,
-        "approved_by": p.name if approved else None,
-        "approved_at": now if approved else None,
-    }
-
-
-@route(
-    "POST",
-    "/api/orders",
-    "operator",
-    "Create a dispatch order (pending until approved)",
-    body=_ORDER_BODY,
-    tag="orders",
-)
-async def create_order(request: Request, st: ApiState, p: Principal) -> Any:
-    o = _new_order(st, p, await body_json(request), approved=False)
-    if not await st.records.add_order(o):
-        # Ids are unique per organisation (the vehicle's): the one taken is the caller's own.
-        raise fail(409, f"order {o['id']!r} exists in {o['org']}")
-    await audit(st, p, "order.create", o["id"], vehicle=o["vehicle"], type=o["type"])
-    return o
-
-
-@route(
-    "POST",
-    "/api/orders/{id}/approve",
-    "operator",
-    "Approve a dispatch order (audited)",
-    tag="orders",
-)
-async def approve_order(request: Request, st: ApiState, p: Principal) -> Any:
-    o = await _visible_order(request, st, p)
-    if not o["approved"]:
-        approved = await st.records.approve_order(o["org"], o["id"], p.name, st.now())
-        assert approved is not None
-        o = approved
-        await apply_orders(st, [o])
-        await broadcast(st, "orders", keys=_order_keys([o]))
-    await audit(st, p, "order.approve", o["id"], vehicle=o["vehicle"], org=o["org"])
-    return o
-
-
-@route(
-    "POST",
-    "/api/orders/import",
-    "operator",
-    "Import orders from CSV (id,vehicle,type,start,end[,approved][,approved_at])",
-    body={"type": "string", "description": "text/csv"},
-    tag="orders",
-)
-async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
-    """Row by row: good rows are imported, each bad one is listed with its line and reason.
-
-    A row only ever writes its own vehicle's organisation's order (ids are unique per
-    organisation), so an id another county uses is simply a new order here; a row for a
-    vehicle outside the caller's subtree is refused exactly like an unknown vehicle.
-    """
-    from rules.orders import parse_orders_rows
-
-    text = (await request.body()).decode("utf-8-sig", errors="replace")
-    reg = st.registry
-    try:
-        parsed, bad = parse_orders_rows(text, reg, timezone=st.ctx.config.service.timezone)
-    except BadRecord as exc:
-        raise fail(400, exc.detail or exc.reason) from None
-    rejected: list[dict[str, Any]] = [{"line": line, "reason": reason} for line, reason in bad]
-    now = st.now()
-    out: list[dict[str, Any]] = []
-    for line, d in parsed:
-        v = reg.by_id(d.vehicle_id)
-        o: dict[str, Any] = {
-            "org": reg.org_of(v),
-            "id": d.id,
-            "vehicle": d.vehicle_id,
-            "type": d.type,
-            "start": d.start,
-            "end": d.end,
-            "reason": "",
-            "created_by": p.name,
-            "created_at": now,
-            "approved": d.approved,
-            "approved_by": p.name if d.approved else None,
-            "approved_at": (d.approved_at or now) if d.approved else None,
-        }
-        if not _order_visible(st, p, o):
-            rejected.append({"line": line, "reason": f"unknown vehicle {d.vehicle_id!r}"})
-            continue
-        out.append(o)
-    rejected.sort(key=lambda r: int(r["line"]))
-    await st.records.put_orders(out)
-    await apply_orders(st, out)
-    if any(o["approved"] for o in out):
-        await broadcast(st, "orders", keys=_order_keys([o for o in out if o["approved"]]))
-    await audit(
-        st,
-        p,
-        "order.import",
-        f"{len(out)} orders",
-        ids=[o["id"] for o in out],
-        orgs=sorted({o["org"] for o in out}),
-        rejected=rejected,
-    )
-    return {"imported": len(out), "orders": out, "rejected": rejected}
-
-
 # -- the board ---------------------------------------------------------------------------------
 
 
@@ -1160,11 +958,15 @@ async def list_users(request: Request, st: ApiState, p: Principal) -> Any:
 async def create_user(request: Request, st: ApiState, p: Principal) -> Any:
     body = parse_body(UserCreate, await request.body())
     _check_grant(st, p, body.org, body.role)
-    if not await st.accounts.create_user(body.username, body.password, body.org, body.role):
+    if not await st.accounts.create_user(
+        body.username, body.password, body.org, body.role, duties=body.duties
+    ):
         # user names are one name space (they log in without an organisation): this
         # says the name is taken, never where or by whom
         raise fail(409, "user name not available")
-    await audit(st, p, "user.create", body.username, org=body.org, role=body.role)
+    await audit(
+        st, p, "user.create", body.username, org=body.org, role=body.role, duties=body.duties
+    )
     return await st.accounts.user(body.username)
 
 
@@ -1179,7 +981,7 @@ async def _own_user(st: ApiState, p: Principal, username: str) -> dict[str, Any]
     "PATCH",
     "/api/users/{username}",
     "admin",
-    "Change a user's password, role, organisation or disable it (audited)",
+    "Change a user's password, role, organisation, duties or disable it (audited)",
     model=UserPatch,
     tag="users",
 )
@@ -1191,7 +993,12 @@ async def update_user(request: Request, st: ApiState, p: Principal) -> Any:
         raise fail(403, "you cannot change a user above your own role")
     _check_grant(st, p, body.org or u["org"], body.role or u["role"])
     await st.accounts.update_user(
-        username, password=body.password, role=body.role, org=body.org, disabled=body.disabled
+        username,
+        password=body.password,
+        role=body.role,
+        org=body.org,
+        disabled=body.disabled,
+        duties=body.duties,
     )
     changed = sorted(body.model_fields_set)
     await audit(st, p, "user.update", username, changed=changed)

@@ -27,12 +27,13 @@ import web.drivers_api  # registers the driver record routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
 import web.ops_api  # registers the dead-letter routes in API
+import web.orders_api  # registers the dispatch-order routes in API
 import web.quota_api  # registers the quota routes in API
 import web.vehicles_api  # registers the vehicle record routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy
-from web.api import API, JSON, ApiState, apply_orders, handle_command, map_error
+from web.api import API, JSON, ApiState, handle_command, map_error
 from web.api import Route as ApiRoute
 from web.auth import LoginLimiter, Principal, Refused
 from web.bodies import Invalid
@@ -149,8 +150,8 @@ async def _restore(st: ApiState) -> None:
     """What the API changed before a restart: fence changes over the configuration's
     fences, then the approved orders to the rules engine (their covers published)."""
     n_fences = await web.fences_api.restore_fences(st)
-    orders = await st.records.orders()
-    n_orders = await apply_orders(st, orders)
+    orders = await st.orders.list()
+    n_orders = await web.orders_api.apply_orders(st, orders)
     if n_fences or orders:
         log.info(
             "restored %d fence changes, %d orders (%d approved) from the web database",
@@ -236,8 +237,10 @@ def create_app(ctx: AppContext) -> Starlette:
         await accounts.open()
         await records.open()
         own_records = await web.vehicles_api.open_records(st)
+        orders = await web.orders_api.open_orders(st)
         await _restore(st)
         tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
+        tasks.append(asyncio.create_task(web.orders_api.run_sweeper(st), name="order-trips"))
         tasks.append(asyncio.create_task(web.commands_api.run_bridge(st), name="commands"))
         if ctx.commands is not None:
 
@@ -253,6 +256,8 @@ def create_app(ctx: AppContext) -> Starlette:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await orders.close()
+            st.orders = None
             await accounts.close()
             if own_records is not None:
                 await own_records.close()

@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 __all__ = [
+    "DUTIES",
     "ROLES",
     "LoginLimiter",
     "Principal",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
+#: What a user does in the dispatch-order flow (#16), besides their role: files requests
+#: (用车申请), approves them (审批), assigns vehicles and drivers (调度). Any subset.
+DUTIES: tuple[str, ...] = ("requester", "approver", "dispatcher")
 
 # argon2id with the library's defaults (RFC 9106 "second recommended" profile, 64 MiB).
 _hasher = PasswordHasher()
@@ -55,9 +59,13 @@ class Principal:
     username: str | None = None
     token_id: str | None = None
     session: Session | None = None  # a login session (None: config or machine token)
+    duties: frozenset[str] = frozenset()  # DUTIES this user holds (a token: none)
 
     def may(self, role: str) -> bool:
         return role_at_least(self.role, role)
+
+    def has(self, duty: str) -> bool:
+        return duty in self.duties
 
 
 def role_at_least(have: str, need: str) -> bool:

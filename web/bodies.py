@@ -28,6 +28,7 @@ __all__ = [
 M = TypeVar("M", bound=BaseModel)
 
 Role = Literal["viewer", "operator", "admin"]
+Duty = Literal["requester", "approver", "dispatcher"]  # web.auth.DUTIES
 # A user name is a login name: no spaces, no slashes (it is a path segment).
 UserName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\s/\\]+$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
@@ -75,6 +76,7 @@ class UserCreate(_Body):
     password: Password
     org: OrgId
     role: Role
+    duties: list[Duty] = Field(default_factory=list)
 
 
 class UserPatch(_Body):
@@ -82,6 +84,7 @@ class UserPatch(_Body):
     role: Role | None = None
     org: OrgId | None = None
     disabled: bool | None = None
+    duties: list[Duty] | None = None
 
 
 class TokenCreate(_Body):

@@ -7,10 +7,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geofence.config import PlaceConfig
+from store.orders_core import OrderFlowConfig
 
 __all__ = ["AuthConfig", "BodyLimits", "TileConfig", "TokenConfig", "UserConfig", "WebConfig"]
 
 Role = Literal["viewer", "operator", "admin"]
+Duty = Literal["requester", "approver", "dispatcher"]  # web.auth.DUTIES
 
 
 class _Frozen(BaseModel):
@@ -49,6 +51,7 @@ class UserConfig(_Frozen):
     password: str = Field(min_length=1)
     org: str
     role: Role = "viewer"
+    duties: list[Duty] = Field(default_factory=list, description="requester, approver, dispatcher")
 
 
 class AuthConfig(_Frozen):
@@ -174,6 +177,7 @@ class WebConfig(_Frozen):
     )
     zoom: int = Field(default=11, ge=1, le=20)
     places: PlaceConfig = PlaceConfig()
+    orders: OrderFlowConfig = OrderFlowConfig()
     export_max_rows: int = Field(
         default=100_000,
         ge=1,

@@ -1,19 +1,18 @@
-"""Dispatch orders and fence changes made through the API, kept in the web's own database.
+"""Fence changes made through the API, kept in the web's own database; the earlier orders.
 
 Same database as :mod:`web.accounts` (tables prefixed ``web_``), so that a
 restart — or another web node on the same PostgreSQL — finds them again::
 
-    web_dispatch_orders  one row per (organisation, order id): all its fields, who created
-                       it, approval state. Order ids are unique per organisation — the
-                       organisation of the order's vehicle — so one county's import can never
-                       overwrite another county's order, and a taken id is only ever one the
-                       caller can see. Rows of the earlier ``web_orders`` (ids unique
-                       city-wide) are copied over once, with organisation ``""``.
     web_fence_changes  one row per fence id changed through the API: the fence as a
                        GeoJSON Feature (created or replaced), or a tombstone (deleted)
 
 The configuration's fences stay the base; :func:`apply_fence_changes` lays the
 stored changes over them at start-up. Every call runs in a worker thread.
+
+Dispatch orders used to live here too (``web_dispatch_orders``, and before it
+``web_orders`` with ids unique city-wide); they are in :mod:`store.orders` now.
+:meth:`Records.legacy_orders` reads what an earlier version left, for
+:meth:`store.orders.OrderStore.migrate` to copy once.
 """
 
 from __future__ import annotations
@@ -28,12 +27,6 @@ from web.accounts import Accounts
 __all__ = ["FenceChange", "Records", "apply_fence_changes"]
 
 SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS web_dispatch_orders (
-        org TEXT NOT NULL, id TEXT NOT NULL, vehicle TEXT NOT NULL, type TEXT NOT NULL,
-        start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, reason TEXT NOT NULL,
-        created_by TEXT NOT NULL, created_at BIGINT NOT NULL,
-        approved BOOLEAN NOT NULL, approved_by TEXT, approved_at BIGINT,
-        PRIMARY KEY (org, id))""",
     """CREATE TABLE IF NOT EXISTS web_fence_changes (
         fence_id TEXT PRIMARY KEY, deleted BOOLEAN NOT NULL, feature TEXT,
         changed_by TEXT NOT NULL, changed_at BIGINT NOT NULL, seq BIGINT NOT NULL)""",
@@ -69,23 +62,6 @@ class FenceChange:
         return self.feature is None
 
 
-def _order_row(o: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        o["org"],
-        o["id"],
-        o["vehicle"],
-        o["type"],
-        int(o["start"]),
-        int(o["end"]),
-        o.get("reason") or "",
-        o.get("created_by") or "",
-        int(o.get("created_at") or 0),
-        bool(o["approved"]),
-        o.get("approved_by"),
-        o.get("approved_at"),
-    )
-
-
 def _order_dict(r: Sequence[Any]) -> dict[str, Any]:
     d = dict(zip(_ORDER_COLS, r, strict=True))
     return {
@@ -116,101 +92,30 @@ class Records:
         def setup() -> None:
             for stmt in SCHEMA:
                 db.execute(stmt)
-            legacy = db.execute("SELECT count(*) FROM web_dispatch_orders") == [
-                (0,)
-            ] and _table_exists(db, "web_orders")
-            if legacy:
-                cols = ", ".join(_ORDER_COLS[1:])
-                db.execute(
-                    f"INSERT INTO web_dispatch_orders (org, {cols}) SELECT '', {cols}"
-                    " FROM web_orders"
-                )
 
         await self.accounts.run(setup)
 
-    # -- orders -----------------------------------------------------------------------------
-
-    async def orders(self) -> list[dict[str, Any]]:
+    async def legacy_orders(self) -> list[dict[str, Any]]:
+        """The orders an earlier version kept here (``web_dispatch_orders``, or the older
+        ``web_orders`` with organisation ``""``); empty when there are none."""
         db = self.accounts.database()
-        rows = await self.accounts.run(
-            lambda: db.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders"
-                " ORDER BY created_at, org, id"
-            )
-        )
-        return [_order_dict(r) for r in rows]
+        cols = ", ".join(_ORDER_COLS)
 
-    async def orders_by_id(self, order_id: str) -> list[dict[str, Any]]:
-        """Every organisation's order with this id (the caller filters what it may see)."""
-        db = self.accounts.database()
-        rows = await self.accounts.run(
-            lambda: db.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders WHERE id = ?"
-                " ORDER BY org",
-                (order_id,),
-            )
-        )
-        return [_order_dict(r) for r in rows]
+        def read() -> list[Any]:
+            if _table_exists(db, "web_dispatch_orders"):
+                rows = db.execute(f"SELECT {cols} FROM web_dispatch_orders ORDER BY created_at")
+                if rows:
+                    return rows
+            if _table_exists(db, "web_orders"):
+                return [
+                    ("", *r)
+                    for r in db.execute(
+                        f"SELECT {', '.join(_ORDER_COLS[1:])} FROM web_orders ORDER BY created_at"
+                    )
+                ]
+            return []
 
-    async def order(self, org: str, order_id: str) -> dict[str, Any] | None:
-        db = self.accounts.database()
-        rows = await self.accounts.run(
-            lambda: db.execute(
-                f"SELECT {', '.join(_ORDER_COLS)} FROM web_dispatch_orders"
-                " WHERE org = ? AND id = ?",
-                (org, order_id),
-            )
-        )
-        return _order_dict(rows[0]) if rows else None
-
-    async def add_order(self, o: dict[str, Any]) -> bool:
-        """Insert a new order; False if its organisation already has that id."""
-        db = self.accounts.database()
-
-        def do() -> bool:
-            if db.execute(
-                "SELECT 1 FROM web_dispatch_orders WHERE org = ? AND id = ?", (o["org"], o["id"])
-            ):
-                return False
-            db.execute(
-                f"INSERT INTO web_dispatch_orders ({', '.join(_ORDER_COLS)})"
-                f" VALUES ({', '.join('?' * len(_ORDER_COLS))})",
-                _order_row(o),
-            )
-            return True
-
-        return await self.accounts.run(do)
-
-    async def put_orders(self, orders: Sequence[dict[str, Any]]) -> None:
-        """Insert or overwrite orders (a CSV import may correct earlier rows). The key is
-        (organisation, id): a row only ever replaces its own organisation's order."""
-        db = self.accounts.database()
-        sets = ", ".join(f"{c} = excluded.{c}" for c in _ORDER_COLS[2:])
-        sql = (
-            f"INSERT INTO web_dispatch_orders ({', '.join(_ORDER_COLS)})"
-            f" VALUES ({', '.join('?' * len(_ORDER_COLS))})"
-            f" ON CONFLICT (org, id) DO UPDATE SET {sets}"
-        )
-
-        def do() -> None:
-            for o in orders:
-                db.execute(sql, _order_row(o))
-
-        await self.accounts.run(do)
-
-    async def approve_order(
-        self, org: str, order_id: str, by: str, at: int
-    ) -> dict[str, Any] | None:
-        """Mark approved (once: a second approval keeps the first's who/when)."""
-        db = self.accounts.database()
-        await self.accounts.run(
-            lambda: db.execute(
-                "UPDATE web_dispatch_orders SET approved = ?, approved_by = ?, approved_at = ?"
-                " WHERE org = ? AND id = ? AND NOT approved",
-                (True, by, at, org, order_id),
-            )
-        )
-        return await self.order(org, order_id)
+        return [_order_dict(r) for r in await self.accounts.run(read)]
 
     # -- fences -----------------------------------------------------------------------------
 

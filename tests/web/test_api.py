@@ -46,7 +46,13 @@ async def test_login_and_tokens(client: httpx.AsyncClient, built: Built) -> None
     assert r.status_code == 401
     h = await login(client, "admin")
     me = (await client.get("/api/me", headers=h)).json()
-    assert me["user"] == {"name": "admin", "org": "city", "role": "admin"}
+    assert me["user"] == {
+        "name": "admin",
+        "username": "admin",
+        "org": "city",
+        "role": "admin",
+        "duties": [],
+    }
     assert {o["id"] for o in me["orgs"]} == {"city", "wusheng", "yuechi", "ws-police"}
     # static config token works; a garbage one does not
     r = await client.get("/api/vehicles", headers={"Authorization": "Bearer demo-token-city"})

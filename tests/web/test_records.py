@@ -264,7 +264,10 @@ async def pg_schema(unique: str) -> AsyncIterator[str]:
 
 @pytest.mark.services
 async def test_orders_and_fences_persist_in_postgresql(tmp_path: Path, pg_schema: str) -> None:
-    cfg = web_config(tmp_path, store={"kind": "postgres", "postgres_dsn": pg_schema})
+    # the store's own schema too (the orders live beside the records, store.orders)
+    schema = pg_schema.rsplit("%3D", 1)[1]
+    store = {"kind": "postgres", "postgres_dsn": pg_schema, "postgres_schema": schema}
+    cfg = web_config(tmp_path, store=store)
     for run in range(2):
         node = Node(cfg, capture=True)
         node.history = _NoHistory()  # type: ignore[assignment]
