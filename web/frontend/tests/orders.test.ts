@@ -47,16 +47,25 @@ describe("actions per state and duty", () => {
     expect(actionState(o, keyuan, "approve").why).toBe("duty");
     expect(allowedActions(o, keyuan)).toEqual(["cancel"]);
   });
-  it("only a dispatcher dispatches, and only an approved (or re-dispatches a dispatched) order", () => {
+  it("only a dispatcher dispatches, and only an approved order", () => {
     for (const s of ORDER_STATES) {
       const o = order({ id: "1", state: s });
-      expect(actionState(o, demo, "dispatch").allowed, s).toBe(s === "approved" || s === "dispatched");
+      expect(actionState(o, demo, "dispatch").allowed, s).toBe(s === "approved");
       expect(actionState(o, chuzhang, "dispatch").allowed).toBe(false);
     }
   });
   it("nothing but printing is left on a finished order; nothing at all on a rejected one", () => {
     for (const s of ["completed"] as OrderState[]) expect(allowedActions(order({ id: "1", state: s }), admin)).toEqual(["print"]);
     for (const s of ["rejected", "cancelled"] as OrderState[]) expect(allowedActions(order({ id: "1", state: s, requester: "admin" }), admin)).toEqual([]);
+  });
+  it("a 补单 (dispatched first) waits for its approval whatever its trip's state", () => {
+    for (const s of ["dispatched", "out", "returned", "completed"] as OrderState[]) {
+      const late = order({ id: "1", state: s, late: true, approved: false, requester: "demo" });
+      expect(actionState(late, chuzhang, "approve").allowed, s).toBe(true);
+      expect(actionState(late, demo, "approve").why).toBe("duty");
+      expect(actionState({ ...late, approved: true }, chuzhang, "approve").why).toBe("state");
+    }
+    expect(actionState(order({ id: "1", state: "rejected", late: true, approved: false }), chuzhang, "approve").why).toBe("state");
   });
   it("a manual trip record is the dispatcher's, from dispatch until returned", () => {
     expect(allowedActions(order({ id: "1", state: "out" }), demo)).toEqual(["trip", "print"]);
@@ -196,6 +205,7 @@ describe("the request form", () => {
     expect(draftProblems(ok, now, toMs)).toEqual({});
     expect(requestBody(ok, toMs).destination).toEqual({ kind: "out_of_city", text: "成都市", place: null, city: "成都市" });
     expect(draftProblems({ ...good(), kind: "city", text: "" }, now, toMs)).toEqual({});
+    expect((requestBody({ ...good(), kind: "city", text: "" }, toMs).destination as { text: string }).text).toBe("市内");
     expect(draftProblems({ ...good(), kind: "county", text: "" }, now, toMs).text).toBe("countyRequired");
   });
   it("suggests 出市 for a trip out of the city and takes it back otherwise", () => {

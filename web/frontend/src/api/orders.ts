@@ -85,7 +85,7 @@ export const approveOrder = (o: Pick<Order, "id" | "org">) => act(o, "approve");
 export const rejectOrder = (o: Pick<Order, "id" | "org">, reason: string) => act(o, "reject", { reason });
 export const cancelOrder = (o: Pick<Order, "id" | "org">, reason: string) => act(o, "cancel", { reason });
 export const dispatchOrder = (o: Pick<Order, "id" | "org">, vehicle: string, driver: string) => act(o, "dispatch", { vehicle, driver });
-export const recordTrip = (o: Pick<Order, "id" | "org">, trip: { out_at: number; back_at: number | null; km: number | null }) => act(o, "trip", trip);
+export const recordTrip = (o: Pick<Order, "id" | "org">, trip: { out_at: number; back_at: number; km: number }) => act(o, "trip", trip);
 
 export async function suggest(start: number, end: number, org?: string): Promise<Suggestion> {
   return api<Suggestion>("GET", `/api/orders/suggest${qs({ start, end, org })}`);

@@ -80,6 +80,16 @@ export interface ActionState {
   why: string | null;
 }
 
+/** What the action rules read of an order (late and approved: a 补单 waiting for its request). */
+export type Decidable = Pick<Order, "state" | "requester"> & Partial<Pick<Order, "late" | "approved">>;
+
+const LATE_DECIDABLE: ReadonlySet<OrderState> = new Set(["dispatched", "out", "returned", "completed"]);
+
+/** Pending, or a 补单 (dispatched first) whose request is not approved yet. */
+export function awaitsDecision(o: Decidable): boolean {
+  return o.state === "pending" || (Boolean(o.late) && !o.approved && LATE_DECIDABLE.has(o.state));
+}
+
 const CANCELLABLE: ReadonlySet<OrderState> = new Set(["pending", "approved", "dispatched"]);
 const TRIP_STATES: ReadonlySet<OrderState> = new Set(["dispatched", "out", "returned"]);
 const PRINTABLE: ReadonlySet<OrderState> = new Set(["approved", "dispatched", "out", "returned", "completed"]);
@@ -91,25 +101,26 @@ export function hasDuty(who: Who, duty: Duty): boolean {
 /**
  * What the user can do with the order in its state. The server decides (403 / 409); this only
  * decides which buttons are drawn and what a missing one is replaced by:
- * - approve / reject: pending, an approver, never the requester (why: "own");
- * - dispatch: approved (or dispatched, to change the car), a dispatcher;
+ * - approve / reject: pending (or a 补单 not yet approved, whatever its trip's state), an
+ *   approver, never the requester (why: "own");
+ * - dispatch: approved, a dispatcher;
  * - cancel: pending / approved / dispatched, the requester or a dispatcher;
  * - trip (manual 出车/回车 record): dispatched / out / returned, a dispatcher;
  * - print (派车单): approved and later, anyone who sees the order.
  */
-export function actionState(o: Pick<Order, "state" | "requester">, who: Who, action: Action): ActionState {
+export function actionState(o: Decidable, who: Who, action: Action): ActionState {
   const mine = o.requester === who.username;
   const no = (why: string): ActionState => ({ action, allowed: false, why });
   const yes: ActionState = { action, allowed: true, why: null };
   switch (action) {
     case "approve":
     case "reject":
-      if (o.state !== "pending") return no("state");
+      if (!awaitsDecision(o)) return no("state");
       if (!hasDuty(who, "approver")) return no("duty");
       if (mine) return no("own");
       return yes;
     case "dispatch":
-      if (o.state !== "approved" && o.state !== "dispatched") return no("state");
+      if (o.state !== "approved") return no("state");
       if (!hasDuty(who, "dispatcher")) return no("duty");
       return yes;
     case "cancel":
@@ -126,12 +137,12 @@ export function actionState(o: Pick<Order, "state" | "requester">, who: Who, act
 }
 
 /** The actions the user may take now, in the order the buttons are drawn. */
-export function allowedActions(o: Pick<Order, "state" | "requester">, who: Who): Action[] {
+export function allowedActions(o: Decidable, who: Who): Action[] {
   return ACTIONS.filter((a) => actionState(o, who, a).allowed);
 }
 
 /** Whether the page should say "you cannot approve your own request" (instead of the buttons). */
-export function ownApprovalBlocked(o: Pick<Order, "state" | "requester">, who: Who): boolean {
+export function ownApprovalBlocked(o: Decidable, who: Who): boolean {
   return actionState(o, who, "approve").why === "own";
 }
 
@@ -304,7 +315,8 @@ export function draftProblems(d: RequestDraft, now: number, toMs: (wall: string)
 
 /** The body of POST /api/orders for a checked draft. */
 export function requestBody(d: RequestDraft, toMs: (wall: string) => number): Record<string, unknown> {
-  const text = d.kind === "out_of_city" ? d.text.trim() || d.city.trim() : d.text.trim();
+  // The server wants a text: a region without a named place is named by the region itself.
+  const text = d.text.trim() || (d.kind === "out_of_city" ? d.city.trim() : d.kind === "city" ? "市内" : "");
   return {
     purpose: d.purpose.trim(),
     passengers: d.passengers,

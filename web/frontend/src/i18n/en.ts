@@ -270,6 +270,7 @@ const en: typeof zh = {
       pickVehicle: "Choose a vehicle",
       pickDriver: "Choose a driver",
       outRequired: "Enter the time the car went out",
+      backRequired: "Enter the time the car came back",
       kmBad: "Distance must be a number from 0 to 5000",
     },
     request: { title: "Request a car", submit: "Submit request", submitted: "Request submitted, awaiting approval", reset: "Clear" },

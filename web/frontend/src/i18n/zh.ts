@@ -270,6 +270,7 @@ export default {
       pickVehicle: "请选择车辆",
       pickDriver: "请选择驾驶员",
       outRequired: "请填写出车时间",
+      backRequired: "请填写回车时间",
       kmBad: "里程须为 0 到 5000 之间的数字",
     },
     request: { title: "用车申请", submit: "提交申请", submitted: "申请已提交，等待审批", reset: "清空" },
