@@ -16,9 +16,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.web.pagekit import ARTIFACTS, PASSWORD, serve, wait_js
+from fleetwatch.batch import PositionBatch
+from tests.web.pagekit import ARTIFACTS, PASSWORD, alarm_event, serve, wait_js
 from tests.web.viewkit import log_in_as, open_page
 
 pytestmark = pytest.mark.browser
@@ -128,7 +130,8 @@ async def test_request_approve_dispatch_print(chromium: Any, tmp_path: Path) -> 
                 {"id": did, "name": name, "org": org, "licence_no": f"51010019900101{did[1]}234"},
             )
             assert r.is_success, r.text
-        start, end = hour_from_now(2), hour_from_now(4)
+        # Began an hour or two ago, ends in two hours: the trip below is in the history.
+        start, end = hour_from_now(-1), hour_from_now(2)
 
         # -- keyuan files the request from a phone ---------------------------------------------
         async with open_page(chromium, viewport=PHONE, is_mobile=True, has_touch=True) as phone:
@@ -257,18 +260,41 @@ async def test_request_approve_dispatch_print(chromium: Any, tmp_path: Path) -> 
             assert "chuzhang" in history and "demo" in history
             await shot(page, "detail-dispatched-desktop")
 
+            # the car drove 10 to 50 minutes into the window and raised an alarm meanwhile
+            out_at, back_at = start + 10 * 60_000, start + 50 * 60_000
+            v = served.ctx.registry.by_id(got["vehicle"])
+            ts = np.arange(out_at, back_at, 30_000, dtype=np.int64)
+            steps = np.arange(len(ts))
+            assert served.ctx.history is not None
+            await served.ctx.history.write_positions(
+                PositionBatch.from_columns(
+                    vehicle=np.full(len(ts), v),
+                    ts=ts,
+                    lat=30.35 + steps * 0.0006,
+                    lon=106.20 + steps * 0.0009,
+                    speed=np.full(len(ts), 40.0, dtype=np.float32),
+                    acc=np.ones(len(ts), dtype=bool),
+                )
+            )
+            await served.record(alarm_event(served, v, "speeding", started_at=out_at + 600_000))
+
             # a manual 出车/回车 record: required fields, then the km on the page
             await page.click("#act-trip")
             await page.fill("#trip-km", "")
             await page.click("#trip-save")
             await page.locator(".el-form-item__error", has_text="里程须为").wait_for()
-            await page.fill("#trip-out", wall(start))
-            await page.fill("#trip-back", wall(start + 90 * 60_000))
+            await page.fill("#trip-out", wall(out_at))
+            await page.fill("#trip-back", wall(back_at))
             await page.fill("#trip-km", "12.5")
             await page.click("#trip-save")
             await page.wait_for_selector("#order-state[data-state='returned']")
             assert (await page.inner_text("#order-trip .km")).strip() == "12.5"
             assert "人工登记" in await page.inner_text("#order-trip")
+            # its track on the small map, the alarm of its window in the list
+            await page.locator("#order-map.leaflet-container").wait_for()
+            assert await page.locator(".no-track").count() == 0
+            assert "超速" in await page.inner_text("#order-alarms")
+            await shot(page, "detail-returned-desktop")
 
             # the 派车单: the fields offices file, on one A4 page
             await page.click("#act-print")
@@ -315,4 +341,11 @@ async def test_request_approve_dispatch_print(chromium: Any, tmp_path: Path) -> 
             await phone.wait_for_selector("#print-sheet")
             await no_sideways_scroll(phone)
             await shot(phone, "print-phone")
+            # English, complete: the form in English
+            await phone.goto(url + "/#/dispatch/request")
+            await phone.click(".lang-switch")
+            await phone.locator("#ord-submit", has_text="Submit request").wait_for()
+            assert "Out of city" in await phone.inner_text("#ord-type")
+            await no_sideways_scroll(phone)
+            await shot(phone, "request-en-phone")
             assert phone.errors == []

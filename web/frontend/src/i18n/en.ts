@@ -307,6 +307,8 @@ const en: typeof zh = {
       notCovered: "Not covered",
       created: "{by} filed the request",
       dispatched: "{by} dispatched",
+      wentOut: "Went out",
+      cameBack: "Came back",
       openPlayback: "Open in playback",
       tripTitle: "Record out and back",
       cancelTitle: "Cancel the request",

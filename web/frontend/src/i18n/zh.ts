@@ -307,6 +307,8 @@ export default {
       notCovered: "未说明",
       created: "{by} 提交申请",
       dispatched: "{by} 派车",
+      wentOut: "出车",
+      cameBack: "回车",
       openPlayback: "在轨迹回放中查看",
       tripTitle: "登记出车/回车",
       cancelTitle: "取消申请",
