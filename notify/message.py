@@ -39,6 +39,9 @@ KIND_NAMES: Mapping[str, str] = {
     "fatigue": "疲劳驾驶",
     "sealed_moving": "封存车辆移动",
     "record_due": "证照到期提醒",
+    "no_order": "无单派车",
+    "order_mismatch": "派车单不符",
+    "driver_mismatch": "人车不符",
 }
 # Dispatch-order messages (notify.orders; purpose "order"): not alarms, routed only to
 # routes that name these kinds.

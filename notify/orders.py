@@ -36,8 +36,9 @@ def destination_text(dest: Any) -> str:
     if not isinstance(dest, dict):
         return ""
     parts = [str(dest.get("text") or "")]
-    if dest.get("city") and dest.get("city") not in parts[0]:
-        parts.append(str(dest["city"]))
+    city = str(dest.get("city") or "")
+    if city and city not in parts[0]:
+        parts.append(city)
     return " ".join(p for p in parts if p)
 
 

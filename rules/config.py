@@ -17,10 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "ORDER_TYPES",
     "CalendarConfig",
+    "DriverMismatchConfig",
     "FatigueConfig",
     "ForbiddenZoneConfig",
+    "NoOrderConfig",
     "OffHoursConfig",
     "OfflineConfig",
+    "OrderMismatchConfig",
     "OrdersConfig",
     "OutOfAreaConfig",
     "ParkingConfig",
@@ -261,6 +264,57 @@ class OrdersConfig(_Frozen):
         return v
 
 
+class NoOrderConfig(_Frozen):
+    """无单派车: a vehicle away from its lot without a covering valid order.
+
+    Opt-in per organisation: ``orgs`` lists the organisations (a unit inherits its
+    parent's choice) whose vehicles are checked; empty (the default) checks nobody.
+    Only vehicles whose organisation has a lot fence are checked. The trip counts
+    from the first position outside the lot with no covering order; once it has gone
+    ``min_km`` (straight steps between positions) or lasted ``min_minutes``, one
+    episode opens — at any hour — and closes once the vehicle has been back in its
+    lot (or under an order) for ``close_after_s``."""
+
+    enabled: bool = True
+    orgs: list[str] = Field(default_factory=list, description="organisations checked (opt-in)")
+    min_km: float = Field(2.0, gt=0, description="a trip longer than this without an order")
+    min_minutes: float = Field(20.0, gt=0, description="or away from the lot longer than this")
+    close_after_s: float = Field(300.0, ge=0, description="back in the lot this long closes")
+
+
+class OrderMismatchConfig(_Frozen):
+    """派车单不符: a trip under an order that does not keep to it.
+
+    * region: a position outside the order's ``region`` (``county:<name>``, ``city``,
+      ``out_of_city:<city>``) by more than ``region_tolerance_km``; for an
+      out-of-city order the corridor between the home city and the destination city
+      (``corridor_km`` each side of the line between their centres) is allowed too;
+    * window: a trip (away from the lot) that began under the order is still away
+      ``window_tolerance_minutes`` after the order's end, or began more than that
+      before its start;
+    * vehicle: a vehicle away from its lot with no order of its own while an order of
+      its own organisation names another vehicle (the dispatched car is not the one
+      on the order), after ``vehicle_grace_s``."""
+
+    enabled: bool = True
+    region_tolerance_km: float = Field(2.0, ge=0)
+    corridor_km: float = Field(15.0, ge=0)
+    window_tolerance_minutes: float = Field(30.0, ge=0)
+    vehicle_check: bool = True
+    vehicle_grace_s: float = Field(300.0, ge=0)
+    min_duration_s: float = Field(60.0, ge=0)
+    close_after_s: float = Field(300.0, ge=0)
+
+
+class DriverMismatchConfig(_Frozen):
+    """人车不符: the driver card the terminal reports (JT/T 808 0x0702) is not the
+    order's driver while the vehicle moves under that order."""
+
+    enabled: bool = True
+    min_duration_s: float = Field(0.0, ge=0)
+    close_after_s: float = Field(300.0, ge=0)
+
+
 class RulesConfig(_Frozen):
     speeding: SpeedingConfig = SpeedingConfig()
     off_hours: OffHoursConfig = OffHoursConfig()
@@ -271,5 +325,8 @@ class RulesConfig(_Frozen):
     terminal_alarm: TerminalAlarmConfig = TerminalAlarmConfig()
     fatigue: FatigueConfig = FatigueConfig()
     sealed_moving: SealedConfig = SealedConfig()
+    no_order: NoOrderConfig = NoOrderConfig()
+    order_mismatch: OrderMismatchConfig = OrderMismatchConfig()
+    driver_mismatch: DriverMismatchConfig = DriverMismatchConfig()
     orders: OrdersConfig = OrdersConfig()
     calendar: CalendarConfig = CalendarConfig()

@@ -41,10 +41,11 @@ from fleetwatch.errors import Misuse
 from fleetwatch.registry import Registry, grown
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig
-from rules.episodes import EpisodeBook, Raw
+from rules.episodes import EpisodeBook, Raw, apply_order
 from rules.events import AlarmEvent
 from rules.features import DayTable, Schedules, fence_names, step_m_array
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
+from rules.regions import inside as regions_inside
 
 __all__ = ["RulesEngine"]
 
@@ -62,6 +63,9 @@ RULE_ORDER = (
     "terminal_alarm",
     "fatigue",
     "sealed_moving",
+    "no_order",
+    "order_mismatch",
+    "driver_mismatch",
 )
 _TS_BITS = 42  # epoch ms below 2**42: until the year 2109
 _RANK = {"close": 0, "open": 1, "update": 2}
@@ -69,6 +73,8 @@ _INT_MIN = np.iinfo(np.int64).min
 _NO_TS = -(2**62)
 _PEAK_BITS = 24  # peak speeds in 0.1 km/h fit in 24 bits (1,677,721 = 167,772 km/h)
 
+#: order_mismatch reasons, by the code the rule computes per row.
+_MISMATCH = ("", "region", "window_late", "window_early", "vehicle")
 _OFF_AFTER = TOKEN_BITS["off_hours.after_hours"]
 _OFF_REST = TOKEN_BITS["off_hours.rest_day"]
 _OOA = TOKEN_BITS["out_of_area"]
@@ -391,6 +397,20 @@ def geo_rows(view: _FenceView | None, registry: Registry, veh: Arr, lon: Arr, la
     return _Geo(zl, ia, ifb, ff, il)
 
 
+def orgs_on(registry: Registry, names: list[str]) -> B:
+    """Per vehicle: its organisation, or one of its ancestors, is in ``names``."""
+    orgs = registry.orgs
+    want = set(names)
+    on = np.zeros(len(orgs.ids), bool)
+    parent = orgs.parent.tolist()
+    for o in range(len(orgs.ids)):
+        a = o
+        while a >= 0 and not on[o]:
+            on[o] = orgs.ids[a] in want
+            a = parent[a]
+    return on[registry.org_index] if len(registry) else np.zeros(0, bool)
+
+
 class RulesEngine:
     """All eight rules over columnar batches. Not thread-safe; one per partition of vehicles."""
 
@@ -422,6 +442,9 @@ class RulesEngine:
         ta = cfg.terminal_alarm
         self._bits = [(name, ALARM_BITS[name]) for name in ta.bits] if ta.enabled else []
         self._reg_version = registry.version
+        self._no_order_on = orgs_on(registry, cfg.no_order.orgs)
+        self._card = np.full(n, "", dtype=object)  # driver card in each vehicle ("": none)
+        self._drivers = False  # a driver card was ever reported
 
     # -- live registry (records issue) ---------------------------------------------------------
 
@@ -447,6 +470,9 @@ class RulesEngine:
         self._view_of = None
         self._names.clear()
         self._reg_version = reg.version
+        self._no_order_on = orgs_on(reg, self.cfg.no_order.orgs)
+        if n > self._card.shape[0]:
+            self._card = grown(self._card, n, "")
 
     # -- public API -------------------------------------------------------------------------
 
@@ -534,10 +560,23 @@ class RulesEngine:
         return out
 
     def add_order(self, order: DispatchOrder) -> list[AlarmEvent]:
-        """Record an approved order; return updates of the episodes it covers after the fact."""
-        if not self.orders.add(order):
-            return []
-        return self.book.cover(order, self.orders.type_bits[order.type])
+        """Record a version of an order; return updates of the episodes it covers after the
+        fact, or that lose its cover. A known id is replaced: a rejected or cancelled
+        version (or ``approved=False``) withdraws the earlier version's excuses and covers."""
+        return apply_order(self.orders, self.book, order)
+
+    def driver_card(self, vehicle_id: str, driver_id: str | None, ts: int) -> list[AlarmEvent]:
+        """A terminal reported a driver card (JT/T 808 0x0702): ``driver_id`` inserted, or
+        None when the card was taken out. Positions processed from now on are checked
+        against the covering order's driver (``driver_mismatch``). Returns ``[]``: the
+        rule speaks at positions. An unknown vehicle is ignored."""
+        if self._reg_version != self.registry.version:
+            self.grow()
+        v = self.registry.by_id(vehicle_id)
+        if v is not None:
+            self._card[v] = driver_id or ""
+            self._drivers = self._drivers or bool(driver_id)
+        return []
 
     def close_episode(self, alarm_id: str, now_ms: int) -> list[AlarmEvent]:
         """Close an open episode by hand (an operator's decision); ``[]`` if it is not open.
@@ -582,6 +621,9 @@ class RulesEngine:
             "max_ts": self._max_ts,
             "vehicle_ids": list(self.registry.ids),
             "book": self.book.to_json(),
+            "cards": {
+                self.registry.ids[v]: str(self._card[v]) for v in np.flatnonzero(self._card != "")
+            },
         }
         arrays = self.state.arrays()
         arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -604,6 +646,10 @@ class RulesEngine:
         self.state = _State.from_arrays(len(self.registry), arrays, src, dst)
         self._max_ts = int(meta["max_ts"])
         self.book.load_json(meta["book"], now)
+        for vid, drv in meta.get("cards", {}).items():
+            if vid in now:
+                self._card[now[vid]] = drv
+                self._drivers = True
 
     def repair_future(self, now_ms: int, max_ahead_ms: int) -> tuple[list[str], list[AlarmEvent]]:
         """Forget what rule state says about times after ``now_ms + max_ahead_ms``.
@@ -717,11 +763,14 @@ class RulesEngine:
         cfg = self.cfg
         found: list[tuple[int, int, int, Raw]] = []  # (row, rule order, sub order, raw)
         veh, ts, speed = rows.veh, rows.ts, rows.speed
+        no_on = cfg.no_order.enabled and bool(self._no_order_on.any())
         needs_geo = (
             cfg.speeding.enabled
             or cfg.out_of_area.enabled
             or cfg.forbidden_zone.enabled
             or cfg.parking_violation.enabled
+            or no_on
+            or cfg.order_mismatch.enabled
         )
         view = self._fence_view() if needs_geo else None
         geo = geo_rows(view, self.registry, veh, rows.lon, rows.lat)
@@ -955,8 +1004,145 @@ class RulesEngine:
 
             machine(7, "sealed_moving", c, sm.min_duration_s, sm.close_after_s, sm_detail)
 
+        # no_order (无单派车) ---------------------------------------------------------------
+        cov = self.orders.cover_index(self.registry, rows.veh.astype(np.int32), ts)
+        if no_on and view is not None:
+            self._no_order(rows, st, view, geo, cov, machine)
+        if cfg.order_mismatch.enabled and view is not None:
+            self._order_mismatch(rows, st, view, geo, cov, machine)
+        if cfg.driver_mismatch.enabled:
+            self._driver_mismatch(rows, cov, machine)
+
         found.sort(key=lambda t: (t[0], t[1], t[2]))
         return [t[3] for t in found]
+
+    def _order_mismatch(
+        self,
+        rows: _Rows,
+        st: _State,
+        view: _FenceView,
+        geo: _Geo,
+        cov: I64,
+        machine: Callable[..., Any],
+    ) -> None:
+        om = self.cfg.order_mismatch
+        veh, ts = rows.veh, rows.ts
+        listed = self.orders.orders()
+        has = cov >= 0
+        why = np.zeros(rows.n, np.int8)  # 0: fine; else an index into _MISMATCH
+        # the region of the order
+        hi = np.flatnonzero(has)
+        if hi.size:
+            regions = np.array([o.region or "" for o in listed], dtype=object)[cov[hi]]
+            for region in sorted(set(regions.tolist()) - {""}):
+                sel = hi[regions == region]
+                ok = regions_inside(
+                    region, rows.lon[sel], rows.lat[sel], om.region_tolerance_km, om.corridor_km
+                )
+                why[sel[~ok]] = 1
+        # the window: a trip (a run of rows away from the lot) under the order
+        away = view.has_lot[veh] & ~geo.in_lot
+        h = st.machine("order_mismatch.trip")
+        boundary = away != rows.shift(away, h.runval)
+        j = rows.ffill(boundary)
+        rs = np.where(boundary[j], ts[j], h.runstart[veh])
+        had = _seg_max(rows, (away & has).astype(np.int64), away & boundary, h.acc)
+        li, vl = rows.last_i, rows.vl
+        h.runval[vl] = away[li]
+        h.runstart[vl] = rs[li]
+        h.acc[vl] = had[li]
+        pad = round(om.window_tolerance_minutes * 60_000)
+        starts = np.array([o.start for o in listed] or [0], np.int64)
+        late = away & ~has & (had > 0)
+        if late.any():
+            late &= self.orders.cover_index(self.registry, veh.astype(np.int32), ts, pad) < 0
+        early = away & has & (rs < starts[np.where(has, cov, 0)] - pad)
+        why[(why == 0) & late] = 2
+        why[(why == 0) & early] = 3
+        # the vehicle: out with no order of its own while its organisation's order names another
+        other = np.full(rows.n, -1, np.int64)
+        if om.vehicle_check:
+            grace = round(om.vehicle_grace_s * 1000)
+            cand = away & ~has & (ts - rs >= grace)
+            if cand.any():
+                other = self.orders.cover_index(
+                    self.registry, veh.astype(np.int32), ts, by_org=True
+                )
+                why[(why == 0) & cand & (other >= 0)] = 4
+        c = why > 0
+
+        def om_detail(i: int) -> dict[str, Any]:
+            k = int(why[i])
+            o = listed[int(other[i])] if k == 4 else listed[int(cov[i])] if k != 2 else None
+            out: dict[str, Any] = {"reason": _MISMATCH[k], "order": o.id if o else None}
+            if k == 1 and o is not None:
+                out["region"] = o.region
+            if k == 3 and o is not None:
+                out["left_at"] = int(rs[i])
+            if k == 4 and o is not None:
+                out["order_vehicle"] = o.vehicle_id
+            return out
+
+        machine(9, "order_mismatch", c, om.min_duration_s, om.close_after_s, om_detail)
+
+    def _driver_mismatch(self, rows: _Rows, cov: I64, machine: Callable[..., Any]) -> None:
+        dm = self.cfg.driver_mismatch
+        listed = self.orders.orders()
+        want = np.array([o.driver_id or "" for o in listed], dtype=object)
+        card = self._card[rows.veh]
+        has = (cov >= 0) & (card != "") if self._drivers else np.zeros(rows.n, bool)
+        c = np.zeros(rows.n, bool)
+        hi = np.flatnonzero(has)
+        if hi.size:
+            w = want[cov[hi]]
+            c[hi] = (w != "") & (w != card[hi])
+
+        def dm_detail(i: int) -> dict[str, Any]:
+            o = listed[int(cov[i])]
+            return {"driver": str(card[i]), "order_driver": o.driver_id, "order": o.id}
+
+        machine(10, "driver_mismatch", c, dm.min_duration_s, dm.close_after_s, dm_detail)
+
+    def _no_order(
+        self,
+        rows: _Rows,
+        st: _State,
+        view: _FenceView,
+        geo: _Geo,
+        cov: I64,
+        machine: Callable[..., Any],
+    ) -> None:
+        no = self.cfg.no_order
+        veh, ts = rows.veh, rows.ts
+        c = self._no_order_on[veh] & view.has_lot[veh] & ~geo.in_lot & (cov < 0)
+        # The trip: a run of such rows; its start and the distance driven since.
+        h = st.machine("no_order.trip")
+        boundary = c != rows.shift(c, h.runval)
+        j = rows.ffill(boundary)
+        rs = np.where(boundary[j], ts[j], h.runstart[veh])
+        ci = np.flatnonzero(c)
+        steps = np.zeros(rows.n, np.int64)
+        if ci.size:
+            plat = rows.shift(rows.lat, st.last_lat)[ci]
+            plon = rows.shift(rows.lon, st.last_lon)[ci]
+            steps[ci] = step_m_array(plat, plon, rows.lat[ci], rows.lon[ci])
+        dist = _seg_sum(rows, steps, c & boundary, h.acc)
+        li, vl = rows.last_i, rows.vl
+        h.runval[vl] = c[li]
+        h.runstart[vl] = rs[li]
+        h.acc[vl] = dist[li]
+        min_m = round(no.min_km * 1000)
+        min_ms = round(no.min_minutes * 60_000)
+        c2 = c & ((dist > min_m) | (ts - rs >= min_ms))
+
+        def no_detail(i: int) -> dict[str, Any]:
+            return {
+                "left_at": int(rs[i]),
+                "distance_km": int(dist[i]) / 1000,
+                "fence_name": self._fence_names(view, int(veh[i]), "lot"),
+            }
+
+        machine(8, "no_order", c2, 0.0, no.close_after_s, no_detail)
 
     @staticmethod
     def _redetail(

@@ -16,9 +16,9 @@ from typing import Any
 
 from fleetwatch.registry import Registry
 from rules.events import AlarmEvent, episode_id
-from rules.orders import TOKEN_BITS, DispatchOrder
+from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
 
-__all__ = ["EpisodeBook", "Raw"]
+__all__ = ["EpisodeBook", "Raw", "apply_order", "covers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,9 @@ class Raw:
     detail: dict[str, Any]
 
 
-_COVERABLE = frozenset({"off_hours", "parking_violation", "out_of_area"})
+_COVERABLE = frozenset({"off_hours", "parking_violation", "out_of_area", "no_order"})
+#: Kinds any valid order of the vehicle covers, whatever its type (a 补单 filed afterwards).
+ANY_ORDER = frozenset({"no_order"})
 
 
 @functools.cache
@@ -53,6 +55,20 @@ def excuse_token(ev: AlarmEvent) -> str | None:
     if ev.kind == "out_of_area":
         return "out_of_area"
     return None
+
+
+def covers(order: DispatchOrder, bits: int, ev: AlarmEvent) -> bool:
+    """Whether ``order`` (its type's excuse ``bits``) covers episode ``ev`` after the fact:
+    same vehicle, the whole episode inside the window, and the excuse the kind needs
+    (any order at all for :data:`ANY_ORDER` kinds)."""
+    if ev.vehicle_id != order.vehicle_id or not order.valid:
+        return False
+    if ev.kind not in ANY_ORDER:
+        tok = excuse_token(ev)
+        if tok is None or not bits & TOKEN_BITS[tok]:
+            return False
+    end = ev.ended_at if ev.ended_at is not None else ev.ts
+    return order.start <= ev.started_at and end <= order.end
 
 
 class EpisodeBook:
@@ -149,30 +165,57 @@ class EpisodeBook:
         return out
 
     def cover(self, order: DispatchOrder, bits: int) -> list[AlarmEvent]:
-        """Mark the episodes ``order`` covers; return their updated events."""
+        """Mark the episodes ``order`` covers; return their updated events.
+
+        A covered episode names its order in ``detail["order"]``."""
         out: list[AlarmEvent] = []
 
-        def covers(ev: AlarmEvent) -> bool:
-            tok = excuse_token(ev)
-            if tok is None or ev.covered or ev.vehicle_id != order.vehicle_id:
-                return False
-            if not bits & TOKEN_BITS[tok]:
-                return False
-            end = ev.ended_at if ev.ended_at is not None else ev.ts
-            return order.start <= ev.started_at and end <= order.end
+        def stamp(ev: AlarmEvent, **kw: Any) -> AlarmEvent:
+            return dataclasses.replace(
+                ev,
+                covered=True,
+                ts=max(ev.ts, order.approved_at or ev.ts),
+                detail={**ev.detail, "order": order.id},
+                **kw,
+            )
 
         for k, ev in sorted(self.open.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            if covers(ev):
-                new = dataclasses.replace(
-                    ev, action="update", covered=True, ts=max(ev.ts, order.approved_at or ev.ts)
-                )
+            if not ev.covered and covers(order, bits, ev):
+                new = stamp(ev, action="update")
                 self.open[k] = new
                 out.append(new)
         for i, ev in enumerate(self.closed):
-            if covers(ev):
-                new = dataclasses.replace(
-                    ev, covered=True, ts=max(ev.ts, order.approved_at or ev.ts)
-                )
+            if not ev.covered and covers(order, bits, ev):
+                new = stamp(ev)
+                self.closed[i] = new
+                out.append(new)
+        return out
+
+    def withdraw(self, order_id: str, others: list[tuple[DispatchOrder, int]]) -> list[AlarmEvent]:
+        """The episodes covered by ``order_id`` lose that cover (the order was rejected,
+        cancelled or changed); one that another of ``others`` (order, type bits) covers
+        names that order instead. Returns the changed events."""
+        out: list[AlarmEvent] = []
+
+        def redo(ev: AlarmEvent) -> AlarmEvent | None:
+            if not ev.covered or ev.detail.get("order") != order_id:
+                return None
+            by = next((o for o, b in others if covers(o, b, ev)), None)
+            detail = {k: v for k, v in ev.detail.items() if k != "order"}
+            if by is not None:
+                detail["order"] = by.id
+            new = dataclasses.replace(ev, covered=by is not None, detail=detail)
+            return None if new == ev else new
+
+        for k, ev in sorted(self.open.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            new = redo(ev)
+            if new is not None:
+                new = dataclasses.replace(new, action="update")
+                self.open[k] = new
+                out.append(new)
+        for i, ev in enumerate(self.closed):
+            new = redo(ev)
+            if new is not None:
                 self.closed[i] = new
                 out.append(new)
         return out
@@ -202,3 +245,20 @@ class EpisodeBook:
             for e in doc["closed"]
             if e["vehicle_id"] in index_of
         ]
+
+
+def apply_order(orders: OrderBook, book: EpisodeBook, order: DispatchOrder) -> list[AlarmEvent]:
+    """Record a version of an order (new, changed, approved, rejected, cancelled) in
+    ``orders`` and bring the covers of ``book``'s episodes in line with it; return the
+    changed events. The same version twice changes nothing."""
+    old = orders.get(order.id)
+    if old == order or (old is None and not order.valid):
+        return []
+    orders.put(order)
+    out: list[AlarmEvent] = []
+    if old is not None:
+        others = [(o, orders.type_bits[o.type]) for o in orders.orders()]
+        out += book.withdraw(order.id, others)
+    if order.valid:
+        out += book.cover(order, orders.type_bits[order.type])
+    return out

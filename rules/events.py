@@ -47,6 +47,9 @@ KINDS: tuple[str, ...] = (
     "fatigue",  # 疲劳驾驶
     "sealed_moving",  # 封存车辆移动 (always critical)
     "record_due",  # 到期提醒: insurance, inspection, licence (store.records_reminders)
+    "no_order",  # 无单派车: away from the lot with no approved order (opt-in per org)
+    "order_mismatch",  # 派车单不符: wrong region, outside the window, or not the order's car
+    "driver_mismatch",  # 人车不符: the driver card is not the order's driver
 )
 
 Action = Literal["open", "update", "close"]

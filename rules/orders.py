@@ -9,13 +9,22 @@ region (and using the car at that time). Speeding is never excused.
 
 :class:`OrderBook` answers "which excuses hold for this vehicle at this time"
 one position at a time (:meth:`OrderBook.excuses_at`) or for a whole column
-of positions (:meth:`OrderBook.excuse_bits`).
+of positions (:meth:`OrderBook.excuse_bits`), and "which order covers this vehicle
+at this time" (:meth:`OrderBook.covering` / :meth:`OrderBook.cover_index`) for the
+rules that check a trip against its order (``no_order``, ``order_mismatch``,
+``driver_mismatch``).
+
+An order is *valid* — excuses and covers — only while it is approved and its
+``state`` is not pending, rejected or cancelled. Adding an order whose id the
+book already holds replaces the earlier version; a withdrawn version (rejected,
+cancelled, ``approved=False``) removes the id's excuses from then on.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +39,45 @@ from fleetwatch.registry import Registry
 from rules.config import EXCUSE_TOKENS, ORDER_TYPES, OrdersConfig
 
 __all__ = [
+    "ORDER_STATES",
     "TOKEN_BITS",
     "DispatchOrder",
     "OrderBook",
     "load_orders_csv",
     "parse_orders_csv",
     "parse_orders_rows",
+    "parse_region",
 ]
 
 TOKEN_BITS: dict[str, int] = {tok: 1 << i for i, tok in enumerate(EXCUSE_TOKENS)}
+#: Order states (CONTRACTS.md, order JSON). Only the ones after approval excuse anything.
+ORDER_STATES: tuple[str, ...] = (
+    "pending",
+    "approved",
+    "dispatched",
+    "out",
+    "returned",
+    "completed",
+    "rejected",
+    "cancelled",
+)
+_VOID_STATES = frozenset({"pending", "rejected", "cancelled"})
+_REGION_RE = re.compile(r"^(city|county:[^:\s][^:]*|out_of_city:[^:\s][^:]*)$")
+
+
+def parse_region(region: str | None) -> tuple[str, str | None] | None:
+    """``"county:岳池县"`` → ``("county", "岳池县")``; ``"city"`` → ``("city", None)``;
+    None → None. Raises :class:`Misuse` for anything else."""
+    if region is None:
+        return None
+    if not _REGION_RE.match(region):
+        raise Misuse(
+            f"region {region!r} is not null, 'city', 'county:<name>' or 'out_of_city:<city>'"
+        )
+    kind, _, name = region.partition(":")
+    return kind, (name or None)
+
+
 # Positions are epoch ms < 2**42 (year 2109); the vehicle index goes above that.
 _SHIFT = 42
 
@@ -52,16 +91,30 @@ class DispatchOrder:
     end: int  # epoch ms UTC, included
     approved: bool = True
     approved_at: int | None = None  # epoch ms; the time an after-the-fact cover is stamped with
+    driver_id: str | None = None  # the driver on the order (None: not checked)
+    region: str | None = None  # None | "city" | "county:<name>" | "out_of_city:<city>"
+    state: str = "approved"  # one of ORDER_STATES
 
     def __post_init__(self) -> None:
         if self.type not in ORDER_TYPES:
             raise Misuse(f"order {self.id}: type {self.type!r} is not one of {ORDER_TYPES}")
         if self.end < self.start:
             raise Misuse(f"order {self.id}: ends before it starts")
+        if self.state not in ORDER_STATES:
+            raise Misuse(f"order {self.id}: state {self.state!r} is not one of {ORDER_STATES}")
+        parse_region(self.region)
+
+    @property
+    def valid(self) -> bool:
+        """Approved and not pending, rejected or cancelled: it excuses and covers."""
+        return self.approved and self.state not in _VOID_STATES
 
 
 class OrderBook:
-    """The approved orders known so far. Unapproved orders are ignored."""
+    """The valid orders known so far, the latest version of each id.
+
+    Invalid versions (pending, rejected, cancelled, unapproved) are not kept: they
+    excuse nothing, and one replacing a valid version withdraws that version."""
 
     def __init__(
         self,
@@ -70,26 +123,134 @@ class OrderBook:
     ) -> None:
         table = excuses if excuses is not None else OrdersConfig().excuses
         self.type_bits: dict[str, int] = {typ: _bits(table.get(typ, ())) for typ in ORDER_TYPES}
+        self._by_id: dict[str, DispatchOrder] = {}
         self._orders: list[DispatchOrder] = []
-        self._ids: set[str] = set()
         self._compiled: tuple[tuple[int, int], Any] | None = None
+        self._cover: dict[tuple[int, int, int, bool], Any] = {}
         for o in orders:
-            self.add(o)
+            self.put(o)
 
     def __len__(self) -> int:
         return len(self._orders)
 
-    def add(self, order: DispatchOrder) -> bool:
-        """Add an approved order; False (and nothing changes) if unapproved or already known."""
-        if not order.approved or order.id in self._ids:
-            return False
-        self._orders.append(order)
-        self._ids.add(order.id)
+    def put(self, order: DispatchOrder) -> DispatchOrder | None:
+        """Record this version of ``order.id``; return the valid version it replaced (or None).
+
+        Nothing changes if the same version is already held."""
+        old = self._by_id.get(order.id)
+        if old == order or (old is None and not order.valid):
+            return None
+        if order.valid:
+            self._by_id[order.id] = order
+        else:
+            del self._by_id[order.id]
+        self._orders = sorted(self._by_id.values(), key=lambda o: o.id)
         self._compiled = None
+        self._cover = {}
+        return old
+
+    def add(self, order: DispatchOrder) -> bool:
+        """Add a valid order; False (and nothing changes) if invalid or this version is
+        already known. A new version of a known id replaces it (see :meth:`put`)."""
+        if self._by_id.get(order.id) == order or not order.valid:
+            if not order.valid and order.id in self._by_id:
+                self.put(order)
+            return False
+        self.put(order)
         return True
 
+    def get(self, order_id: str) -> DispatchOrder | None:
+        return self._by_id.get(order_id)
+
     def orders(self) -> list[DispatchOrder]:
+        """The valid orders, by id."""
         return list(self._orders)
+
+    # -- which order covers (vehicle, ts) ----------------------------------------------------
+
+    def covering(self, vehicle_id: str, ts: int, pad_ms: int = 0) -> DispatchOrder | None:
+        """The valid order of ``vehicle_id`` whose window (widened by ``pad_ms`` on both
+        sides) holds ``ts``; of several, the one that started last (then the greatest id)."""
+        best: DispatchOrder | None = None
+        for o in self._orders:
+            if (
+                o.vehicle_id == vehicle_id
+                and o.start - pad_ms <= ts <= o.end + pad_ms
+                and (best is None or (o.start, o.id) > (best.start, best.id))
+            ):
+                best = o
+        return best
+
+    def covering_in_org(self, registry: Registry, org: int, ts: int) -> DispatchOrder | None:
+        """:meth:`covering` over the orders of every vehicle of organisation ``org`` (its
+        registry index, exactly that organisation, not its units)."""
+        best: DispatchOrder | None = None
+        for o in self._orders:
+            v = registry.by_id(o.vehicle_id)
+            if (
+                v is not None
+                and int(registry.org_index[v]) == org
+                and o.start <= ts <= o.end
+                and (best is None or (o.start, o.id) > (best.start, best.id))
+            ):
+                best = o
+        return best
+
+    def cover_index(
+        self,
+        registry: Registry,
+        vehicle: npt.NDArray[np.int32],
+        ts: npt.NDArray[np.int64],
+        pad_ms: int = 0,
+        *,
+        by_org: bool = False,
+    ) -> npt.NDArray[np.int64]:
+        """:meth:`covering` for columns (vectorized): the position in :meth:`orders` of
+        each row's covering order, -1 for none. ``by_org``: :meth:`covering_in_org` of
+        the row vehicle's organisation instead."""
+        out = np.full(vehicle.shape[0], -1, np.int64)
+        if not self._orders or vehicle.shape[0] == 0:
+            return out
+        starts, labels = self._cover_table(registry, pad_ms, by_org)
+        if starts.size == 0:
+            return out
+        group = registry.org_index[vehicle] if by_org else vehicle
+        key = (group.astype(np.int64) << _SHIFT) + ts
+        pos = np.searchsorted(starts, key, side="right") - 1
+        ok = pos >= 0
+        out[ok] = labels[pos[ok]]
+        return out
+
+    def _cover_table(self, registry: Registry, pad_ms: int, by_org: bool) -> Any:
+        # Elementary intervals per vehicle (or organisation): between consecutive window
+        # edges the covering order is constant; each interval's packed start and label.
+        key = (id(registry), registry.version, pad_ms, by_org)
+        got = self._cover.get(key)
+        if got is not None:
+            return got
+        per_g: dict[int, list[tuple[int, int, int, str]]] = {}
+        for k, o in enumerate(self._orders):
+            v = registry.by_id(o.vehicle_id)
+            if v is not None:
+                g = int(registry.org_index[v]) if by_org else v
+                per_g.setdefault(g, []).append((o.start - pad_ms, o.end + pad_ms, k, o.id))
+        starts: list[int] = []
+        labels: list[int] = []
+        for g in sorted(per_g):
+            spans = per_g[g]
+            edges = sorted({a for a, _, _, _ in spans} | {b + 1 for _, b, _, _ in spans})
+            for e in edges:
+                best: tuple[tuple[int, str], int] | None = None
+                for a, b, k, oid in spans:
+                    if a <= e <= b and (best is None or (a, oid) > best[0]):
+                        best = ((a, oid), k)
+                starts.append((g << _SHIFT) + e)
+                labels.append(best[1] if best is not None else -1)
+        table = (np.array(starts, np.int64), np.array(labels, np.int64))
+        if len(self._cover) > 8:
+            self._cover.clear()
+        self._cover[key] = table
+        return table
 
     def excuses_at(self, vehicle_id: str, ts: int) -> int:
         """Excuse bits (:data:`TOKEN_BITS`) that hold for ``vehicle_id`` at ``ts``."""

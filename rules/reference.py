@@ -20,10 +20,13 @@ from fleetwatch.batch import PositionBatch
 from fleetwatch.registry import Registry
 from rules.calendar import WorkCalendar
 from rules.config import ALARM_BITS, RulesConfig, hhmm_minutes
-from rules.episodes import EpisodeBook, Raw
+from rules.episodes import EpisodeBook, Raw, apply_order
 from rules.events import AlarmEvent
 from rules.features import fence_names, off_hours_detail, schedule_of_org, season_of, step_m
 from rules.orders import TOKEN_BITS, DispatchOrder, OrderBook
+from rules.regions import inside_one
+
+_MISMATCH = ("", "region", "window_late", "window_early", "vehicle")
 
 __all__ = ["ReferenceEngine"]
 
@@ -101,6 +104,7 @@ class ReferenceEngine:
         self.vehicles = [_Vehicle() for _ in range(len(registry))]
         self.book = EpisodeBook(registry, critical=frozenset(cfg.terminal_alarm.critical))
         self.max_ts: int | None = None
+        self.cards: dict[str, str] = {}  # vehicle id → driver card in it
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -217,9 +221,7 @@ class ReferenceEngine:
         return out
 
     def add_order(self, order: DispatchOrder) -> list[AlarmEvent]:
-        if not self.orders.add(order):
-            return []
-        return self.book.cover(order, self.orders.type_bits[order.type])
+        return apply_order(self.orders, self.book, order)
 
     def open_episodes(self) -> list[AlarmEvent]:
         return sorted(self.book.open.values(), key=lambda e: (e.vehicle, e.kind, e.id))
@@ -311,11 +313,14 @@ class ReferenceEngine:
             action, was_open, boundary = d.step(ts, c, round(n_s * 1000), round(m_s * 1000))
             return action, was_open, boundary, d
 
+        no_on = cfg.no_order.enabled and bool(cfg.no_order.orgs)
         need_geo = (
             cfg.speeding.enabled
             or cfg.out_of_area.enabled
             or cfg.forbidden_zone.enabled
             or cfg.parking_violation.enabled
+            or no_on
+            or cfg.order_mismatch.enabled
         )
         facts = self._fence_facts(v, r["lon"], r["lat"]) if need_geo else None
         index: Any = self.fences() if facts is not None and self.fences is not None else None
@@ -486,5 +491,117 @@ class ReferenceEngine:
             elif action == "close":
                 raw(7, "sealed_moving", "close", d.started, d.runstart, {})
 
+        vid = self.registry.ids[v]
+        order = self.orders.covering(vid, ts)
+        if no_on and facts is not None:
+            no = cfg.no_order
+            c = self._org_on(v, no.orgs) and facts["has_lot"] and not facts["lot"] and order is None
+            t = veh.deb("no_order.trip")
+            boundary = c != t.runval
+            if boundary:
+                t.runval, t.runstart = c, ts
+            if c and boundary:
+                t.acc = 0
+            elif c:
+                t.acc += step_m(veh.lat, veh.lon, r["lat"], r["lon"])
+            c2 = c and (
+                t.acc > round(no.min_km * 1000) or ts - t.runstart >= round(no.min_minutes * 60_000)
+            )
+            action, _, _, d = run(8, "no_order", c2, 0.0, no.close_after_s, dict)
+            if action == "open":
+                det = {
+                    "left_at": t.runstart,
+                    "distance_km": t.acc / 1000,
+                    "fence_name": fence_names(index, self.registry, v, "lot"),
+                }
+                raw(8, "no_order", "open", d.started, None, det)
+            elif action == "close":
+                raw(8, "no_order", "close", d.started, d.runstart, {})
+
+        if cfg.order_mismatch.enabled and facts is not None:
+            om = cfg.order_mismatch
+            why = 0
+            if order is not None and order.region is not None:
+                ok = inside_one(
+                    order.region, r["lon"], r["lat"], om.region_tolerance_km, om.corridor_km
+                )
+                why = 0 if ok else 1
+            away = facts["has_lot"] and not facts["lot"]
+            t = veh.deb("order_mismatch.trip")
+            boundary = away != t.runval
+            if boundary:
+                t.runval, t.runstart = away, ts
+            under = int(away and order is not None)
+            t.acc = under if (away and boundary) else max(t.acc, under)
+            pad = round(om.window_tolerance_minutes * 60_000)
+            late = (
+                away and order is None and t.acc > 0 and self.orders.covering(vid, ts, pad) is None
+            )
+            early = away and order is not None and t.runstart < order.start - pad
+            if why == 0 and late:
+                why = 2
+            if why == 0 and early:
+                why = 3
+            other = None
+            if (
+                om.vehicle_check
+                and away
+                and order is None
+                and ts - t.runstart >= round(om.vehicle_grace_s * 1000)
+            ):
+                other = self.orders.covering_in_org(
+                    self.registry, int(self.registry.org_index[v]), ts
+                )
+                if why == 0 and other is not None:
+                    why = 4
+            action, _, _, d = run(
+                9, "order_mismatch", why > 0, om.min_duration_s, om.close_after_s, dict
+            )
+            if action == "open":
+                o = other if why == 4 else order if why != 2 else None
+                om_det: dict[str, Any] = {
+                    "reason": _MISMATCH[why],
+                    "order": o.id if o else None,
+                }
+                if why == 1 and o is not None:
+                    om_det["region"] = o.region
+                if why == 3:
+                    om_det["left_at"] = t.runstart
+                if why == 4 and o is not None:
+                    om_det["order_vehicle"] = o.vehicle_id
+                raw(9, "order_mismatch", "open", d.started, None, om_det)
+            elif action == "close":
+                raw(9, "order_mismatch", "close", d.started, d.runstart, {})
+
+        if cfg.driver_mismatch.enabled:
+            dm = cfg.driver_mismatch
+            card = self.cards.get(vid)
+            c = bool(order is not None and card and order.driver_id and card != order.driver_id)
+            action, _, _, d = run(
+                10, "driver_mismatch", c, dm.min_duration_s, dm.close_after_s, dict
+            )
+            if action == "open":
+                assert order is not None
+                dd = {"driver": card, "order_driver": order.driver_id, "order": order.id}
+                raw(10, "driver_mismatch", "open", d.started, None, dd)
+            elif action == "close":
+                raw(10, "driver_mismatch", "close", d.started, d.runstart, {})
+
         found.sort(key=lambda t: (t[0], t[1]))
         return [t[2] for t in found]
+
+    def driver_card(self, vehicle_id: str, driver_id: str | None, ts: int) -> list[AlarmEvent]:
+        if vehicle_id in self.registry.ids:
+            if driver_id:
+                self.cards[vehicle_id] = driver_id
+            else:
+                self.cards.pop(vehicle_id, None)
+        return []
+
+    def _org_on(self, v: int, names: list[str]) -> bool:
+        o = int(self.registry.org_index[v])
+        while o >= 0:
+            if self.registry.orgs.ids[o] in names:
+                return True
+            o = int(self.registry.orgs.parent[o])
+        return False

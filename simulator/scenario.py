@@ -125,10 +125,39 @@ def fleet_config(
             "tokens": [{"token": token, "org": "ga", "role": "operator", "name": "监控室"}],
             # Demo accounts (plain passwords are accepted for demos only; see web.config).
             "users": [
-                {"username": "demo", "password": "demo", "org": "ga", "role": "operator"},
-                {"username": "admin", "password": "demo", "org": "ga", "role": "admin"},
+                {
+                    "username": "demo",
+                    "password": "demo",
+                    "org": "ga",
+                    "role": "operator",
+                    "duties": ["requester", "dispatcher"],
+                },
+                {
+                    "username": "admin",
+                    "password": "demo",
+                    "org": "ga",
+                    "role": "admin",
+                    "duties": ["requester", "approver", "dispatcher"],
+                },
                 {"username": "wusheng", "password": "demo", "org": "ga-ws", "role": "viewer"},
+                # #16: a unit's staff member files requests; the county office approves them
+                {
+                    "username": "keyuan",
+                    "password": "demo",
+                    "org": "ga-yc-nyj",
+                    "role": "viewer",
+                    "duties": ["requester"],
+                },
+                {
+                    "username": "chuzhang",
+                    "password": "demo",
+                    "org": "ga-yc",
+                    "role": "operator",
+                    "duties": ["approver"],
+                },
             ],
+            # one approval step in the demo: an approver of an organisation above the unit
+            "orders": {"chains": {"ga": ["office"]}},
             "center": [spec.center_lat, spec.center_lon],
         },
         "rules": {

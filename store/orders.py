@@ -214,7 +214,7 @@ class OrderStore:
         )
         return [_load(r) for r in rows]
 
-    async def list(
+    async def select(
         self,
         *,
         orgs: Iterable[str] | None = None,

@@ -141,7 +141,7 @@ class OrderFlowConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     chain: list[Step] = Field(
-        default_factory=lambda: ["unit_head", "office"],
+        default_factory=lambda: list[Step](["unit_head", "office"]),
         min_length=1,
         description="approval steps of a request, in order (unit_head: the unit's own "
         "approver; office: an approver of an organisation above it)",
@@ -154,7 +154,12 @@ class OrderFlowConfig(BaseModel):
     tolerance_min: int = Field(
         60, ge=0, le=24 * 60, description="minutes before/after the window a trip is looked for"
     )
-    late_hours: int = Field(24, ge=1, le=24 * 7, description="补单: the request is filed within")
+    late_hours: int = Field(
+        24,
+        ge=1,
+        le=24 * 7,
+        description="补单: hours after the dispatch within which its request is filed and decided",
+    )
     sweep_interval_s: float = Field(
         60.0, gt=0, le=3600, description="how often dispatched orders are matched with GPS"
     )

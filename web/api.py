@@ -222,7 +222,7 @@ async def handle_command(st: ApiState, cmd: dict[str, Any]) -> None:
         await restore_fences(st)
         await resync_vehicles(st)
         if st.orders is not None:
-            await apply_orders(st, await st.orders.list())
+            await apply_orders(st, await st.orders.select())
 
 
 async def publish_events(st: ApiState, events: list[AlarmEvent]) -> None:

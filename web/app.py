@@ -150,7 +150,7 @@ async def _restore(st: ApiState) -> None:
     """What the API changed before a restart: fence changes over the configuration's
     fences, then the approved orders to the rules engine (their covers published)."""
     n_fences = await web.fences_api.restore_fences(st)
-    orders = await st.orders.list()
+    orders = await st.orders.select()
     n_orders = await web.orders_api.apply_orders(st, orders)
     if n_fences or orders:
         log.info(

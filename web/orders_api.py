@@ -150,7 +150,10 @@ class EmergencyBody(_Window):
 
 
 class PatchBody(_Body):
-    purpose: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    purpose: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+        | None
+    ) = None
     passengers: int | None = Field(None, ge=1, le=60)
     passenger_names: Text | None = None
     destination: Destination | None = None
@@ -189,7 +192,7 @@ def _store(st: ApiState) -> OrderStore:
     store = st.orders
     if store is None:
         raise fail(503, "the order store is not open")
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def ancestry(st: ApiState, org: str) -> list[str]:
@@ -597,7 +600,7 @@ async def list_orders(request: Request, st: ApiState, p: Principal) -> Any:
         orgs = st.registry.orgs.subtree(q["org"])
     from_ms, to_ms = q_time(request, "from"), q_time(request, "to")
     mine = q.get("mine") in ("1", "true")
-    found = await _store(st).list(
+    found = await _store(st).select(
         orgs=None if "" in orgs else [*orgs, ""],
         states=states,
         from_ms=from_ms,
@@ -1155,7 +1158,7 @@ async def sweep_trips(st: ApiState) -> int:
     tol = cfg.tolerance_min * 60_000
     now = st.now()
     changed = 0
-    for o in await store.list(states=["dispatched", "out", "returned"]):
+    for o in await store.select(states=["dispatched", "out", "returned"]):
         try:
             if await _sweep_one(st, store, history, o, now, tol):
                 changed += 1

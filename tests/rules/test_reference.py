@@ -41,6 +41,14 @@ CFG = RulesConfig.model_validate(
         "terminal_alarm": {"bits": ["sos", "illegal_ignition", "power_cut"], "close_after_s": 15},
         "fatigue": {"max_driving_s": 1800, "rest_s": 600},
         "sealed_moving": {"min_duration_s": 0, "close_after_s": 40},
+        "no_order": {"orgs": ["bureau"], "min_km": 1, "min_minutes": 2, "close_after_s": 60},
+        "order_mismatch": {
+            "window_tolerance_minutes": 2,
+            "vehicle_grace_s": 30,
+            "min_duration_s": 10,
+            "close_after_s": 30,
+        },
+        "driver_mismatch": {"min_duration_s": 0, "close_after_s": 20},
     }
 )
 
@@ -62,6 +70,10 @@ STARTS = [
     local_ms(2027, 1, 4, 8, 0),  # a year chinese-calendar does not know (fallback)
 ]
 ORDER_TYPES = ["local", "out_of_area", "holiday", "overnight"]
+# Every state an order passes through; ids repeat so that later versions replace earlier
+# ones (approved, then cancelled; rejected, then approved after all; a 补单 filed late).
+ORDER_STATES = ["approved", "rejected", "cancelled", "pending", "dispatched", "completed"]
+REGIONS = [None, "city", "county:广安区", "county:岳池县", "out_of_city:重庆", "out_of_city:成都"]
 
 segment = st.tuples(
     st.integers(0, N_VEHICLES),  # vehicle (N_VEHICLES: the one registered live)
@@ -103,9 +115,23 @@ def scenario(draw: Any) -> dict[str, Any]:
             st.tuples(
                 st.integers(0, N_VEHICLES - 1),
                 st.sampled_from(ORDER_TYPES),
-                st.integers(-3600, 20000),
-                st.integers(0, 60000),
+                st.sampled_from([-3600, -60, 0, 300, 1200, 5000, 20000]),  # start, s
+                st.sampled_from([0, 120, 600, 1800, 3600, 60000]),  # duration, s
                 st.integers(0, len(cuts) + 1),
+                st.sampled_from(ORDER_STATES),
+                st.integers(0, 3),  # id: equal ids are versions of one order
+                st.sampled_from(REGIONS),
+                st.sampled_from([None, "d1", "d2"]),  # driver
+            ),
+            max_size=6,
+        )
+    )
+    cards = draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(cuts) + 1),
+                st.integers(0, N_VEHICLES),
+                st.sampled_from([None, "d1", "d2", "d3"]),
             ),
             max_size=4,
         )
@@ -123,6 +149,7 @@ def scenario(draw: Any) -> dict[str, Any]:
         "cuts": cuts,
         "shuffle": shuffle,
         "orders": orders,
+        "cards": cards,
         "ticks": ticks,
     }
 
@@ -159,13 +186,26 @@ def run_both(sc: dict[str, Any], with_fences: bool) -> tuple[list[Any], list[Any
     out_r: list[Any] = []
 
     def orders_at(k: int) -> None:
-        for j, (v, typ, a, d, at) in enumerate(sc["orders"]):
+        for v, typ, a, d, at, state, j, region, driver in sc["orders"]:
             if at == k:
                 o = DispatchOrder(
-                    f"o{j}", f"v{v}", typ, sc["start"] + a * 1000, sc["start"] + (a + d) * 1000
+                    f"o{j}",
+                    f"v{v}",
+                    typ,
+                    sc["start"] + a * 1000,
+                    sc["start"] + (a + d) * 1000,
+                    approved=state != "pending",
+                    approved_at=sc["start"] + (a + d) * 1000 if at > 0 else None,
+                    state=state,
+                    region=region,
+                    driver_id=driver,
                 )
                 out_v.extend(vec.add_order(o))
                 out_r.extend(ref.add_order(o))
+        for at, v, driver in sc["cards"]:
+            if at == k:
+                out_v.extend(vec.driver_card(f"v{v}", driver, sc["start"]))
+                out_r.extend(ref.driver_card(f"v{v}", driver, sc["start"]))
 
     for k in range(len(bounds) - 1):
         orders_at(k)
