@@ -75,10 +75,15 @@ export function dutyForPath(path: string, items: NavItem[] = NAV): string | unde
   return undefined;
 }
 
-/** Where /dispatch leads: the first 派车 page the user's duties open ("/monitor" if none). */
+/** Where /dispatch leads: the page of the user's busiest duty — 调度台 for a dispatcher, then
+ * 待审批 for an approver, then 用车申请 ("/monitor" without any). */
 export function dispatchHome(duties: readonly string[]): string {
   const kids = NAV.find((n) => n.name === "dispatch")?.children ?? [];
-  return kids.find((k) => k.duty && duties.includes(k.duty))?.path ?? "/monitor";
+  for (const duty of ["dispatcher", "approver", "requester"]) {
+    const k = duties.includes(duty) ? kids.find((c) => c.duty === duty) : undefined;
+    if (k) return k.path;
+  }
+  return "/monitor";
 }
 
 /** The role a path needs (the router guards with it). */

@@ -239,6 +239,8 @@ describe("the 派车 menu", () => {
     expect(dutyForPath("/dispatch/inbox")).toBe("approver");
     expect(dutyForPath("/dispatch/order/ga/1")).toBeUndefined();
     expect(dispatchHome(["approver"])).toBe("/dispatch/inbox");
+    expect(dispatchHome(["requester"])).toBe("/dispatch/request");
+    expect(dispatchHome(["requester", "dispatcher"])).toBe("/dispatch/board");
     expect(dispatchHome([])).toBe("/monitor");
   });
 });
