@@ -325,7 +325,39 @@ async def test_request_approve_dispatch_print(chromium: Any, tmp_path: Path) -> 
             await page.set_viewport_size({"width": 718, "height": 1047})  # A4 less margins, 96 dpi
             await shot(page, "print-media")
             await page.emulate_media(media="screen")
+            await page.set_viewport_size({"width": 1400, "height": 900})
+
+            # 紧急派车 (补单): dispatched at once; an approver approves the request afterwards
+            await page.goto(url + "/#/dispatch/board")
+            await page.click("#urgent-open")
+            await page.locator("#urgent-form").wait_for()
+            await page.click("#urgent-submit")
+            await page.locator(
+                "#urgent-form .el-form-item__error", has_text="请填写用车事由"
+            ).wait_for()
+            await page.fill("#urgent-purpose", "突发险情，紧急赶赴现场")
+            await page.locator(
+                "#urgent-form .el-select__selected-item:not(.is-transparent)", has_text="师傅"
+            ).wait_for()
+            await shot(page, "board-emergency-desktop")
+            await page.click("#urgent-submit")
+            await page.locator(".el-message--success", has_text="24 小时内").wait_for()
             assert page.errors == []
+        listed = (await call(url, adm, "GET", "/api/orders?state=dispatched")).json()["orders"]
+        late = [o for o in listed if o["late"]]
+        assert len(late) == 1 and not late[0]["approved"], listed
+        async with open_page(chromium) as page:
+            await log_in_as(page, url, "chuzhang")
+            await page.goto(url + f"/#/dispatch/order/{late[0]['org']}/{late[0]['id']}")
+            await page.click("#act-approve")
+            await page.locator(".el-message--success").first.wait_for()
+            await wait_js(page, "!document.querySelector('#act-approve')")
+            assert await page.get_attribute("#order-state", "data-state") == "dispatched"
+            assert page.errors == []
+        got_late = (
+            await call(url, adm, "GET", f"/api/orders/{late[0]['id']}?org={late[0]['org']}")
+        ).json()
+        assert got_late["approved"] and got_late["approvals"][0]["by"] == "chuzhang"
 
         # -- the dispatcher's board and the order page on a phone ------------------------
         async with open_page(chromium, viewport=PHONE, is_mobile=True, has_touch=True) as phone:

@@ -87,6 +87,11 @@ export const cancelOrder = (o: Pick<Order, "id" | "org">, reason: string) => act
 export const dispatchOrder = (o: Pick<Order, "id" | "org">, vehicle: string, driver: string) => act(o, "dispatch", { vehicle, driver });
 export const recordTrip = (o: Pick<Order, "id" | "org">, trip: { out_at: number; back_at: number; km: number }) => act(o, "trip", trip);
 
+/** 补单: dispatched at once (dispatcher); the request is approved afterwards. */
+export async function emergencyOrder(body: Record<string, unknown>): Promise<Order> {
+  return normalizeOrder(await api<Record<string, unknown>>("POST", "/api/orders/emergency", body));
+}
+
 export async function suggest(start: number, end: number, org?: string): Promise<Suggestion> {
   return api<Suggestion>("GET", `/api/orders/suggest${qs({ start, end, org })}`);
 }

@@ -293,6 +293,9 @@ const en: typeof zh = {
       conflict: "Overlap",
       moreRows: "Showing the first {n} vehicles",
       legend: "Legend",
+      emergency: "Emergency dispatch (filed afterwards)",
+      emergencyHint: "Dispatch first: the request must be approved within 24 h, or the order excuses nothing.",
+      emergencyDone: "Dispatched; have the request approved within 24 h",
     },
     detail: {
       title: "Order {id}",

@@ -293,6 +293,9 @@ export default {
       conflict: "时间冲突",
       moreRows: "仅显示前 {n} 辆车",
       legend: "图例",
+      emergency: "紧急派车（补单）",
+      emergencyHint: "先派车后补办：用车申请须在 24 小时内补办审批，否则本单不能说明行驶。",
+      emergencyDone: "已紧急派车，请在 24 小时内补办审批",
     },
     detail: {
       title: "派车单 {id}",
