@@ -73,7 +73,7 @@ from web.api import (
     visible,
 )
 from web.auth import Principal
-from web.bodies import _Body, parse_body
+from web.bodies import _Body, parse_body, schema_of
 
 __all__ = [
     "apply_orders",
@@ -95,16 +95,25 @@ MAX_WINDOW_MS = 31 * 86_400_000
 # -- bodies -------------------------------------------------------------------------------------
 
 
+NoColon = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=64, pattern=r"^[^:]*$")
+]
+
+
 class Destination(_Body):
+    """Where to: a place, or a region (county: ``place`` names the county, else ``text``)."""
+
     kind: Literal["place", "county", "city", "out_of_city"]
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    place: Annotated[str, StringConstraints(max_length=200)] | None = None
-    city: Annotated[str, StringConstraints(max_length=64)] | None = None
+    place: NoColon | None = None
+    city: NoColon | None = None
 
     @model_validator(mode="after")
-    def _city(self) -> Destination:
+    def _region(self) -> Destination:
         if self.kind == "out_of_city" and not self.city:
             raise ValueError("an out-of-city destination names its city")
+        if self.kind == "county" and not self.place and ":" in self.text:
+            raise ValueError("a county destination names the county in place (no ':')")
         return self
 
 
@@ -314,10 +323,7 @@ def dispatch_order(o: dict[str, Any], *, approved: bool) -> Any:
         "approved_at": o.get("approved_at"),
     }
     extra = {"driver_id": o.get("driver"), "region": o.get("region"), "state": o["state"]}
-    try:  # the fields h-orules adds (#16); an engine without them takes the others
-        return DispatchOrder(**base, **extra)
-    except TypeError:
-        return DispatchOrder(**base)
+    return DispatchOrder(**base, **extra)
 
 
 def excuses(o: dict[str, Any]) -> bool:
@@ -721,13 +727,28 @@ def _blank(st: ApiState, org: str, oid: str, source: str, p: Principal) -> dict[
     }
 
 
+_ENTRY_BODY = {
+    "type": "object",
+    "description": "the earlier body: an office order, pending until an operator approves it",
+    "required": ["vehicle", "type", "start", "end"],
+    "properties": {
+        "id": {"type": "string"},
+        "vehicle": {"type": "string", "description": "vehicle id or plate"},
+        "type": {"type": "string"},
+        "start": {"type": "integer"},
+        "end": {"type": "integer"},
+        "reason": {"type": "string"},
+    },
+}
+
+
 @route(
     "POST",
     "/api/orders",
     "viewer",
     "File a request (用车申请, duty requester) → pending; the earlier body {id, vehicle, type, "
     "start, end} (no purpose) enters an office order (operator)",
-    model=RequestBody,
+    body={"oneOf": [schema_of(RequestBody), _ENTRY_BODY]},
     tag="orders",
 )
 async def create_order(request: Request, st: ApiState, p: Principal) -> Any:

@@ -76,8 +76,10 @@ class App:
         return await login(self.client, user)
 
 
-def config(tmp: Path, store: dict[str, Any] | None = None, notify: Any = None) -> Config:
-    cfg = web_config(tmp, store, users=USERS)
+def config(
+    tmp: Path, store: dict[str, Any] | None = None, notify: Any = None, **web: Any
+) -> Config:
+    cfg = web_config(tmp, store, users=USERS, **web)
     if notify is not None:
         cfg = cfg.model_copy(update={"notify": notify})
     return cfg
@@ -383,6 +385,7 @@ async def test_cancel_by_requester_or_dispatcher_only(env: App) -> None:
     assert len(env.engine.orders) == 1
     r = await c.post("/api/orders/C-2/cancel", headers=disp, json={"reason": "改派"})
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert len(env.engine.orders) == 0  # withdrawn: it excuses nothing any more
     # the car is free again for that window
     s = (
         await c.get(
@@ -728,3 +731,110 @@ async def test_order_messages_queue_in_the_postgresql_outbox(unique: str) -> Non
 
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as c:
             c.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def test_orders_of_the_earlier_table_are_copied_in_and_keep_working(tmp_path: Path) -> None:
+    import sqlite3
+
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path)
+    db = sqlite3.connect(cfg.store.sqlite_path)
+    db.execute(
+        """CREATE TABLE web_dispatch_orders (
+        org TEXT NOT NULL, id TEXT NOT NULL, vehicle TEXT NOT NULL, type TEXT NOT NULL,
+        start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, reason TEXT NOT NULL,
+        created_by TEXT NOT NULL, created_at BIGINT NOT NULL,
+        approved BOOLEAN NOT NULL, approved_by TEXT, approved_at BIGINT,
+        PRIMARY KEY (org, id))"""
+    )
+    db.executemany(
+        "INSERT INTO web_dispatch_orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                "ws-police",
+                "OLD-1",
+                "V3",
+                "local",
+                EVENING,
+                EVENING + H,
+                "接待",
+                "ws-op",
+                1,
+                1,
+                "ws-op",
+                2,
+            ),
+            (
+                "ws-police",
+                "OLD-2",
+                "V3",
+                "holiday",
+                EVENING,
+                EVENING + H,
+                "",
+                "ws-op",
+                3,
+                0,
+                None,
+                None,
+            ),
+        ],
+    )
+    db.commit()
+    db.close()
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        op = await env.h("ws-op")
+        got = {
+            o["id"]: o for o in (await env.client.get("/api/orders", headers=op)).json()["orders"]
+        }
+        assert set(got) == {"OLD-1", "OLD-2"}
+        assert (got["OLD-1"]["state"], got["OLD-1"]["approved_by"], got["OLD-1"]["purpose"]) == (
+            "approved",
+            "ws-op",
+            "接待",
+        )
+        assert got["OLD-2"]["state"] == "pending" and got["OLD-2"]["source"] == "entry"
+        assert len(env.engine.orders) == 1  # the approved one excuses again after the restart
+        r = await env.client.post("/api/orders/OLD-2/approve", headers=op)
+        assert r.status_code == 200 and r.json()["approved"] and len(env.engine.orders) == 2
+    # a second start copies nothing again (and keeps the approval made since)
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        op = await env.h("ws-op")
+        orders = (await env.client.get("/api/orders", headers=op)).json()["orders"]
+        assert [o["approved"] for o in orders] == [True, True]
+
+
+async def test_the_app_runs_the_sweeper_by_itself(tmp_path: Path) -> None:
+    from store.sqlite import SQLiteHistory
+
+    cfg = config(tmp_path, orders={"sweep_interval_s": 0.05, "tolerance_min": 10})
+    async with running(cfg, SQLiteHistory(cfg.store)) as env:
+        disp = await env.h("diaodu")
+        body = {
+            "id": "S-1",
+            "vehicle": "V3",
+            "driver": "D1",
+            "type": "local",
+            "start": EVENING,
+            "end": EVENING + 2 * H,
+        }
+        assert (
+            await env.client.post("/api/orders/emergency", headers=disp, json=body)
+        ).status_code == 200
+        await env.ctx.history.write_positions(evening_trip(2))
+        env.clock.now = EVENING + 2 * H + 11 * MIN  # after the window and its tolerance
+        end = time.monotonic() + 10
+        state = None
+        while time.monotonic() < end:
+            o = await env.st.orders.get("ws-police", "S-1")
+            state = o["state"]
+            if state == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert state == "completed"
+        assert (o["out_at"], o["back_at"], o["trip_source"]) == (
+            EVENING + 10 * MIN,
+            EVENING + 100 * MIN,
+            "gps",
+        )
