@@ -9,6 +9,8 @@ export interface NavItem {
   role: Role;
   /** An empty slot a later issue fills. */
   slot?: boolean;
+  /** Shown only to a user holding this duty (#16: requester, approver, dispatcher). */
+  duty?: string;
   children?: NavItem[];
 }
 
@@ -19,7 +21,17 @@ export const NAV: NavItem[] = [
   { name: "board", path: "/board", role: "viewer" },
   { name: "vehicles", path: "/vehicles", role: "viewer", slot: true },
   { name: "drivers", path: "/drivers", role: "viewer", slot: true },
-  { name: "dispatch", path: "/dispatch", role: "operator", slot: true },
+  {
+    name: "dispatch",
+    path: "/dispatch",
+    role: "viewer",
+    children: [
+      { name: "orderRequest", path: "/dispatch/request", role: "viewer", duty: "requester" },
+      { name: "orderMine", path: "/dispatch/mine", role: "viewer", duty: "requester" },
+      { name: "orderInbox", path: "/dispatch/inbox", role: "viewer", duty: "approver" },
+      { name: "orderBoard", path: "/dispatch/board", role: "viewer", duty: "dispatcher" },
+    ],
+  },
   { name: "reports", path: "/reports", role: "viewer", slot: true },
   { name: "costs", path: "/costs", role: "operator", slot: true },
   {
@@ -35,19 +47,43 @@ export const NAV: NavItem[] = [
   },
 ];
 
-/** The menu as the role sees it (a parent without visible children disappears). */
-export function navFor(role: Role | undefined, items: NavItem[] = NAV): NavItem[] {
+/** The menu as the role and duties see it (a parent without visible children disappears). */
+export function navFor(role: Role | undefined, items: NavItem[] = NAV, duties: readonly string[] = []): NavItem[] {
   const out: NavItem[] = [];
   for (const it of items) {
     if (!roleAtLeast(role, it.role)) continue;
+    if (it.duty && !duties.includes(it.duty)) continue;
     if (it.children) {
-      const kids = navFor(role, it.children);
+      const kids = navFor(role, it.children, duties);
       if (kids.length) out.push({ ...it, children: kids });
     } else {
       out.push(it);
     }
   }
   return out;
+}
+
+/** The duty a path needs (the 派车 pages; undefined: none). */
+export function dutyForPath(path: string, items: NavItem[] = NAV): string | undefined {
+  for (const it of items) {
+    if (it.children) {
+      const d = dutyForPath(path, it.children);
+      if (d) return d;
+    }
+    if (path === it.path) return it.duty;
+  }
+  return undefined;
+}
+
+/** Where /dispatch leads: the page of the user's busiest duty — 调度台 for a dispatcher, then
+ * 待审批 for an approver, then 用车申请 ("/monitor" without any). */
+export function dispatchHome(duties: readonly string[]): string {
+  const kids = NAV.find((n) => n.name === "dispatch")?.children ?? [];
+  for (const duty of ["dispatcher", "approver", "requester"]) {
+    const k = duties.includes(duty) ? kids.find((c) => c.duty === duty) : undefined;
+    if (k) return k.path;
+  }
+  return "/monitor";
 }
 
 /** The role a path needs (the router guards with it). */

@@ -80,7 +80,9 @@ describe("navigation", () => {
     expect(names("viewer")).toEqual(["monitor", "alarms", "playback", "board", "vehicles", "drivers", "reports"]);
     expect(names("operator")).toContain("deadLetters");
     expect(names("operator")).not.toContain("users");
-    expect(names("admin")).toEqual(expect.arrayContaining(["users", "fences", "deadLetters", "audit", "dispatch", "costs"]));
+    // 派车 follows the duties, not the role (#16; tests/orders.test.ts "the 派车 menu")
+    expect(names("admin")).toEqual(expect.arrayContaining(["users", "fences", "deadLetters", "audit", "costs"]));
+    expect(names("admin")).not.toContain("dispatch");
     expect(navFor(undefined)).toEqual([]);
     expect(roleForPath("/system/users")).toBe("admin");
     expect(roleForPath("/monitor")).toBe("viewer");

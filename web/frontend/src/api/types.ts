@@ -29,7 +29,7 @@ export interface SessionInfo {
 }
 
 export interface Me {
-  user: { name: string; org: string; role: Role };
+  user: { name: string; org: string; role: Role; username?: string; duties?: string[] };
   service: string;
   timezone: string;
   orgs: Org[];
