@@ -39,10 +39,10 @@ __all__ = [
     "ROLLUP_FIELDS",
     "RollupParams",
     "alarm_facts",
-    "trip_coverage",
-    "trip_coverage_reference",
     "track_rollup",
     "track_rollup_reference",
+    "trip_coverage",
+    "trip_coverage_reference",
 ]
 
 Array = npt.NDArray[Any]
