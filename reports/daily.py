@@ -71,11 +71,12 @@ async def build_day(
     orders: Sequence[Mapping[str, Any]] = (),
     alarms: Sequence[Mapping[str, Any]] | None = None,
     scenario: str = REAL,
-    params: RollupParams = RollupParams(),
+    params: RollupParams | None = None,
 ) -> dict[str, Any]:
     """Compute and write one day of ``scenario`` (the part before ``now_ms`` if it has
     not ended). ``alarms``: the episodes to use (a "what if" replay's), else history's.
     Returns a small summary (rows written, whether the day is closed)."""
+    params = params or RollupParams()
     start, end = day_bounds_ms(day, tz)
     upto = min(end, now_ms)
     closed = now_ms >= end
@@ -108,25 +109,27 @@ async def build_day(
         oe.append(int(o["end"]))
     n_orders = np.bincount(np.array(ov, dtype=np.int64), minlength=n)
     trip_veh = gv[r["trip_group"]]
-    cov = trip_coverage(trip_veh, r["trip_start"], r["trip_end"], ov, os_, oe)
+    cov = trip_coverage(
+        trip_veh, r["trip_start"], r["trip_end"], np.array(ov), np.array(os_), np.array(oe)
+    )
     covered = np.bincount(trip_veh[cov], minlength=n)
     if alarms is None:
         alarms = await history.alarms(
             AlarmQuery(from_ms=start, to_ms=upto, limit=MAX_ALARMS_PER_DAY)
         )
-    arows = []
+    arows: list[dict[str, Any]] = []
     n_alarms = np.zeros(n, dtype=np.int64)
     for a in alarms:
         if not start <= int(a["started_at"]) < upto:
             continue
-        f = alarm_facts(a)
-        i = registry.by_id(f["vehicle_id"])
+        fact = alarm_facts(a)
+        i = registry.by_id(fact["vehicle_id"])
         if i is not None:
-            f["org"] = registry.org_of(i)
+            fact["org"] = registry.org_of(i)
             n_alarms[i] += 1
-        arows.append(f)
+        arows.append(fact)
     span_s = (upto - start) / 1000.0
-    vrows = []
+    vrows: list[dict[str, Any]] = []
     for i, vid in enumerate(registry.ids):
         vrows.append(
             {

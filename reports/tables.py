@@ -118,26 +118,45 @@ def children_level(level: str) -> str | None:
     return LEVELS[i + 1] if i + 1 < len(LEVELS) else None
 
 
-def _row_orgs(tree: OrgTree, org: str, level: str) -> list[str]:
+def _row_orgs(
+    tree: OrgTree, org: str, level: str, holders: frozenset[str] = frozenset()
+) -> tuple[list[str], set[str]]:
+    """The rows' organisations, and which of them are "本级" rows: an organisation above
+    the level that holds vehicles itself gets a row of its own vehicles only, so that the
+    rows of a level add up to the totals (``holders``: organisations holding vehicles)."""
     depth, kids = _depth(tree), _children(tree)
     sub = tree.subtree(org)
     own = level_of(tree, org)
     if LEVELS.index(level) < LEVELS.index(own):
         raise BadReport(f"level {level!r} is above organisation {org!r} ({own})")
     if level == own:
-        return [org]
+        return [org], set()
     ordered = [o for o in tree.ids if o in sub]
     if level == "county":
-        return [o for o in ordered if depth[o] == 1]
-    return [o for o in ordered if not kids[o] and depth[o] >= 1]  # units: the leaves
+        rows = {o for o in ordered if depth[o] == 1}
+    else:
+        rows = {o for o in ordered if not kids[o] and depth[o] >= 1}  # units: the leaves
+    inner = {o for o in ordered if o not in rows and o in holders and not (rows & _above(tree, o))}
+    return [o for o in ordered if o in rows or o in inner], inner
 
 
-def _owner_of_orgs(tree: OrgTree, rows: Sequence[str]) -> dict[str, str]:
-    """Each organisation inside a row's subtree -> that row (rows are disjoint)."""
+def _above(tree: OrgTree, org: str) -> set[str]:
+    out, a = set(), tree.parent[tree.index(org)]
+    while a >= 0:
+        out.add(tree.ids[a])
+        a = tree.parent[a]
+    return out
+
+
+def _owner_of_orgs(tree: OrgTree, rows: Sequence[str], inner: set[str]) -> dict[str, str]:
+    """Each organisation -> the row that counts its vehicles (an inner row: only its own)."""
     out: dict[str, str] = {}
     for r in rows:
+        if r in inner:
+            out.setdefault(r, r)
+            continue
         for o in tree.subtree(r):
-            out.setdefault(o, r)
+            out[o] = r
     return out
 
 
@@ -437,14 +456,14 @@ def build_report(name: str, inp: ReportInput) -> dict[str, Any]:
         for vid in sorted(members, key=lambda v: (vorg[v], plates.get(v, v), v)):
             s = dict(zero)
             _add(s, base.get(vid, {}))
-            row = {"vehicle": vid, "org": vorg[vid], "name": plates.get(vid, vid)}
+            row: dict[str, Any] = {"vehicle": vid, "org": vorg[vid]}
             row.update(_finish(report, s))
             row["name"] = plates.get(vid, vid)
             rows.append(row)
         nxt = None
     else:
-        row_orgs = _row_orgs(tree, inp.org, inp.level)
-        owner = _owner_of_orgs(tree, row_orgs)
+        row_orgs, inner = _row_orgs(tree, inp.org, inp.level, frozenset(vorg[k] for k in members))
+        owner = _owner_of_orgs(tree, row_orgs, inner)
         acc: dict[str, dict[str, float]] = {o: dict(zero) for o in row_orgs}
         for k in members:
             r = owner.get(vorg[k])
@@ -453,7 +472,9 @@ def build_report(name: str, inp: ReportInput) -> dict[str, Any]:
         for o in row_orgs:
             row = {"org": o}
             row.update(_finish(report, acc[o]))
-            row["name"] = names[o]
+            row["name"] = names[o] + ("（本级）" if o in inner else "")
+            if o in inner:
+                row["own"] = True  # its own vehicles only; drill-down: level=vehicle
             rows.append(row)
         if nxt == "vehicle" and not report.vehicle_level:
             nxt = None
@@ -496,11 +517,17 @@ def _violations_by_month(
     inp: ReportInput, sub: frozenset[str], tree: OrgTree, level: str
 ) -> list[dict[str, Any]]:
     """unit × kind × month: ``[{org|vehicle, month, kind, n}]`` at the report's level."""
-    if level == "vehicle":
-        key_of: Callable[[Mapping[str, Any]], str | None] = lambda g: str(g["vehicle_id"])
-    else:
-        owner = _owner_of_orgs(tree, _row_orgs(tree, inp.org, level))
-        key_of = lambda g: owner.get(str(g["org"]))  # noqa: E731
+    owner: dict[str, str] = {}
+    if level != "vehicle":
+        holders = frozenset(str(g["org"]) for g in inp.alarm_groups) | frozenset(
+            str(v["org"]) for v in inp.vehicle_sums
+        )
+        row_orgs, inner = _row_orgs(tree, inp.org, level, holders)
+        owner = _owner_of_orgs(tree, row_orgs, inner)
+
+    def key_of(g: Mapping[str, Any]) -> str | None:
+        return str(g["vehicle_id"]) if level == "vehicle" else owner.get(str(g["org"]))
+
     acc: dict[tuple[str, str, str], int] = {}
     for g in inp.alarm_groups:
         if str(g["org"]) not in sub:

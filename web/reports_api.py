@@ -14,10 +14,8 @@ reports and their exports answer from the same rows.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,7 +50,7 @@ class _State:
     opened: bool = False
 
 
-_STATES: weakref.WeakKeyDictionary[Any, _State] = weakref.WeakKeyDictionary()
+_ATTR = "_reports_state"  # kept on the AppContext: one rollup store and job per app
 
 
 async def _orders(st: ApiState) -> list[dict[str, Any]]:
@@ -65,9 +63,10 @@ async def _orders(st: ApiState) -> list[dict[str, Any]]:
 
 async def reports_state(st: ApiState) -> _State:
     """The rollup store and its job for this app (made and opened on first use)."""
-    s = _STATES.get(st.ctx)
+    s: _State | None = getattr(st.ctx, _ATTR, None)
     if s is None:
-        s = _STATES[st.ctx] = _State()
+        s = _State()
+        setattr(st.ctx, _ATTR, s)
     if s.opened:
         return s
     async with s.lock:
@@ -263,8 +262,3 @@ async def summary(request: Request, st: ApiState, p: Principal) -> Any:
     tz = ZoneInfo(st.ctx.config.service.timezone)
     out["updated_at"] = dt.datetime.fromtimestamp(st.now() / 1000, tz).isoformat()
     return out
-
-
-async def close_state(st: ApiState) -> None:
-    with contextlib.suppress(KeyError):
-        del _STATES[st.ctx]
