@@ -63,7 +63,7 @@ async def _orders(cfg: Any) -> list[dict[str, Any]]:
 def _episode_dicts(events: list[Any], registry: Any) -> list[dict[str, Any]]:
     from rules.replay import episodes
 
-    out = []
+    out: list[dict[str, Any]] = []
     for e in episodes(events):
         i = registry.by_id(e.vehicle_id)
         out.append(
