@@ -29,13 +29,19 @@ MAX_DAYS = 366  # a report covers at most a year (the annual report)
 IDLE_LOOKBACK_DAYS = 60  # an idle vehicle's last trip is looked up this far before its window
 
 
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2099, 12, 31)  # what a report may ask
+
+
 def parse_day(text: str | None, name: str, default: dt.date) -> dt.date:
     if not text:
         return default
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise BadReport(f"{name} must be YYYY-MM-DD, not {text!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadReport(f"{name} must be between {FIRST_DAY} and {LAST_DAY}")
+    return day
 
 
 @dataclass(frozen=True)
