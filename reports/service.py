@@ -79,7 +79,9 @@ async def fetch_input(
     q: ReportQuery,
     level: str,
 ) -> ReportInput:
-    sub = sorted(tree.subtree(q.org))
+    sub: list[str] | None = sorted(tree.subtree(q.org))
+    if tree.parent[tree.index(q.org)] < 0:
+        sub = None  # a root: every row (rows of unknown organisations are dropped later)
     f, t = q.from_day.isoformat(), q.to_day.isoformat()
     vsums: Sequence[Mapping[str, Any]] = ()
     groups: Sequence[Mapping[str, Any]] = ()
@@ -174,10 +176,11 @@ async def board_summary(
 ) -> dict[str, Any]:
     """The board's figures for one day from the rollup (quota/actual/online are added by
     the caller, who holds the records and the live feed)."""
-    sub = sorted(tree.subtree(org))
+    keep = tree.subtree(org)
+    sub = sorted(keep)
     d = day.isoformat()
-    vs = await rollup.org_sums(scenario, d, d, sub)
-    groups = await rollup.alarm_groups(scenario, d, d, sub)
+    vs = [v for v in await rollup.org_sums(scenario, d, d, sub) if v["org"] in keep]
+    groups = [g for g in await rollup.alarm_groups(scenario, d, d, sub) if g["org"] in keep]
     by_kind: dict[str, int] = {}
     for g in groups:
         by_kind[str(g["kind"])] = by_kind.get(str(g["kind"]), 0) + int(g["n"])
