@@ -56,6 +56,7 @@ class ReportQuery:
     scenario: str = REAL
     items_limit: int = 1000
     quota: Sequence[Mapping[str, Any]] = field(default=())
+    own: bool = False  # only the vehicles booked on ``org`` itself (a 本级 row's drill-down)
 
     def check(self, tree: OrgTree) -> str:
         if self.name not in REPORTS:
@@ -67,8 +68,12 @@ class ReportQuery:
         if not 1 <= self.idle_days <= 365:
             raise BadReport("idle_days must be 1..365")
         level = self.level or children_level(level_of(tree, self.org)) or "vehicle"
+        if self.own:
+            level = self.level or "vehicle"
         if level not in LEVELS:
             raise BadReport(f"level must be one of {', '.join(LEVELS)}")
+        if self.own and level != "vehicle":
+            raise BadReport("own=1 lists vehicles: level must be vehicle")
         return level
 
 
@@ -80,7 +85,9 @@ async def fetch_input(
     level: str,
 ) -> ReportInput:
     sub: list[str] | None = sorted(tree.subtree(q.org))
-    if tree.parent[tree.index(q.org)] < 0:
+    if q.own:
+        sub = [q.org]
+    elif tree.parent[tree.index(q.org)] < 0:
         sub = None  # a root: every row (rows of unknown organisations are dropped later)
     f, t = q.from_day.isoformat(), q.to_day.isoformat()
     vsums: Sequence[Mapping[str, Any]] = ()
