@@ -114,8 +114,11 @@ async def _fresh(st: ApiState, to_day: dt.date) -> RollupStore:
 
 
 async def run_rollup(st: ApiState, interval_s: float = 60.0) -> None:
-    """Background: tick the rollup job (the job itself decides what is due)."""
+    """Background: tick the rollup job every ``interval_s`` (the job decides what is due),
+    then the monthly report. The first tick waits one interval: a request needing the
+    rollup before then builds what it needs itself (:func:`_fresh`)."""
     while True:
+        await asyncio.sleep(interval_s)
         try:
             if st.ctx.history is not None:
                 s = await reports_state(st)
@@ -128,7 +131,6 @@ async def run_rollup(st: ApiState, interval_s: float = 60.0) -> None:
             raise
         except Exception:
             log.exception("rollup tick failed; next try in %.0f s", interval_s)
-        await asyncio.sleep(interval_s)
 
 
 def _plates(st: ApiState) -> dict[str, str]:
