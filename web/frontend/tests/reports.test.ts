@@ -30,8 +30,10 @@ import {
   rotateSeconds,
   rotationAt,
   startPath,
+  itemsOfCell,
   violationKind,
   violationLink,
+  violationSeverity,
   BOARD_PANELS,
 } from "@/domain/reports";
 import en from "@/i18n/en";
@@ -79,6 +81,7 @@ describe("levels and the organisation tree", () => {
     expect(childLevel(ORGS, "ga")).toBe("county");
     expect(childLevel(ORGS, "ga-yc")).toBe("unit");
     expect(childLevel(ORGS, "ga-ws")).toBe("vehicle"); // a county without units lists its vehicles
+    expect(childLevel(ORGS, "ga-yc-nyj")).toBe("vehicle"); // below a unit: its vehicles
     expect(orgChain(ORGS, "ga-yc-nyj").map((o) => o.id)).toEqual(["ga", "ga-yc", "ga-yc-nyj"]);
   });
 });
@@ -90,15 +93,19 @@ describe("the drill-down path", () => {
     p = drillInto(p, { org: "ga-yc", name: "岳池县" }, ORGS, "unit")!;
     expect(p[1]).toEqual({ org: "ga-yc", name: "岳池县", level: "unit" });
     p = drillInto(p, { org: "ga-yc-nyj", name: "岳池县农业农村局" }, ORGS, "vehicle")!;
-    expect(p.map((c) => c.level)).toEqual(["county", "unit", "unit"]);
-    // The unit with a sub-unit lists it; a leaf lists vehicles.
-    const leaf = drillInto(p, { org: "ga-yc-nyj-x", name: "农业执法队" }, ORGS, null)!;
-    expect(leaf[leaf.length - 1].level).toBe("vehicle");
+    expect(p.map((c) => c.level)).toEqual(["county", "unit", "vehicle"]);
+    const leaf = p;
+    // 编制 has no vehicle level: its units do not open.
+    expect(drillInto(p.slice(0, 2), { org: "ga-yc-nyj", name: "岳池县农业农村局" }, ORGS, null, false)).toBeNull();
+    expect(canDrill(p.slice(0, 1), { org: "ga-yc" }, ORGS, false)).toBe(true);
+    // A county without units opens onto its vehicles.
+    expect(drillInto(p.slice(0, 1), { org: "ga-ws", name: "武胜县" }, ORGS, "unit")![1].level).toBe("vehicle");
     // A vehicle row never opens; nothing under the vehicle level.
     expect(drillInto(leaf, { org: "x", vehicle: "V1" }, ORGS, null)).toBeNull();
     expect(canDrill(p, { org: "ga-yc-nyj", vehicle: "V00001" }, ORGS)).toBe(false);
     expect(backTo(leaf, 0)).toEqual(startPath(ORGS, "ga"));
     expect(backTo(leaf, 1).length).toBe(2);
+    expect(backTo(leaf, 1)[1].level).toBe("unit");
     expect(backTo(leaf, 9)).toEqual(leaf);
     expect(backTo(leaf, -1)).toEqual(leaf);
   });
@@ -158,8 +165,9 @@ describe("dates and queries", () => {
       from: String(Date.UTC(2026, 9, 31, 16)), // 2026-11-01 00:00 +08:00
       to: String(Date.UTC(2026, 10, 30, 16)), // 2026-12-01 00:00 +08:00
     });
-    expect(alarmHistoryQuery({ plate: "川X00001" }, "2026-11-30", "2026-11-30", "UTC")).toEqual({
+    expect(alarmHistoryQuery({ plate: "川X00001", severity: "critical" }, "2026-11-30", "2026-11-30", "UTC")).toEqual({
       plate: "川X00001",
+      severity: "critical",
       from: String(Date.UTC(2026, 10, 30)),
       to: String(Date.UTC(2026, 11, 1)),
     });
@@ -174,6 +182,9 @@ describe("figures", () => {
     expect(figureKind({ key: "online_share" })).toBe("pct");
     expect(figureKind({ key: "ack_median_s" })).toBe("duration");
     expect(figureKind({ key: "x", type: "pct" })).toBe("pct");
+    expect(figureKind({ key: "online_rate", type: "rate" })).toBe("pct");
+    expect(figureKind({ key: "ack_avg_min", type: "float" })).toBe("float");
+    expect(figureKind({ key: "name", type: "text" })).toBe("text");
     expect(figureKind({ key: "km", type: "int" })).toBe("int");
   });
   it("writes figures: dash for none, groups, one decimal km, shares, durations", () => {
@@ -184,6 +195,7 @@ describe("figures", () => {
     expect(formatFigure(-1234567, "int")).toBe("-1,234,567");
     expect(formatFigure(0, "int")).toBe("0");
     expect(formatFigure(1234.56, "km")).toBe("1,234.6");
+    expect(formatFigure(2.349, "float")).toBe("2.3");
     expect(formatFigure(0.9354, "pct")).toBe("93.5%");
     expect(formatFigure(1, "pct")).toBe("100.0%");
     expect(formatFigure(3900, "duration", U)).toBe("1 小时 5 分钟");
@@ -212,6 +224,17 @@ describe("figures", () => {
     expect(violationLink({ key: "total" }, 7, kinds)).toBe(true);
     expect(violationLink({ key: "speeding" }, 0, kinds)).toBe(false);
     expect(violationLink({ key: "km" }, 12, kinds)).toBe(false);
+    expect(violationLink({ key: "critical" }, 1, kinds)).toBe(true);
+    expect(violationSeverity({ key: "critical" })).toBe("critical");
+    const items = [
+      { alarm_id: "a", vehicle_id: "V1", org: "u", kind: "speeding", severity: "warning", started_at: 1, ack_s: null, handle_s: null },
+      { alarm_id: "b", vehicle_id: "V2", org: "u", kind: "speeding", severity: "critical", started_at: 2, ack_s: 30, handle_s: null },
+      { alarm_id: "c", vehicle_id: "V1", org: "u", kind: "off_hours", severity: "critical", started_at: 3, ack_s: 30, handle_s: 60 },
+    ];
+    expect(itemsOfCell(items, { kind: "speeding" }).map((a) => a.alarm_id)).toEqual(["a", "b"]);
+    expect(itemsOfCell(items, { vehicle: "V1" }).map((a) => a.alarm_id)).toEqual(["a", "c"]);
+    expect(itemsOfCell(items, { severity: "critical", vehicle: "V1" }).map((a) => a.alarm_id)).toEqual(["c"]);
+    expect(itemsOfCell(items, {}).length).toBe(3);
   });
 });
 
@@ -246,6 +269,23 @@ describe("the board", () => {
     expect(nested.today.costs).toBe(6.5);
     expect(nested.alarmsByKind).toEqual([["speeding", 2]]);
     expect(normalizeSummary({}).today.quota).toBeNull();
+    // The server's reading: minutes to acknowledge, online_rate, idle with the last trip's day.
+    const srv = normalizeSummary({
+      date: "2026-12-02",
+      attention: { slow_handling: [{ org: "u", name: "某局", ack_avg_min: 2.5, acked_10min_rate: 0.5 }], low_online: [{ org: "u", name: "某局", online_rate: 0.8 }] },
+      idle_days: 7,
+      idle: [
+        { vehicle: "V1", name: "川X1", org: "u", last_trip_day: "2026-11-20" },
+        { vehicle: "V2", name: "川X2", org: "u", last_trip_day: null },
+      ],
+    });
+    expect(srv.attention.slow_handling[0].value).toBe(150);
+    expect(srv.attention.low_online[0].value).toBe(0.8);
+    expect(srv.idle).toEqual([
+      { vehicle: "V1", plate: "川X1", org: "u", days: 12, last: "2026-11-20" },
+      { vehicle: "V2", plate: "川X2", org: "u", days: null, last: null },
+    ]);
+    expect(srv.idleDays).toBe(7);
   });
   it("turns the wall screen's panels every N seconds, round and round", () => {
     const seen = Array.from({ length: 6 }, (_, i) => rotationAt(BOARD_PANELS, i * 15_000 + 1, 15).panel);

@@ -95,9 +95,9 @@ export function levelOfOrg(orgs: readonly Org[], id: string): Level {
 export function childLevel(orgs: readonly Org[], id: string): Level {
   const hasKids = orgs.some((o) => o.parent === id && o.id !== id);
   if (!hasKids) return "vehicle";
-  const here = levelOfOrg(orgs, id);
-  // Sub-units of a unit are units too (the contract has no level below the unit but vehicles).
-  return here === "unit" ? "unit" : (nextLevel(here) ?? "vehicle");
+  // Below a unit come its vehicles (the server's units are the leaves; a unit asked at its own
+  // level is one row, itself).
+  return nextLevel(levelOfOrg(orgs, id)) ?? "vehicle";
 }
 
 /** The chain of organisations from the root down to `id` (inclusive), within what is known. */
@@ -131,14 +131,15 @@ export function startPath(orgs: readonly Org[], org: string): Crumb[] {
 
 /**
  * The path after clicking a row: null when the row cannot be opened (a vehicle row, a row with
- * no org, or the org already on the path). The level comes from the tree when the org is in it,
- * else from the server's children_level.
+ * no org, the org already on the path, or vehicles of a report that has no vehicle level — 编制).
+ * The level comes from the tree when the org is in it, else from the server's children_level.
  */
 export function drillInto(
   path: readonly Crumb[],
   row: { org?: unknown; name?: unknown; vehicle?: unknown },
   orgs: readonly Org[],
   childrenLevel: string | null | undefined,
+  vehicleLevel = true,
 ): Crumb[] | null {
   const here = path[path.length - 1];
   if (!here || here.level === "vehicle") return null;
@@ -148,15 +149,23 @@ export function drillInto(
   let level: Level | null;
   if (known) level = childLevel(orgs, row.org);
   else level = isLevel(childrenLevel) ? childrenLevel : nextLevel(here.level);
-  if (!level) return null;
+  if (!level || (level === "vehicle" && !vehicleLevel)) return null;
   const name = typeof row.name === "string" && row.name ? row.name : row.org;
   return [...path, { org: row.org, name, level }];
 }
 
 /** Whether a row of this table opens a level below. */
-export function canDrill(path: readonly Crumb[], row: { org?: unknown; vehicle?: unknown }, orgs: readonly Org[]): boolean {
-  return drillInto(path, row, orgs, null) !== null;
+export function canDrill(
+  path: readonly Crumb[],
+  row: { org?: unknown; vehicle?: unknown },
+  orgs: readonly Org[],
+  vehicleLevel = true,
+): boolean {
+  return drillInto(path, row, orgs, null, vehicleLevel) !== null;
 }
+
+/** Reports without a vehicle level (the server refuses level=vehicle for them). */
+export const NO_VEHICLE_LEVEL: readonly ReportName[] = ["quota"];
 
 /** Back up to the crumb at `index` (the rest of the path drops); out of range keeps the path. */
 export function backTo(path: readonly Crumb[], index: number): Crumb[] {
@@ -169,13 +178,13 @@ export function pathToQuery(path: readonly Crumb[]): string {
   return path.map((c) => c.org).join(",");
 }
 
-export function pathFromQuery(text: string, orgs: readonly Org[]): Crumb[] | null {
+export function pathFromQuery(text: string, orgs: readonly Org[], vehicleLevel = true): Crumb[] | null {
   const ids = text.split(",").filter(Boolean);
   if (!ids.length || !ids.every((id) => orgs.some((o) => o.id === id))) return null;
   let path = startPath(orgs, ids[0]);
   for (const id of ids.slice(1)) {
     const o = orgs.find((x) => x.id === id)!;
-    const next = drillInto(path, { org: o.id, name: o.name }, orgs, null);
+    const next = drillInto(path, { org: o.id, name: o.name }, orgs, null, vehicleLevel);
     if (!next) return null;
     path = next;
   }
@@ -260,6 +269,8 @@ export interface ReportFilter {
   from: string;
   to: string;
   level?: Level;
+  /** violations: only this kind in the list behind the counts ("items"). */
+  kind?: string | null;
 }
 
 /** The query of GET /api/reports/{name}: the same filters for the table and its exports. */
@@ -269,6 +280,7 @@ export function reportQuery(f: ReportFilter, format: "json" | "csv" | "xlsx" = "
   q.set("from", f.from);
   q.set("to", f.to);
   if (f.level) q.set("level", f.level);
+  if (f.kind) q.set("kind", f.kind);
   if (format !== "json") q.set("format", format);
   return q;
 }
@@ -288,7 +300,7 @@ export function reportFileName(title: string, orgName: string, f: ReportFilter, 
  * the report's days in the fleet's zone as the history page's from/to (epoch ms, end exclusive).
  */
 export function alarmHistoryQuery(
-  cell: { org?: string; plate?: string; kind?: string | null },
+  cell: { org?: string; plate?: string; kind?: string | null; severity?: string | null },
   from: string,
   to: string,
   zone: string,
@@ -300,6 +312,7 @@ export function alarmHistoryQuery(
   if (cell.org) q.org = cell.org;
   if (cell.plate) q.plate = cell.plate;
   if (cell.kind) q.kind = cell.kind;
+  if (cell.severity) q.severity = cell.severity;
   return q;
 }
 
@@ -327,7 +340,7 @@ export interface Column {
 export function figureKind(col: Pick<Column, "key" | "type">): FigureKind {
   const t = (col.type ?? "").toLowerCase();
   if (t === "int" || t === "integer" || t === "count") return "int";
-  if (t === "float" || t === "number") return "float";
+  if (t === "float" || t === "number" || t === "decimal") return "float";
   if (t === "km") return "km";
   if (t === "pct" || t === "percent" || t === "share" || t === "rate") return "pct";
   if (t === "duration" || t === "seconds" || t === "s") return "duration";
@@ -378,7 +391,7 @@ export function formatFigure(v: unknown, kind: FigureKind, u: DurationUnits = { 
     case "int":
       return Number.isInteger(n) ? grouped(n, 0) : grouped(n, 1);
     case "float":
-      return grouped(n, 2);
+      return grouped(n, 1);
     case "km":
       return grouped(n, 1);
     case "pct":
@@ -392,10 +405,10 @@ export function formatFigure(v: unknown, kind: FigureKind, u: DurationUnits = { 
 const CHART_KEYS: Record<ReportName, string[]> = {
   violations: ["total", "alarms", "violations", "count"],
   use: ["trips", "km", "hours"],
-  handling: ["within_10min_share", "handled_10min_share", "share_10min", "ack_median_s", "ack_mean_s"],
-  online: ["online_share", "online_rate", "rate"],
-  coverage: ["coverage", "covered_share", "with_order", "trips_with_order"],
-  quota: ["actual", "quota", "over"],
+  handling: ["acked_10min_rate", "handled_10min_rate", "ack_avg_min"],
+  online: ["online_rate", "online_share", "rate"],
+  coverage: ["coverage_rate", "coverage", "trips_covered"],
+  quota: ["actual", "authorised", "over"],
 };
 
 export function chartColumn(name: ReportName, cols: readonly Column[], rows: readonly Record<string, unknown>[]): Column | null {
@@ -416,10 +429,46 @@ export function violationKind(col: Pick<Column, "key">, kinds: readonly string[]
   return m && kinds.includes(m[1]) ? m[1] : null;
 }
 
-/** Whether a violations cell links to the alarm history: a kind or the total, count above 0. */
+/** The severity a violations column counts (严重 → critical), or null. */
+export function violationSeverity(col: Pick<Column, "key">): string | null {
+  return col.key === "critical" ? "critical" : null;
+}
+
+/** Whether a violations cell opens the list behind it: a kind, 严重 or the total, above 0. */
 export function violationLink(col: Pick<Column, "key">, value: unknown, kinds: readonly string[]): boolean {
   if (typeof value !== "number" || value <= 0) return false;
-  return violationKind(col, kinds) !== null || ["total", "alarms", "violations", "count"].includes(col.key);
+  return (
+    violationKind(col, kinds) !== null ||
+    violationSeverity(col) !== null ||
+    ["total", "alarms", "violations", "count"].includes(col.key)
+  );
+}
+
+/** One episode behind a violation count (the violations report's "items"). */
+export interface ViolationItem {
+  alarm_id: string;
+  vehicle_id: string;
+  org: string;
+  kind: string;
+  severity: string;
+  started_at: number;
+  ack_s: number | null;
+  handle_s: number | null;
+  plate?: string;
+  day?: string;
+}
+
+/** The items of one cell: the row's vehicle (a vehicle row), the column's kind or severity. */
+export function itemsOfCell(
+  items: readonly ViolationItem[],
+  cell: { vehicle?: string | null; kind?: string | null; severity?: string | null },
+): ViolationItem[] {
+  return items.filter(
+    (a) =>
+      (!cell.vehicle || a.vehicle_id === cell.vehicle) &&
+      (!cell.kind || a.kind === cell.kind) &&
+      (!cell.severity || a.severity === cell.severity),
+  );
 }
 
 // -- the board ------------------------------------------------------------------------------
@@ -451,6 +500,7 @@ export interface IdleRow {
   vehicle: string;
   plate: string;
   org: string;
+  /** Days since the last trip (null: none in the rollup). */
   days: number | null;
   last: string | null;
 }
@@ -464,18 +514,21 @@ export interface BoardSummary {
   alarmsByKind: [string, number][];
   attention: { violations: AttentionRow[]; slow_handling: AttentionRow[]; low_online: AttentionRow[] };
   idle: IdleRow[];
+  /** "Idle" means no trip in this many days. */
+  idleDays: number | null;
 }
 
 const numOrNull = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const str = (v: unknown): string => (v == null ? "" : String(v));
 
-function attentionRows(v: unknown, valueKeys: string[]): AttentionRow[] {
+/** Value keys in order of preference, each with the factor to the board's unit. */
+function attentionRows(v: unknown, valueKeys: [string, number][]): AttentionRow[] {
   if (!Array.isArray(v)) return [];
   return v.map((r: Record<string, unknown>) => {
     let value: number | null = null;
-    for (const k of [...valueKeys, "value"]) {
+    for (const [k, factor] of [...valueKeys, ["value", 1] as [string, number]]) {
       if (typeof r[k] === "number") {
-        value = r[k] as number;
+        value = (r[k] as number) * factor;
         break;
       }
     }
@@ -509,18 +562,25 @@ export function normalizeSummary(raw: Record<string, unknown>): BoardSummary {
   }
   byKind = byKind.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   const att = (raw.attention ?? {}) as Record<string, unknown>;
+  const date = str(raw.date ?? raw.day);
   const idle = Array.isArray(raw.idle)
-    ? raw.idle.map((r: Record<string, unknown>) => ({
-        vehicle: str(r.vehicle ?? r.id),
-        plate: str(r.plate ?? r.vehicle),
-        org: str(r.org),
-        days: numOrNull(r.days ?? r.idle_days),
-        last: r.last_trip != null ? str(r.last_trip) : r.last != null ? str(r.last) : null,
-      }))
+    ? raw.idle.map((r: Record<string, unknown>) => {
+        const lastV = r.last_trip_day ?? r.last_trip ?? r.last;
+        const last = lastV != null && lastV !== "" ? str(lastV) : null;
+        let days = numOrNull(r.days ?? r.idle_days);
+        if (days == null && last && validDay(last) && validDay(date)) days = dayNumber(date) - dayNumber(last);
+        return {
+          vehicle: str(r.vehicle ?? r.id),
+          plate: str(r.plate ?? r.name ?? r.vehicle),
+          org: str(r.org),
+          days,
+          last,
+        };
+      })
     : [];
   return {
     org: str(raw.org),
-    date: str(raw.date ?? raw.day),
+    date,
     today: {
       quota: numOrNull(t.quota),
       actual: numOrNull(t.actual),
@@ -534,11 +594,13 @@ export function normalizeSummary(raw: Record<string, unknown>): BoardSummary {
     trend30: trend(raw.trend30),
     alarmsByKind: byKind,
     attention: {
-      violations: attentionRows(att.violations, ["violations", "alarms", "count"]),
-      slow_handling: attentionRows(att.slow_handling, ["ack_median_s", "ack_mean_s", "ack_s", "seconds"]),
-      low_online: attentionRows(att.low_online, ["online_share", "online_rate", "share", "rate"]),
+      violations: attentionRows(att.violations, [["violations", 1], ["alarms", 1], ["total", 1], ["count", 1]]),
+      // The board shows seconds; the server gives the mean time to acknowledge in minutes.
+      slow_handling: attentionRows(att.slow_handling, [["ack_avg_min", 60], ["ack_avg_s", 1], ["ack_s", 1]]),
+      low_online: attentionRows(att.low_online, [["online_rate", 1], ["online_share", 1], ["rate", 1]]),
     },
     idle,
+    idleDays: numOrNull(raw.idle_days),
   };
 }
 
