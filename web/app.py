@@ -28,6 +28,7 @@ import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API
 import web.ops_api  # registers the dead-letter routes in API
 import web.quota_api  # registers the quota routes in API
+import web.reports_api  # registers the report and board summary routes in API
 import web.vehicles_api  # registers the vehicle record routes in API
 from fleetwatch.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
@@ -239,6 +240,7 @@ def create_app(ctx: AppContext) -> Starlette:
         await _restore(st)
         tasks = [asyncio.create_task(feed_server.run(), name="live-feed-ticker")]
         tasks.append(asyncio.create_task(web.commands_api.run_bridge(st), name="commands"))
+        tasks.append(asyncio.create_task(web.reports_api.run_rollup(st), name="rollup"))
         if ctx.commands is not None:
 
             async def handle(cmd: dict[str, Any]) -> None:

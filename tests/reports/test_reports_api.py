@@ -1,0 +1,193 @@
+"""/api/reports and /api/board/summary over HTTP on a seeded SQLite history: the JSON
+contract, drill-down, role scoping, CSV/XLSX matching the JSON, and one set of numbers
+on the board, in the reports and in their exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openpyxl
+import pytest
+
+from tests.reports.conftest import seed
+from tests.web.conftest import Built, build, login
+
+pytestmark = pytest.mark.services
+
+SPAN = {"from": "2025-11-24", "to": "2025-11-26"}
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Built, Any]]:
+    b = await build(tmp_path)
+    s = await seed(b.ctx.history, b.ctx.registry)
+    b.clock.now = s.now  # 2025-11-27 01:00 local: the three days are over
+    async with b.app.router.lifespan_context(b.app):
+        transport = httpx.ASGITransport(app=b.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            yield c, b, s
+    await b.ctx.history.close()
+
+
+async def _rebuild(b: Built, s: Any) -> None:
+    """Close the three seeded days (the job itself only closes yesterday)."""
+    from reports.daily import build_day
+    from tests.reports.conftest import DAYS, TZ
+    from web.reports_api import reports_state
+
+    st = b.app.state.api
+    rs = await reports_state(st)
+    for d in DAYS:
+        await build_day(
+            b.ctx.history, rs.rollup, b.ctx.registry, d, TZ, now_ms=s.now, orders=s.orders
+        )
+
+
+async def test_index_and_contract(app: Any) -> None:
+    c, b, s = app
+    h = await login(c, "admin")
+    r = await c.get("/api/reports", headers=h)
+    assert [x["name"] for x in r.json()["reports"]] == [
+        "violations",
+        "use",
+        "handling",
+        "online",
+        "coverage",
+        "quota",
+    ]
+    await _rebuild(b, s)
+    for name in ("violations", "use", "handling", "online", "coverage", "quota"):
+        r = await c.get(f"/api/reports/{name}", params=SPAN, headers=h)
+        assert r.status_code == 200, (name, r.text)
+        j = r.json()
+        assert {"name", "from", "to", "org", "level", "columns", "rows", "totals"} <= set(j)
+        assert j["level"] == "county" and j["children_level"] == "unit"
+        assert all({"key", "zh", "en"} <= set(col) for col in j["columns"])
+        assert all("org" in row and "name" in row for row in j["rows"])
+
+
+async def test_use_drill_down_adds_up(app: Any) -> None:
+    c, b, s = app
+    h = await login(c, "admin")
+    await _rebuild(b, s)
+    city = (await c.get("/api/reports/use", params=SPAN, headers=h)).json()
+    # V1 is booked on the city itself: its own row (本级) keeps the rows adding up
+    assert [row["org"] for row in city["rows"]] == ["city", "wusheng", "yuechi"]
+    assert city["rows"][0]["own"] is True
+    # 3 days × 3 vehicles used × 2 trips
+    assert city["totals"]["trips"] == 18
+    assert sum(row["trips"] for row in city["rows"]) == 18
+    ws = next(row for row in city["rows"] if row["org"] == "wusheng")
+    units = (
+        await c.get(
+            "/api/reports/use", params={**SPAN, "org": "wusheng", "level": "unit"}, headers=h
+        )
+    ).json()
+    assert sum(row["trips"] for row in units["rows"]) == ws["trips"]
+    assert units["children_level"] == "vehicle"
+    veh = (
+        await c.get(
+            "/api/reports/use", params={**SPAN, "org": "wusheng", "level": "vehicle"}, headers=h
+        )
+    ).json()
+    assert {row["vehicle"] for row in veh["rows"]} == {"V2", "V3"}
+    assert sum(row["trips"] for row in veh["rows"]) == ws["trips"]
+    assert veh["children_level"] is None
+    # idle: no trip in the N days up to `to`. The seed rests vehicle v on day d when
+    # (v + d) % 4 == 3: V2 (v=1) on 11-26, V3 on 11-25, V4 on 11-24.
+    one = (await c.get("/api/reports/use", params={**SPAN, "idle_days": "1"}, headers=h)).json()
+    assert [v["vehicle"] for v in one["idle"]] == ["V2"]
+    assert one["totals"]["idle_vehicles"] == 1
+    two = (await c.get("/api/reports/use", params={**SPAN, "idle_days": "2"}, headers=h)).json()
+    assert two["idle"] == []
+
+
+async def test_scoping_and_bad_input(app: Any) -> None:
+    c, b, s = app
+    await _rebuild(b, s)
+    h = await login(c, "ws-op")
+    r = await c.get("/api/reports/violations", params=SPAN, headers=h)
+    assert r.status_code == 200
+    j = r.json()
+    assert j["org"] == "wusheng" and j["level"] == "unit"
+    assert {row["org"] for row in j["rows"]} <= {"wusheng", "ws-police"}
+    assert {a["org"] for a in j["items"]} <= {"wusheng", "ws-police"}
+    r = await c.get("/api/reports/use", params={**SPAN, "org": "yuechi"}, headers=h)
+    assert r.status_code == 404
+    r = await c.get("/api/reports/use", params={**SPAN, "org": "city"}, headers=h)
+    assert r.status_code == 404
+    for bad in (
+        {"from": "2025-13-01"},
+        {"from": "2025-11-26", "to": "2025-11-24"},
+        {"from": "2024-01-01", "to": "2025-11-24"},
+        {"format": "pdf"},
+        {"level": "planet"},
+        {"level": "city"},  # above the caller's county
+        {"idle_days": "x"},
+    ):
+        r = await c.get("/api/reports/use", params={**SPAN, **bad}, headers=h)
+        assert r.status_code == 400, (bad, r.text)
+        assert r.json()["error"]
+    assert (await c.get("/api/reports/nope", headers=h)).status_code == 400
+    assert (await c.get("/api/reports/use")).status_code == 401
+
+
+async def test_exports_match_json(app: Any) -> None:
+    c, b, s = app
+    h = await login(c, "admin")
+    await _rebuild(b, s)
+    for name in ("violations", "use", "handling", "online", "coverage"):
+        j = (await c.get(f"/api/reports/{name}", params=SPAN, headers=h)).json()
+        r = await c.get(f"/api/reports/{name}", params={**SPAN, "format": "csv"}, headers=h)
+        assert r.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+        assert rows[0] == [col["zh"] for col in j["columns"]]
+        assert len(rows) == len(j["rows"]) + 2  # header + rows + 合计
+        assert rows[-1][0] == "合计"
+        r = await c.get(f"/api/reports/{name}", params={**SPAN, "format": "xlsx"}, headers=h)
+        assert r.status_code == 200
+        wb = openpyxl.load_workbook(io.BytesIO(r.content))
+        assert wb.sheetnames[:3] == ["区县", "单位", "车辆"]
+        ws = wb["区县"]
+        values = list(ws.iter_rows(values_only=True))
+        assert list(values[0]) == [col["zh"] for col in j["columns"]]
+        for got, want in zip(values[1:], j["rows"], strict=False):
+            for v, col in zip(got, j["columns"], strict=True):
+                w = want[col["key"]]
+                assert v == w or (v is None and w is None), (name, col["key"], v, w)
+        total = values[len(j["rows"]) + 1]
+        for v, col in list(zip(total, j["columns"], strict=True))[1:]:
+            assert v == j["totals"][col["key"]], (name, col["key"])
+        if name == "violations":
+            assert "明细" in wb.sheetnames
+
+
+async def test_board_reports_exports_agree(app: Any) -> None:
+    c, b, s = app
+    h = await login(c, "admin")
+    await _rebuild(b, s)
+    day = {"from": "2025-11-25", "to": "2025-11-25"}
+    board = (await c.get("/api/board/summary", params={"date": "2025-11-25"}, headers=h)).json()
+    use = (await c.get("/api/reports/use", params=day, headers=h)).json()
+    viol = (await c.get("/api/reports/violations", params=day, headers=h)).json()
+    assert board["trips"] == use["totals"]["trips"] == 6
+    assert board["alarms"] == viol["totals"]["total"] == sum(board["alarms_by_kind"].values())
+    assert board["km"] == pytest.approx(use["totals"]["km"], abs=0.05)
+    r = await c.get("/api/reports/use", params={**day, "format": "csv"}, headers=h)
+    total = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))[-1]
+    keys = [col["key"] for col in use["columns"]]
+    assert int(total[keys.index("trips")]) == board["trips"]
+    stats = (await c.get("/api/stats", params={"day": "2025-11-25"}, headers=h)).json()
+    assert stats["trips"] == board["trips"]
+    assert sum(stats["alarms_by_kind"].values()) == board["alarms"]
+    trend = {t["date"]: t for t in board["trend7"]}
+    assert trend["2025-11-25"]["trips"] == board["trips"]
+    assert len(board["trend30"]) == 30
+    assert board["quota"] == 6 and board["actual"] == 4  # web.establishment, the registry
+    assert board["costs"] is None
+    assert set(board["attention"]) == {"violations", "slow_handling", "low_online"}
