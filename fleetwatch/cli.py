@@ -29,6 +29,7 @@ BENCHES: dict[str, str] = {
     "records": "store.records_bench",
     "e2e": "simulator.bench",
     "page": "web.bench",
+    "reports": "reports.bench",
 }
 
 

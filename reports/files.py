@@ -57,15 +57,20 @@ def report_xlsx(
     *,
     lang: Lang = "zh",
     notes: Sequence[str] = (),
+    titled: bool = False,
 ) -> bytes:
     """One sheet per level (each a report JSON of the same report at that level), then the
-    violations' list behind the counts when there is one, then a 说明 sheet."""
+    violations' list behind the counts when there is one, then a 说明 sheet. ``titled``:
+    the levels of several reports, each sheet named after its report too."""
     buf = io.BytesIO()
     wb = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_numbers": False})
     bold = wb.add_format({"bold": True})
     pct = wb.add_format({"num_format": "0.0%"})
     for rep in levels:
-        ws = wb.add_worksheet(LEVEL_NAMES[lang][rep["level"]])
+        sheet = LEVEL_NAMES[lang][rep["level"]]
+        if titled:  # several reports in one book (the monthly report): 违规统计-区县
+            sheet = f"{rep['title_' + lang]}-{sheet}"[:31]
+        ws = wb.add_worksheet(sheet)
         headers, rows = table_of(rep, lang)
         types = [c.get("type", "int") for c in rep["columns"]]
         ws.write_row(0, 0, headers, bold)
@@ -80,7 +85,7 @@ def report_xlsx(
                     ws.write_number(i, j, v, pct if types[j] == "rate" else None)
         for j, h in enumerate(headers):
             ws.set_column(j, j, max(10, min(40, 2 * len(h) + 4)))
-    items = levels[0].get("items") if levels else None
+    items = next((r["items"] for r in levels if r.get("items") is not None), None)
     if items is not None:
         ws = wb.add_worksheet("明细" if lang == "zh" else "Items")
         ws.write_row(0, 0, [zh if lang == "zh" else en for _, zh, en in ITEM_COLUMNS], bold)

@@ -6,7 +6,9 @@ down); ``GET /api/board/summary`` gives the board its figures. All read the roll
 (:mod:`store.rollup`) only, and only inside the caller's organisation subtree.
 
 The rollup is kept current by :func:`run_rollup` (started with the app): today so far
-every ``REFRESH_S`` and each ended day once as closed. A request that covers today
+every ``REFRESH_S`` and each ended day once as closed; then, when ``[notify]`` has a
+route named ``monthly_report``, the monthly report is sent on the 1st
+(:mod:`reports.monthly`). A request that covers today
 refreshes today first when its figures are older than ``STALE_S``, so the board, the
 reports and their exports answer from the same rows.
 """
@@ -26,6 +28,7 @@ from starlette.responses import Response
 
 from reports.daily import RollupJob, local_day
 from reports.files import report_csv, report_xlsx
+from reports.monthly import MONTHLY_ROUTE, MonthlyJob
 from reports.service import ReportQuery, board_summary, parse_day, report_json, report_levels
 from reports.tables import BadReport, report_list
 from store.rollup import REAL, RollupStore, rollup_store
@@ -46,6 +49,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 class _State:
     rollup: RollupStore | None = None
     job: RollupJob | None = None
+    monthly: Any = None  # reports.monthly.MonthlyJob when the notify config has its route
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     opened: bool = False
 
@@ -83,6 +87,16 @@ async def reports_state(st: ApiState) -> _State:
 
         s.rollup = rollup
         s.job = RollupJob(context, st.ctx.config.service.timezone, refresh_s=REFRESH_S)
+        cfg = st.ctx.config
+        if any(r.name == MONTHLY_ROUTE for r in cfg.notify.routes):
+            s.monthly = MonthlyJob(
+                st.ctx.history,
+                rollup,
+                st.registry,
+                cfg.service.timezone,
+                cfg.notify,
+                cfg.service.public_url,
+            )
         s.opened = True
     return s
 
@@ -108,6 +122,8 @@ async def run_rollup(st: ApiState, interval_s: float = 60.0) -> None:
                 assert s.job is not None
                 async with s.lock:
                     await s.job.tick(st.now())
+                if s.monthly is not None:  # after the rollup closed the month's last day
+                    await s.monthly.tick(st.now())
         except asyncio.CancelledError:
             raise
         except Exception:
