@@ -117,6 +117,15 @@ describe("the drill-down path", () => {
     expect(drillInto(p, { name: "合计" }, ORGS, "county")).toBeNull();
     expect(drillInto([], { org: "ga" }, ORGS, "county")).toBeNull();
   });
+  it("opens a 本级 row onto the vehicles the organisation holds itself", () => {
+    const p = startPath(ORGS, "ga");
+    const own = drillInto(p, { org: "ga", name: "广安市（本级）", own: true }, ORGS, "unit")!;
+    expect(own[1]).toEqual({ org: "ga", name: "广安市（本级）", level: "vehicle", own: true });
+    expect(drillInto(p, { org: "ga", own: true }, ORGS, "unit", false)).toBeNull();
+    expect(pathToQuery(own)).toBe("ga,ga~");
+    expect(pathFromQuery("ga,ga~", ORGS)).toEqual(own);
+    expect(pathFromQuery("ga~", ORGS)).toBeNull();
+  });
   it("keeps the path in the address and refuses one that is not a path", () => {
     const p = drillInto(startPath(ORGS, "ga"), { org: "ga-yc", name: "岳池县" }, ORGS, null)!;
     expect(pathToQuery(p)).toBe("ga,ga-yc");

@@ -121,6 +121,8 @@ export interface Crumb {
   org: string;
   name: string;
   level: Level;
+  /** A "本级" row opened: the vehicles the organisation holds itself (the server's own=true). */
+  own?: boolean;
 }
 
 /** The path when the page opens on organisation `org` (the user's own or the filter's). */
@@ -136,7 +138,7 @@ export function startPath(orgs: readonly Org[], org: string): Crumb[] {
  */
 export function drillInto(
   path: readonly Crumb[],
-  row: { org?: unknown; name?: unknown; vehicle?: unknown },
+  row: { org?: unknown; name?: unknown; vehicle?: unknown; own?: unknown },
   orgs: readonly Org[],
   childrenLevel: string | null | undefined,
   vehicleLevel = true,
@@ -144,6 +146,12 @@ export function drillInto(
   const here = path[path.length - 1];
   if (!here || here.level === "vehicle") return null;
   if (typeof row.org !== "string" || !row.org || (row.vehicle != null && row.vehicle !== "")) return null;
+  if (row.own === true) {
+    // A 本级 row (an organisation above this level holding vehicles itself): its vehicles.
+    if (!vehicleLevel) return null;
+    const name = typeof row.name === "string" && row.name ? row.name : row.org;
+    return [...path, { org: row.org, name, level: "vehicle", own: true }];
+  }
   if (path.some((c) => c.org === row.org)) return null;
   const known = orgs.some((o) => o.id === row.org);
   let level: Level | null;
@@ -157,7 +165,7 @@ export function drillInto(
 /** Whether a row of this table opens a level below. */
 export function canDrill(
   path: readonly Crumb[],
-  row: { org?: unknown; vehicle?: unknown },
+  row: { org?: unknown; vehicle?: unknown; own?: unknown },
   orgs: readonly Org[],
   vehicleLevel = true,
 ): boolean {
@@ -173,18 +181,22 @@ export function backTo(path: readonly Crumb[], index: number): Crumb[] {
   return path.slice(0, index + 1);
 }
 
-/** The path in the address (?path=ga,ga-ws,ga-ws-x), and back (unknown orgs are dropped). */
+/** The path in the address (?path=ga,ga-ws,ga-ws-x; a 本级 step ends in "~"), and back. */
 export function pathToQuery(path: readonly Crumb[]): string {
-  return path.map((c) => c.org).join(",");
+  return path.map((c) => (c.own ? `${c.org}~` : c.org)).join(",");
 }
 
 export function pathFromQuery(text: string, orgs: readonly Org[], vehicleLevel = true): Crumb[] | null {
-  const ids = text.split(",").filter(Boolean);
-  if (!ids.length || !ids.every((id) => orgs.some((o) => o.id === id))) return null;
+  const steps = text.split(",").filter(Boolean);
+  const ids = steps.map((s) => s.replace(/~$/, ""));
+  if (!ids.length || steps[0].endsWith("~") || !ids.every((id) => orgs.some((o) => o.id === id))) return null;
   let path = startPath(orgs, ids[0]);
-  for (const id of ids.slice(1)) {
+  for (const [i, id] of ids.entries()) {
+    if (i === 0) continue;
     const o = orgs.find((x) => x.id === id)!;
-    const next = drillInto(path, { org: o.id, name: o.name }, orgs, null, vehicleLevel);
+    const own = steps[i].endsWith("~");
+    const row = { org: o.id, name: own ? `${o.name}（本级）` : o.name, own };
+    const next = drillInto(path, row, orgs, null, vehicleLevel);
     if (!next) return null;
     path = next;
   }

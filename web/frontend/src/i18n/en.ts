@@ -213,6 +213,7 @@ const en: typeof zh = {
     monthPh: "Pick a month",
     from: "From",
     to: "To",
+    toSep: "to",
     lastMonth: "Last month",
     thisMonth: "This month",
     query: "Search",

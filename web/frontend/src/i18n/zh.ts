@@ -214,6 +214,7 @@ export default {
     monthPh: "选择月份",
     from: "开始日期",
     to: "结束日期",
+    toSep: "至",
     lastMonth: "上月",
     thisMonth: "本月",
     query: "查询",
