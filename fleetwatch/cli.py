@@ -1,7 +1,7 @@
 """The ``fleetwatch`` command line.
 
-Subcommands: ``demo``, ``serve``, ``gateway``, ``simulate``, ``decode``,
-``bench``, ``check-config``, ``replay``, ``retention``. Each maps to one function; heavy
+Subcommands: ``demo``, ``serve``, ``gateway``, ``simulate``, ``decode``, ``bench``,
+``check-config``, ``replay``, ``rollup``, ``retention``. Each maps to one function; heavy
 imports happen inside them so ``fleetwatch decode`` starts quickly.
 """
 
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     ret.add_argument("--config", required=True)
     ret.add_argument("--dry-run", action="store_true", help="remove nothing, say what would go")
     ret.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ru = sub.add_parser(
+        "rollup", help="rebuild days of the daily rollup from history (--what-if: a scenario)"
+    )
+    from reports.cli import add_arguments as add_rollup_arguments
+
+    add_rollup_arguments(ru)
 
     r = sub.add_parser("replay", help="run the rules over stored history and list episodes")
     r.add_argument("--config", required=True)
@@ -178,6 +185,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _simulate(args)
     if cmd == "retention":
         return _retention(args)
+    if cmd == "rollup":
+        from reports.cli import rollup_main
+
+        return rollup_main(args)
     if cmd == "replay":
         from fleetwatch.replay import replay_main
 

@@ -26,15 +26,22 @@ from store.rollup import REAL, RollupStore
 __all__ = ["MAX_DAYS", "ReportQuery", "board_summary", "fetch_input", "parse_day", "report_levels"]
 
 MAX_DAYS = 366  # a report covers at most a year (the annual report)
+IDLE_LOOKBACK_DAYS = 60  # an idle vehicle's last trip is looked up this far before its window
+
+
+FIRST_DAY, LAST_DAY = dt.date(2000, 1, 1), dt.date(2099, 12, 31)  # what a report may ask
 
 
 def parse_day(text: str | None, name: str, default: dt.date) -> dt.date:
     if not text:
         return default
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         raise BadReport(f"{name} must be YYYY-MM-DD, not {text!r}") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadReport(f"{name} must be between {FIRST_DAY} and {LAST_DAY}")
+    return day
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,12 @@ async def fetch_input(
     groups: Sequence[Mapping[str, Any]] = ()
     idle: Sequence[Mapping[str, Any]] = ()
     items: Sequence[Mapping[str, Any]] = ()
-    if q.name in ("use", "online", "coverage", "violations", "handling"):
-        vsums = await rollup.vehicle_sums(q.scenario, f, t, sub)
+    by_vehicle = level == "vehicle"
+    if q.name in ("use", "online", "coverage") or (by_vehicle and q.name != "quota"):
+        # per vehicle at the vehicle level, else per organisation (summed in SQL)
+        vsums = await (rollup.vehicle_sums if by_vehicle else rollup.org_sums)(
+            q.scenario, f, t, sub
+        )
     if q.name in ("violations", "handling"):
         groups = await rollup.alarm_groups(q.scenario, f, t, sub)
     if q.name == "violations":
@@ -87,8 +98,9 @@ async def fetch_input(
             q.scenario, f, t, sub, kind=q.kind, limit=q.items_limit + 1
         )
     if q.name == "use":
-        idle_from = (q.to_day - dt.timedelta(days=q.idle_days - 1)).isoformat()
-        idle = await rollup.vehicle_sums(q.scenario, idle_from, t, sub)
+        idle_from = q.to_day - dt.timedelta(days=q.idle_days - 1)
+        since = (idle_from - dt.timedelta(days=IDLE_LOOKBACK_DAYS)).isoformat()
+        idle = await rollup.idle_vehicles(q.scenario, idle_from.isoformat(), t, sub, since=since)
     return ReportInput(
         tree=tree,
         org=q.org,
@@ -122,13 +134,17 @@ async def report_levels(
     """The report at the requested level and every level below it (the XLSX's sheets)."""
     level = q.check(tree)
     inp = await fetch_input(rollup, tree, plates, q, level)
+    by_vehicle: ReportInput | None = None
     out = []
     lv: str | None = level
     while lv is not None:
         if lv == "vehicle" and not REPORTS[q.name].vehicle_level:
             break
+        if lv == "vehicle" and level != "vehicle":
+            by_vehicle = by_vehicle or await fetch_input(rollup, tree, plates, q, "vehicle")
+        src = by_vehicle if lv == "vehicle" and by_vehicle is not None else inp
         try:
-            rep = build_report(q.name, _with_level(inp, lv))
+            rep = build_report(q.name, _with_level(src, lv))
         except BadReport:
             break
         if not rep["rows"] and lv != level:
@@ -160,7 +176,7 @@ async def board_summary(
     the caller, who holds the records and the live feed)."""
     sub = sorted(tree.subtree(org))
     d = day.isoformat()
-    vs = await rollup.vehicle_sums(scenario, d, d, sub)
+    vs = await rollup.org_sums(scenario, d, d, sub)
     groups = await rollup.alarm_groups(scenario, d, d, sub)
     by_kind: dict[str, int] = {}
     for g in groups:
@@ -202,7 +218,7 @@ async def board_summary(
         "trips": sum(int(v["trips"] or 0) for v in vs),
         "km": round(sum(float(v["km"] or 0) for v in vs), 1),
         "alarms": sum(by_kind.values()),
-        "vehicles_used": sum(1 for v in vs if (v["trips"] or 0) > 0),
+        "vehicles_used": sum(int(v["n_active"] or 0) for v in vs),
         "online_rate": _ratio(
             sum(float(v["online_s"] or 0) for v in vs), sum(float(v["span_s"] or 0) for v in vs)
         ),

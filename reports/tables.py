@@ -76,10 +76,12 @@ class ReportInput:
     level: str
     from_day: str
     to_day: str
-    vehicle_sums: Sequence[Mapping[str, Any]]  # store.rollup.VEHICLE_SUM_KEYS
+    # store.rollup.VEHICLE_SUM_KEYS per vehicle, or ORG_SUM_KEYS per organisation (then
+    # ``vehicle_id`` is the organisation and n_vehicles / n_active count its vehicles)
+    vehicle_sums: Sequence[Mapping[str, Any]]
     alarm_groups: Sequence[Mapping[str, Any]] = ()  # store.rollup.ALARM_GROUP_KEYS
     plates: Mapping[str, str] | None = None  # vehicle id -> plate
-    idle_sums: Sequence[Mapping[str, Any]] = ()  # vehicle sums over the idle window
+    idle_sums: Sequence[Mapping[str, Any]] = ()  # idle vehicles: {vehicle_id, org, last_trip_day}
     idle_days: int = 7
     quota: Sequence[Mapping[str, Any]] = ()  # {org, vehicle_class, authorised, actual, over}
     alarm_items: Sequence[Mapping[str, Any]] = ()  # the list behind the violation counts
@@ -189,15 +191,16 @@ def _sums_by_vehicle(inp: ReportInput) -> dict[str, Mapping[str, Any]]:
 
 
 def _use_base(inp: ReportInput) -> dict[str, dict[str, float]]:
-    idle_trips: dict[str, float] = {}
-    for v in inp.idle_sums:
-        idle_trips[str(v["vehicle_id"])] = idle_trips.get(str(v["vehicle_id"]), 0) + _f(v["trips"])
+    idle: dict[str, float] = {}
+    for v in inp.idle_sums:  # keyed like the sums: by vehicle, or by its organisation
+        k = str(v["vehicle_id"]) if inp.level == "vehicle" else str(v["org"])
+        idle[k] = idle.get(k, 0) + 1
     out = {}
     for vid, v in _sums_by_vehicle(inp).items():
         out[vid] = {
-            "vehicles": 1,
-            "active": 1 if _f(v["trips"]) > 0 else 0,
-            "idle_vehicles": 1 if idle_trips.get(vid, 0) == 0 else 0,
+            "vehicles": _f(v.get("n_vehicles", 1)),
+            "active": _f(v.get("n_active", 1 if _f(v["trips"]) > 0 else 0)),
+            "idle_vehicles": idle.get(vid, 0),
             "trips": _f(v["trips"]),
             "km": _f(v["km"]),
             "driving_s": _f(v["driving_s"]),
@@ -255,7 +258,11 @@ def _handling_derive(s: dict[str, float]) -> dict[str, Any]:
 
 def _online_base(inp: ReportInput) -> dict[str, dict[str, float]]:
     return {
-        vid: {"vehicles": 1, "online_s": _f(v["online_s"]), "span_s": _f(v["span_s"])}
+        vid: {
+            "vehicles": _f(v.get("n_vehicles", 1)),
+            "online_s": _f(v["online_s"]),
+            "span_s": _f(v["span_s"]),
+        }
         for vid, v in _sums_by_vehicle(inp).items()
     }
 
@@ -495,11 +502,15 @@ def build_report(name: str, inp: ReportInput) -> dict[str, Any]:
     if name == "use":
         out["idle_days"] = inp.idle_days
         plates = inp.plates or {}
-        idle = [k for k in members if base.get(k, {}).get("idle_vehicles")]
-        last = {str(v["vehicle_id"]): v.get("last_trip_day") for v in inp.vehicle_sums}
         out["idle"] = [
-            {"vehicle": k, "name": plates.get(k, k), "org": vorg[k], "last_trip_day": last.get(k)}
-            for k in sorted(idle, key=lambda v: (vorg[v], v))
+            {
+                "vehicle": str(v["vehicle_id"]),
+                "name": plates.get(str(v["vehicle_id"]), str(v["vehicle_id"])),
+                "org": str(v["org"]),
+                "last_trip_day": v.get("last_trip_day"),
+            }
+            for v in inp.idle_sums
+            if str(v["org"]) in sub
         ]
     if name == "violations":
         items = [dict(a) for a in inp.alarm_items if a.get("org") in sub]

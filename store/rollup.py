@@ -138,6 +138,24 @@ VEHICLE_SUM_KEYS = (
     "alarms",
     "last_trip_day",
 )
+# The same sums per organisation (levels above vehicle: ~100 rows instead of 10,000);
+# ``vehicle_id`` holds the organisation, plus distinct vehicles and vehicles used.
+_ORG_SUMS = (
+    "SELECT org, org, count(DISTINCT vehicle_id), sum(km), sum(trips), sum(trips_covered),"
+    " sum(driving_s), sum(idle_s), sum(outside_s), sum(online_s), sum(span_s), sum(orders),"
+    " sum(alarms), max(CASE WHEN trips > 0 THEN day END),"
+    " count(DISTINCT CASE WHEN trips > 0 THEN vehicle_id END)"
+    " FROM {p}rollup_vehicle_day WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
+    " GROUP BY org"
+)
+ORG_SUM_KEYS = (*VEHICLE_SUM_KEYS[:2], "n_vehicles", *VEHICLE_SUM_KEYS[3:], "n_active")
+# Vehicles without a trip in [from, to], with their last trip day since ``since``.
+_IDLE = (
+    "SELECT vehicle_id, org, max(CASE WHEN trips > 0 THEN day END) AS last"
+    " FROM {p}rollup_vehicle_day WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
+    " GROUP BY vehicle_id, org"
+    " HAVING coalesce(max(CASE WHEN trips > 0 THEN day END), '') < {m}"
+)
 # Alarm counts and handling sums per vehicle, month, kind and severity.
 _ALARM_GROUPS = (
     "SELECT vehicle_id, org, substr(day, 1, 7), kind, severity, count(*),"
@@ -237,6 +255,35 @@ class RollupStore:
         params: list[Any] = [scenario, from_day, to_day]
         rows = await self._fetch(self.q(_VEHICLE_SUMS, orgs, params), params)
         return [dict(zip(VEHICLE_SUM_KEYS, r, strict=True)) for r in rows]
+
+    async def org_sums(
+        self, scenario: str, from_day: str, to_day: str, orgs: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`vehicle_sums` per organisation (``vehicle_id`` = the organisation),
+        with ``n_vehicles`` and ``n_active`` (vehicles with a trip) counted distinct."""
+        params: list[Any] = [scenario, from_day, to_day]
+        rows = await self._fetch(self.q(_ORG_SUMS, orgs, params), params)
+        return [dict(zip(ORG_SUM_KEYS, r, strict=True)) for r in rows]
+
+    async def idle_vehicles(
+        self,
+        scenario: str,
+        from_day: str,
+        to_day: str,
+        orgs: Sequence[str] | None = None,
+        *,
+        since: str,
+    ) -> list[dict[str, Any]]:
+        """Vehicles with a row but no trip in [from_day, to_day]; ``last_trip_day``: their
+        last trip on or after ``since`` (None: none since then)."""
+        params: list[Any] = [scenario, since, to_day]
+        query = self.q(_IDLE, orgs, params)
+        params.append(from_day)
+        rows = await self._fetch(query, params)
+        return [
+            {"vehicle_id": r[0], "org": r[1], "last_trip_day": r[2]}
+            for r in sorted(rows, key=lambda r: (r[1], r[0]))
+        ]
 
     async def alarm_groups(
         self, scenario: str, from_day: str, to_day: str, orgs: Sequence[str] | None = None

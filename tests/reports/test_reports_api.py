@@ -129,11 +129,17 @@ async def test_scoping_and_bad_input(app: Any) -> None:
         {"level": "planet"},
         {"level": "city"},  # above the caller's county
         {"idle_days": "x"},
+        {"idle_days": "0"},
+        {"from": "0001-01-01", "to": "0001-01-02"},
     ):
         r = await c.get("/api/reports/use", params={**SPAN, **bad}, headers=h)
         assert r.status_code == 400, (bad, r.text)
         assert r.json()["error"]
     assert (await c.get("/api/reports/nope", headers=h)).status_code == 400
+    r = await c.get("/api/board/summary", params={"date": "0001-01-01"}, headers=h)
+    assert r.status_code == 400
+    r = await c.get("/api/board/summary", params={"org": "yuechi"}, headers=h)
+    assert r.status_code == 404
     assert (await c.get("/api/reports/use")).status_code == 401
 
 
