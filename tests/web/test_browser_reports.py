@@ -438,3 +438,28 @@ async def test_report_drills_down_and_back_and_exports_xlsx(chromium: Any, tmp_p
         assert total[0] == "合计" and total[cols.index("trips")] == 6
         assert "单位" in wb.sheetnames  # the level asked, then the levels below
         assert page.errors == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="h-reports: reports.tables._handling_derive raises KeyError 'n' for a row whose"
+    " vehicles had no alarm (the zero row is built from the columns, not the base keys), so"
+    " /api/reports/handling and /api/board/summary answer 500 for a day or unit without alarms",
+)
+async def test_board_of_a_day_without_alarms(chromium: Any, tmp_path: Path) -> None:
+    import datetime as dt
+
+    async with serve_city(tmp_path) as (served, day), open_page(chromium) as page:
+        yesterday = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+        async with httpx.AsyncClient() as client:
+            r = await client.get(
+                served.url + "/api/board/summary",
+                params={"date": yesterday},
+                headers={"Authorization": f"Bearer {await token(served)}"},
+            )
+        assert r.status_code == 200, r.text
+        await log_in_as(page, served.url, "op")
+        await page.goto(served.url + f"/#/board?date={yesterday}")
+        await board_ready(page, "city")
+        assert await page.evaluate("window.fw.board.summary().date") == yesterday
+        assert await tile(page, "alarms") == "0" and await tile(page, "trips") == "0"
