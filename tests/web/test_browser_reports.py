@@ -10,6 +10,8 @@ Screenshots go to artifacts/ and to $RFRONT_SHOTS (default /tmp/rfront-shots).""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import time
 from collections.abc import AsyncIterator
@@ -437,6 +439,20 @@ async def test_report_drills_down_and_back_and_exports_xlsx(chromium: Any, tmp_p
             assert round(xr[cols.index("km")], 1) == round(jr["km"], 1)
         assert total[0] == "合计" and total[cols.index("trips")] == 6
         assert "单位" in wb.sheetnames  # the level asked, then the levels below
+        # The CSV of the same filters: one level, UTF-8 with its BOM, the same numbers.
+        async with page.expect_download() as dl_info:
+            await page.click("#reports-export-csv")
+        dl = await dl_info.value
+        assert dl.suggested_filename.endswith(".csv")
+        raw = (await dl.path()).read_bytes()
+        assert raw.startswith(b"\xef\xbb\xbf")
+        table = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+        assert table[0] == headers
+        assert [r[0] for r in table[1:-1]] == [r[0] for r in drawn]
+        assert [int(r[cols.index("trips")]) for r in table[1:-1]] == [
+            int(r[trips_col]) for r in drawn
+        ]
+        assert table[-1][0] == "合计" and int(table[-1][cols.index("trips")]) == 6
         assert page.errors == []
 
 
