@@ -275,6 +275,14 @@ async def test_board_figures_equal_the_summary_and_the_wall_screen_turns(
         await page.click('#board-crumbs .crumb[data-org="city"]')
         await board_ready(page, "city")
         assert await tile(page, "alarms") == fig(s["alarms"])
+        # …and a unit from the idle list opens that unit's board.
+        await page.click('#board-idle .org-link:has-text("岳池县公安局")')
+        await board_ready(page, "yc-gaj")
+        su = await api_get(served, "/api/board/summary", org="yc-gaj")
+        for key in ("actual", "trips", "alarms"):
+            assert await tile(page, key) == fig(su[key]), key
+        assert su["alarms"] == 2  # V2, V5 speeding
+        assert await page.locator("#board-failure").count() == 0
         assert page.errors == []
 
     # 大屏 on a 1080p wall: dark, large type, one panel at a time, turning every 3 s.

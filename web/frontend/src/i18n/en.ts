@@ -257,6 +257,7 @@ const en: typeof zh = {
     updated: "Updated {t}",
     loadFailed: "Could not load the figures: {e}",
     noData: "No data",
+    stale: "the figures shown are the last ones fetched",
     fallback: "This server has no summary API yet: live figures shown",
     trend7: "Last 7 days",
     trend30: "Last 30 days",

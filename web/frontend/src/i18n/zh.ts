@@ -258,6 +258,7 @@ export default {
     updated: "更新于 {t}",
     loadFailed: "统计数据获取失败：{e}",
     noData: "暂无数据",
+    stale: "显示的是上次获取的数据",
     fallback: "服务器尚未提供汇总接口，显示实时统计",
     trend7: "近 7 天",
     trend30: "近 30 天",
