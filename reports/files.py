@@ -6,13 +6,12 @@ rates are written as numbers 0..1 with a percent format in XLSX, as they are in 
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import xlsxwriter
-
-from web.export import to_csv
 
 __all__ = ["LEVEL_NAMES", "report_csv", "report_xlsx", "table_of"]
 
@@ -48,8 +47,14 @@ def table_of(report: Mapping[str, Any], lang: Lang = "zh") -> tuple[list[str], l
 
 
 def report_csv(report: Mapping[str, Any], lang: Lang = "zh") -> bytes:
+    """UTF-8 with a BOM (so that Excel reads the Chinese), CRLF, empty for None — the same
+    dialect as the alarm export (web.export.to_csv), without importing the web layer."""
     headers, rows = table_of(report, lang)
-    return to_csv(headers, rows)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(headers)
+    w.writerows(["" if v is None else v for v in r] for r in rows)
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
 def report_xlsx(

@@ -56,6 +56,7 @@ class ReportQuery:
     scenario: str = REAL
     items_limit: int = 1000
     quota: Sequence[Mapping[str, Any]] = field(default=())
+    own: bool = False  # only the vehicles booked on ``org`` itself (a 本级 row's drill-down)
 
     def check(self, tree: OrgTree) -> str:
         if self.name not in REPORTS:
@@ -67,8 +68,12 @@ class ReportQuery:
         if not 1 <= self.idle_days <= 365:
             raise BadReport("idle_days must be 1..365")
         level = self.level or children_level(level_of(tree, self.org)) or "vehicle"
+        if self.own:
+            level = self.level or "vehicle"
         if level not in LEVELS:
             raise BadReport(f"level must be one of {', '.join(LEVELS)}")
+        if self.own and level != "vehicle":
+            raise BadReport("own=1 lists vehicles: level must be vehicle")
         return level
 
 
@@ -79,7 +84,11 @@ async def fetch_input(
     q: ReportQuery,
     level: str,
 ) -> ReportInput:
-    sub = sorted(tree.subtree(q.org))
+    sub: list[str] | None = sorted(tree.subtree(q.org))
+    if q.own:
+        sub = [q.org]
+    elif tree.parent[tree.index(q.org)] < 0:
+        sub = None  # a root: every row (rows of unknown organisations are dropped later)
     f, t = q.from_day.isoformat(), q.to_day.isoformat()
     vsums: Sequence[Mapping[str, Any]] = ()
     groups: Sequence[Mapping[str, Any]] = ()
@@ -174,10 +183,11 @@ async def board_summary(
 ) -> dict[str, Any]:
     """The board's figures for one day from the rollup (quota/actual/online are added by
     the caller, who holds the records and the live feed)."""
-    sub = sorted(tree.subtree(org))
+    keep = tree.subtree(org)
+    sub = sorted(keep)
     d = day.isoformat()
-    vs = await rollup.org_sums(scenario, d, d, sub)
-    groups = await rollup.alarm_groups(scenario, d, d, sub)
+    vs = [v for v in await rollup.org_sums(scenario, d, d, sub) if v["org"] in keep]
+    groups = [g for g in await rollup.alarm_groups(scenario, d, d, sub) if g["org"] in keep]
     by_kind: dict[str, int] = {}
     for g in groups:
         by_kind[str(g["kind"])] = by_kind.get(str(g["kind"]), 0) + int(g["n"])

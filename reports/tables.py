@@ -481,7 +481,7 @@ def build_report(name: str, inp: ReportInput) -> dict[str, Any]:
             row.update(_finish(report, acc[o]))
             row["name"] = names[o] + ("（本级）" if o in inner else "")
             if o in inner:
-                row["own"] = True  # its own vehicles only; drill-down: level=vehicle
+                row["own"] = True  # its own vehicles only; drill-down: level=vehicle&own=1
             rows.append(row)
         if nxt == "vehicle" and not report.vehicle_level:
             nxt = None

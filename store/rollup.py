@@ -141,20 +141,27 @@ VEHICLE_SUM_KEYS = (
 # The same sums per organisation (levels above vehicle: ~100 rows instead of 10,000);
 # ``vehicle_id`` holds the organisation, plus distinct vehicles and vehicles used.
 _ORG_SUMS = (
-    "SELECT org, org, count(DISTINCT vehicle_id), sum(km), sum(trips), sum(trips_covered),"
+    "SELECT org, org, count(*), sum(n_days), sum(km), sum(trips), sum(trips_covered),"
     " sum(driving_s), sum(idle_s), sum(outside_s), sum(online_s), sum(span_s), sum(orders),"
-    " sum(alarms), max(CASE WHEN trips > 0 THEN day END),"
-    " count(DISTINCT CASE WHEN trips > 0 THEN vehicle_id END)"
+    " sum(alarms), max(last_trip_day), count(*) FILTER (WHERE trips > 0)"
+    " FROM (SELECT vehicle_id, org, count(*) AS n_days, sum(km) AS km, sum(trips) AS trips,"
+    " sum(trips_covered) AS trips_covered, sum(driving_s) AS driving_s,"
+    " sum(idle_s) AS idle_s, sum(outside_s) AS outside_s, sum(online_s) AS online_s,"
+    " sum(span_s) AS span_s, sum(orders) AS orders, sum(alarms) AS alarms,"
+    " max(CASE WHEN trips > 0 THEN day END) AS last_trip_day"
     " FROM {p}rollup_vehicle_day WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
-    " GROUP BY org"
+    " GROUP BY vehicle_id, org) AS v GROUP BY org"
 )
-ORG_SUM_KEYS = (*VEHICLE_SUM_KEYS[:2], "n_vehicles", *VEHICLE_SUM_KEYS[3:], "n_active")
-# Vehicles without a trip in [from, to], with their last trip day since ``since``.
+ORG_SUM_KEYS = ("vehicle_id", "org", "n_vehicles", *VEHICLE_SUM_KEYS[2:], "n_active")
+# Vehicles with rows but no trip in [from, to] (the idle window: a few days).
 _IDLE = (
-    "SELECT vehicle_id, org, max(CASE WHEN trips > 0 THEN day END) AS last"
-    " FROM {p}rollup_vehicle_day WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
-    " GROUP BY vehicle_id, org"
-    " HAVING coalesce(max(CASE WHEN trips > 0 THEN day END), '') < {m}"
+    "SELECT vehicle_id, org FROM {p}rollup_vehicle_day"
+    " WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
+    " GROUP BY vehicle_id, org HAVING max(trips) = 0"
+)
+_LAST_TRIP = (
+    "SELECT vehicle_id, max(day) FROM {p}rollup_vehicle_day"
+    " WHERE scenario = {m} AND day >= {m} AND day < {m} AND trips > 0{veh} GROUP BY vehicle_id"
 )
 # Alarm counts and handling sums per vehicle, month, kind and severity.
 _ALARM_GROUPS = (
@@ -208,6 +215,9 @@ class RollupStore:
         raise NotImplementedError
 
     def _org_cond(self, orgs: Sequence[str] | None, params: list[Any]) -> str:
+        raise NotImplementedError
+
+    def _in_cond(self, ids: Sequence[str], params: list[Any]) -> str:
         raise NotImplementedError
 
     async def day_positions(self, start_ms: int, end_ms: int) -> dict[str, npt.NDArray[Any]]:
@@ -274,14 +284,18 @@ class RollupStore:
         *,
         since: str,
     ) -> list[dict[str, Any]]:
-        """Vehicles with a row but no trip in [from_day, to_day]; ``last_trip_day``: their
-        last trip on or after ``since`` (None: none since then)."""
-        params: list[Any] = [scenario, since, to_day]
-        query = self.q(_IDLE, orgs, params)
-        params.append(from_day)
-        rows = await self._fetch(query, params)
+        """Vehicles with rows but no trip in [from_day, to_day]; ``last_trip_day``: their
+        last trip in [since, from_day) (None: none in that time)."""
+        params: list[Any] = [scenario, from_day, to_day]
+        rows = await self._fetch(self.q(_IDLE, orgs, params), params)
+        last: dict[str, str] = {}
+        if rows:
+            ids = [r[0] for r in rows]
+            p2: list[Any] = [scenario, since, from_day]
+            query = _LAST_TRIP.format(p=self.prefix, m=self.mark, veh=self._in_cond(ids, p2))
+            last = {r[0]: r[1] for r in await self._fetch(query, p2)}
         return [
-            {"vehicle_id": r[0], "org": r[1], "last_trip_day": r[2]}
+            {"vehicle_id": r[0], "org": r[1], "last_trip_day": last.get(r[0])}
             for r in sorted(rows, key=lambda r: (r[1], r[0]))
         ]
 
@@ -378,6 +392,10 @@ class SQLiteRollup(RollupStore):
         params.append(json.dumps(sorted(orgs)))
         return " AND org IN (SELECT value FROM json_each(?))"
 
+    def _in_cond(self, ids: Sequence[str], params: list[Any]) -> str:
+        params.append(json.dumps(list(ids)))
+        return " AND vehicle_id IN (SELECT value FROM json_each(?))"
+
     async def _replace(
         self,
         scenario: str,
@@ -470,6 +488,10 @@ class PostgresRollup(RollupStore):
             return ""
         params.append(sorted(orgs))
         return " AND org = ANY(%s)"
+
+    def _in_cond(self, ids: Sequence[str], params: list[Any]) -> str:
+        params.append(list(ids))
+        return " AND vehicle_id = ANY(%s)"
 
     async def _replace(
         self,

@@ -173,6 +173,7 @@ def _query(request: Request, st: ApiState, p: Principal, name: str) -> ReportQue
         idle_days=int(idle),
         kind=qp.get("kind") or None,
         scenario=qp.get("scenario") or REAL,
+        own=qp.get("own") in ("1", "true"),
     )
 
 
@@ -196,6 +197,7 @@ async def reports_index(request: Request, st: ApiState, p: Principal) -> Any:
         ("idle_days", "integer", "use: idle = no trip in this many days up to `to` (7)"),
         ("kind", "string", "violations: only this kind in the list behind the counts"),
         ("scenario", "string", "real (default) or a what-if scenario's name"),
+        ("own", "string", "1: only the vehicles booked on org itself (a 本级 row's drill-down)"),
     ),
     tag="reports",
 )

@@ -79,6 +79,15 @@ async def test_use_drill_down_adds_up(app: Any) -> None:
     # V1 is booked on the city itself: its own row (本级) keeps the rows adding up
     assert [row["org"] for row in city["rows"]] == ["city", "wusheng", "yuechi"]
     assert city["rows"][0]["own"] is True
+    own = (
+        await c.get(
+            "/api/reports/use",
+            params={**SPAN, "org": "city", "level": "vehicle", "own": "1"},
+            headers=h,
+        )
+    ).json()
+    assert [r["vehicle"] for r in own["rows"]] == ["V1"]
+    assert own["totals"]["trips"] == city["rows"][0]["trips"]
     # 3 days × 3 vehicles used × 2 trips
     assert city["totals"]["trips"] == 18
     assert sum(row["trips"] for row in city["rows"]) == 18
