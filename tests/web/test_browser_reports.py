@@ -413,6 +413,23 @@ async def test_report_drills_down_and_back_and_exports_xlsx(chromium: Any, tmp_p
         assert await table_rows(page) == expected(city)
         assert await page.locator("#reports-crumbs .crumb").count() == 1
 
+        # 广安市（本级）: the two vehicles booked on the city itself (own=1), and back.
+        await page.click('#reports-table a.drill[data-org="city"]')
+        await report_ready(page, "city", "vehicle")
+        own = await api_get(
+            served,
+            "/api/reports/violations",
+            org="city",
+            level="vehicle",
+            own="1",
+            **{"from": day, "to": day},
+        )
+        assert [r["name"] for r in own["rows"]] == ["川X00012", "川X00013"]
+        assert await table_rows(page) == expected(own)
+        assert own["totals"]["total"] == 1
+        await page.click('#reports-crumbs .crumb[data-index="0"]')
+        await report_ready(page, "city", "county")
+
         # 车辆使用 at the county: the XLSX of what the table shows.
         await page.click('#reports-table a.drill[data-org="wusheng"]')
         await report_ready(page, "wusheng", "unit")

@@ -283,6 +283,8 @@ export interface ReportFilter {
   level?: Level;
   /** violations: only this kind in the list behind the counts ("items"). */
   kind?: string | null;
+  /** A 本级 step: only the vehicles booked on `org` itself (the server's own=1). */
+  own?: boolean;
 }
 
 /** The query of GET /api/reports/{name}: the same filters for the table and its exports. */
@@ -293,6 +295,7 @@ export function reportQuery(f: ReportFilter, format: "json" | "csv" | "xlsx" = "
   q.set("to", f.to);
   if (f.level) q.set("level", f.level);
   if (f.kind) q.set("kind", f.kind);
+  if (f.own) q.set("own", "1");
   if (format !== "json") q.set("format", format);
   return q;
 }
