@@ -162,6 +162,8 @@ describe("dates and queries", () => {
     expect(reportQuery(f).toString()).toBe("org=ga-ws&from=2026-11-01&to=2026-11-30&level=vehicle");
     expect(reportPath("use", f, "xlsx")).toBe("/api/reports/use?org=ga-ws&from=2026-11-01&to=2026-11-30&level=vehicle&format=xlsx");
     expect(reportQuery({ org: "", from: "a", to: "b" }, "csv").toString()).toBe("from=a&to=b&format=csv");
+    expect(reportQuery({ org: "", from: "a", to: "b" }, "xlsx", "en").toString()).toBe("from=a&to=b&format=xlsx&lang=en");
+    expect(reportQuery({ org: "", from: "a", to: "b" }, "json", "en").toString()).toBe("from=a&to=b");
     expect(reportQuery({ org: "ga", from: "a", to: "b", level: "vehicle", own: true }).toString()).toBe("org=ga&from=a&to=b&level=vehicle&own=1");
     expect(reportFileName("违规统计", "广安 市/x", f, "xlsx")).toBe("违规统计_广安_市_x_2026-11-01_2026-11-30.xlsx");
     expect(boardQuery("ga", "2026-12-02").toString()).toBe("org=ga&date=2026-12-02");

@@ -44,8 +44,8 @@ export async function getReport(name: ReportName, f: ReportFilter, signal?: Abor
   };
 }
 
-export function exportReport(name: ReportName, f: ReportFilter, format: "csv" | "xlsx"): Promise<Blob> {
-  return download(reportPath(name, f, format));
+export function exportReport(name: ReportName, f: ReportFilter, format: "csv" | "xlsx", lang: "zh" | "en" = "zh"): Promise<Blob> {
+  return download(reportPath(name, f, format, lang));
 }
 
 /** The live figures of GET /api/stats (web/api.py), the board's stand-in before the summary API. */

@@ -288,7 +288,11 @@ export interface ReportFilter {
 }
 
 /** The query of GET /api/reports/{name}: the same filters for the table and its exports. */
-export function reportQuery(f: ReportFilter, format: "json" | "csv" | "xlsx" = "json"): URLSearchParams {
+export function reportQuery(
+  f: ReportFilter,
+  format: "json" | "csv" | "xlsx" = "json",
+  lang: "zh" | "en" = "zh",
+): URLSearchParams {
   const q = new URLSearchParams();
   if (f.org) q.set("org", f.org);
   q.set("from", f.from);
@@ -297,11 +301,18 @@ export function reportQuery(f: ReportFilter, format: "json" | "csv" | "xlsx" = "
   if (f.kind) q.set("kind", f.kind);
   if (f.own) q.set("own", "1");
   if (format !== "json") q.set("format", format);
+  // A file's headers in the page's language (Chinese unless asked).
+  if (format !== "json" && lang === "en") q.set("lang", "en");
   return q;
 }
 
-export function reportPath(name: ReportName, f: ReportFilter, format: "json" | "csv" | "xlsx" = "json"): string {
-  return `/api/reports/${name}?${reportQuery(f, format)}`;
+export function reportPath(
+  name: ReportName,
+  f: ReportFilter,
+  format: "json" | "csv" | "xlsx" = "json",
+  lang: "zh" | "en" = "zh",
+): string {
+  return `/api/reports/${name}?${reportQuery(f, format, lang)}`;
 }
 
 /** The file name of an export: 违规统计_广安市_2026-11-01_2026-11-30.xlsx (no path characters). */
