@@ -13,6 +13,7 @@ again with ``org=row.org`` and ``level=children_level``.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -419,7 +420,7 @@ def _finish(report: Report, sums: dict[str, float]) -> dict[str, Any]:
     for c in report.columns:
         if c.key in sums:
             row[c.key] = int(sums[c.key]) if c.type == "int" else round(sums[c.key], 3)
-    row.update(report.derive(sums))
+    row.update(report.derive(defaultdict(float, sums)))  # a row without data: zeros
     for c in report.columns:
         row.setdefault(c.key, 0 if c.type == "int" else None)
     return row

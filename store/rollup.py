@@ -141,18 +141,21 @@ VEHICLE_SUM_KEYS = (
 # The same sums per organisation (levels above vehicle: ~100 rows instead of 10,000);
 # ``vehicle_id`` holds the organisation, plus distinct vehicles and vehicles used.
 _ORG_SUMS = (
-    "SELECT org, org, count(*), sum(n_days), sum(km), sum(trips), sum(trips_covered),"
-    " sum(driving_s), sum(idle_s), sum(outside_s), sum(online_s), sum(span_s), sum(orders),"
-    " sum(alarms), max(last_trip_day), count(*) FILTER (WHERE trips > 0)"
-    " FROM (SELECT vehicle_id, org, count(*) AS n_days, sum(km) AS km, sum(trips) AS trips,"
-    " sum(trips_covered) AS trips_covered, sum(driving_s) AS driving_s,"
-    " sum(idle_s) AS idle_s, sum(outside_s) AS outside_s, sum(online_s) AS online_s,"
-    " sum(span_s) AS span_s, sum(orders) AS orders, sum(alarms) AS alarms,"
-    " max(CASE WHEN trips > 0 THEN day END) AS last_trip_day"
+    "SELECT org, org, count(*), sum(km), sum(trips), sum(trips_covered), sum(driving_s),"
+    " sum(idle_s), sum(outside_s), sum(online_s), sum(span_s), sum(orders), sum(alarms),"
+    " max(CASE WHEN trips > 0 THEN day END)"
     " FROM {p}rollup_vehicle_day WHERE scenario = {m} AND day >= {m} AND day <= {m}{org}"
-    " GROUP BY vehicle_id, org) AS v GROUP BY org"
+    " GROUP BY org"
 )
-ORG_SUM_KEYS = ("vehicle_id", "org", "n_vehicles", *VEHICLE_SUM_KEYS[2:], "n_active")
+# Distinct vehicles and vehicles with a trip per organisation: one light aggregate per
+# vehicle first (a count DISTINCT sorts, and is 3x slower here).
+_ORG_VEHICLES = (
+    "SELECT org, count(*), count(*) FILTER (WHERE t > 0) FROM (SELECT org, vehicle_id,"
+    " max(trips) AS t FROM {p}rollup_vehicle_day"
+    " WHERE scenario = {m} AND day >= {m} AND day <= {m}{org} GROUP BY org, vehicle_id) AS v"
+    " GROUP BY org"
+)
+ORG_SUM_KEYS = ("vehicle_id", "org", *VEHICLE_SUM_KEYS[2:])  # then n_vehicles, n_active
 # Vehicles with rows but no trip in [from, to] (the idle window: a few days).
 _IDLE = (
     "SELECT vehicle_id, org FROM {p}rollup_vehicle_day"
@@ -273,7 +276,17 @@ class RollupStore:
         with ``n_vehicles`` and ``n_active`` (vehicles with a trip) counted distinct."""
         params: list[Any] = [scenario, from_day, to_day]
         rows = await self._fetch(self.q(_ORG_SUMS, orgs, params), params)
-        return [dict(zip(ORG_SUM_KEYS, r, strict=True)) for r in rows]
+        params = [scenario, from_day, to_day]
+        counts = {
+            r[0]: (r[1], r[2])
+            for r in await self._fetch(self.q(_ORG_VEHICLES, orgs, params), params)
+        }
+        out = []
+        for r in rows:
+            d = dict(zip(ORG_SUM_KEYS, r, strict=True))
+            d["n_vehicles"], d["n_active"] = counts.get(d["org"], (0, 0))
+            out.append(d)
+        return out
 
     async def idle_vehicles(
         self,

@@ -206,3 +206,24 @@ async def test_board_reports_exports_agree(app: Any) -> None:
     assert board["quota"] == 6 and board["actual"] == 4  # web.establishment, the registry
     assert board["costs"] is None
     assert set(board["attention"]) == {"violations", "slow_handling", "low_online"}
+
+
+async def test_empty_history_answers(tmp_path: Path) -> None:
+    """No positions, no alarms: every report and the board answer zeros, not errors."""
+    b = await build(tmp_path)
+    async with b.app.router.lifespan_context(b.app):
+        transport = httpx.ASGITransport(app=b.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            h = await login(c, "admin")
+            r = await c.get("/api/board/summary", params={"org": ""}, headers=h)
+            assert r.status_code == 200, r.text
+            assert r.json()["trips"] == 0 and r.json()["alarms"] == 0
+            for name in ("violations", "use", "handling", "online", "coverage", "quota"):
+                for level in ("county", "unit", "vehicle"):
+                    if name == "quota" and level == "vehicle":
+                        continue
+                    r = await c.get(f"/api/reports/{name}", params={"level": level}, headers=h)
+                    assert r.status_code == 200, (name, level, r.text)
+                r = await c.get(f"/api/reports/{name}", params={"format": "xlsx"}, headers=h)
+                assert r.status_code == 200, (name, r.text)
+    await b.ctx.history.close()
