@@ -18,6 +18,7 @@ const DispatchHome = defineComponent({
 const FILLED: Record<string, () => Promise<unknown>> = {
   vehicles: () => import("@/views/Vehicles.vue"),
   drivers: () => import("@/views/Drivers.vue"),
+  reports: () => import("@/views/Reports.vue"),
 };
 const slotRoutes: RouteRecordRaw[] = NAV.filter((n) => n.slot && !FILLED[n.name]).map((n) => ({
   path: n.path,
@@ -44,6 +45,7 @@ const routes: RouteRecordRaw[] = [
   { path: "/dispatch/order/:org/:id", name: "orderDetail", component: () => import("@/views/OrderDetail.vue"), props: true },
   { path: "/dispatch/order/:org/:id/print", name: "orderPrint", component: () => import("@/views/OrderPrint.vue"), props: true },
   { path: "/drivers", name: "drivers", component: FILLED.drivers },
+  { path: "/reports", name: "reports", component: FILLED.reports },
   { path: "/system", redirect: "/system/fences" },
   { path: "/system/users", name: "users", component: () => import("@/views/SystemUsers.vue") },
   { path: "/system/fences", name: "fences", component: () => import("@/views/SystemFences.vue") },

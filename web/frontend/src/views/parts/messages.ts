@@ -1,4 +1,4 @@
-// Messages of the 报警记录, 轨迹回放, 一图可览 and 系统 views, merged into the one i18n
+// Messages of the 报警记录, 轨迹回放 and 系统 views (一图可览 and 报表 are in src/i18n), merged into the one i18n
 // instance when a view is loaded (src/i18n keeps the shell's and the desk's words).
 // Chinese first; English has exactly the same keys (the type says so, a test checks it).
 import { i18n } from "@/i18n";
@@ -74,33 +74,6 @@ export const zhViews = {
     pickVehicle: "请选择车辆",
     loadFailed: "轨迹查询失败：{e}",
     at: "当前",
-  },
-  board: {
-    title: "一图可览",
-    screen: "大屏模式",
-    exitScreen: "退出大屏",
-    vehicles: "车辆总数",
-    online: "在线",
-    moving: "行驶中",
-    inAlarm: "报警中",
-    openAlarms: "未结束报警",
-    todayAlarms: "今日报警",
-    trips: "今日行程",
-    mileage: "今日里程（公里）",
-    authorised: "编制数",
-    actual: "实有数",
-    quotaNote: "编制数由车辆档案提供，档案功能上线后显示。",
-    byKind: "今日报警类型",
-    byOrg: "各单位情况",
-    org: "单位",
-    active: "出车",
-    driving: "行驶时长",
-    alarmsCol: "报警",
-    noData: "暂无数据",
-    updated: "更新于 {t}",
-    loadFailed: "统计数据获取失败：{e}",
-    day: "日期",
-    overview: "车辆概况",
   },
   sys: {
     users: {
@@ -246,33 +219,6 @@ export const enViews: typeof zhViews = {
     pickVehicle: "Pick a vehicle",
     loadFailed: "Track query failed: {e}",
     at: "Now at",
-  },
-  board: {
-    title: "At a glance",
-    screen: "Wall screen",
-    exitScreen: "Leave wall screen",
-    vehicles: "Vehicles",
-    online: "Online",
-    moving: "Moving",
-    inAlarm: "In alarm",
-    openAlarms: "Open alarms",
-    todayAlarms: "Alarms today",
-    trips: "Trips today",
-    mileage: "Distance today (km)",
-    authorised: "Quota",
-    actual: "Actual",
-    quotaNote: "The quota comes from the vehicle records, shown once they are available.",
-    byKind: "Alarms today by kind",
-    byOrg: "By organisation",
-    org: "Organisation",
-    active: "Out",
-    driving: "Driving time",
-    alarmsCol: "Alarms",
-    noData: "No data",
-    updated: "Updated {t}",
-    loadFailed: "Could not load the figures: {e}",
-    day: "Day",
-    overview: "Fleet",
   },
   sys: {
     users: {
