@@ -38,6 +38,14 @@ KIND_NAMES: Mapping[str, str] = {
     "fatigue": "疲劳驾驶",
     "sealed_moving": "封存车辆移动",
     "record_due": "证照到期提醒",
+    "cost_refuel_away": "加油时车辆不在加油站",
+    "cost_tank_overfill": "加油量超过油箱容积",
+    "cost_card_shared": "一卡多车加油",
+    "cost_fuel_rate": "百公里油耗异常",
+    "cost_repair_status": "封存或处置车辆产生维修费",
+    "cost_odometer": "维修里程与GPS里程不符",
+    "cost_no_trip": "无出车记录日产生费用",
+    "cost_rest_day": "休息日无派车单产生费用",
 }
 PURPOSE_NAMES: Mapping[str, str] = {"open": "报警", "close": "报警解除", "escalate": "报警升级"}
 SEVERITY_NAMES: Mapping[str, str] = {"info": "提示", "warning": "一般", "critical": "紧急"}
