@@ -38,6 +38,7 @@ __all__ = [
     "CheckConfig",
     "CheckInput",
     "anomaly_id",
+    "baseline_rates",
     "card_shared_flags",
     "card_shared_flags_reference",
     "refuel_distance_m",
@@ -270,6 +271,23 @@ def usage_by_vehicle(
         sel = (trips["start"] >= from_ms) & (trips["start"] < to_ms)
         out[vid] = {"km": float(trips["km"][sel].sum()), "trips": float(sel.sum())}
     return out
+
+
+def baseline_rates(
+    items: Sequence[Mapping[str, Any]],
+    tracks: Mapping[str, Mapping[str, Array]],
+    from_ms: int,
+    to_ms: int,
+    min_km: float = CheckConfig.fuel_rate_min_km,
+) -> dict[str, float]:
+    """Each vehicle's own L/100 km over [from_ms, to_ms) (its earlier months): the litres of
+    its refuels over its GPS km, where it drove at least ``min_km``."""
+    litres: dict[str, float] = {}
+    for it in items:
+        if it["kind"] == "fuel" and from_ms <= it["ts"] < to_ms:
+            litres[it["vehicle"]] = litres.get(it["vehicle"], 0.0) + float(it["fields"]["litres"])
+    used = usage_by_vehicle({v: tracks[v] for v in litres if v in tracks}, from_ms, to_ms)
+    return {v: litres[v] / u["km"] * 100.0 for v, u in used.items() if u["km"] >= min_km}
 
 
 def _local_day(ts: int, zone: ZoneInfo) -> dt.date:

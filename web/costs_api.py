@@ -27,7 +27,14 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from costs.checks import ANOMALY_KINDS, CheckConfig, CheckInput, run_checks, usage_by_vehicle
+from costs.checks import (
+    ANOMALY_KINDS,
+    CheckConfig,
+    CheckInput,
+    baseline_rates,
+    run_checks,
+    usage_by_vehicle,
+)
 from costs.figures import month_total, summary
 from costs.kinds import FIELDS, KIND_LABELS, KINDS, ColumnMapping, template_rows
 from costs.validate import BadRow, validate_rows
@@ -450,6 +457,14 @@ async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str
         for o in await st.records.orders()
         if o.get("approved")
     ]
+    # The vehicle's own baseline: its refuels and GPS km of the three months before.
+    first = min(months)
+    y, m = int(first[:4]), int(first[5:])
+    before = [f"{y + (m - k - 1) // 12}-{(m - k - 1) % 12 + 1:02d}" for k in (1, 2, 3)]
+    earlier = [it for it in await store.items(months=before) if it["kind"] == "fuel"]
+    b_from, b_to = month_bounds(before[-1], tz)[0], month_bounds(first, tz)[0]
+    fuel_vids = sorted({it["vehicle"] for it in earlier})
+    baseline = baseline_rates(earlier, await _tracks(st, fuel_vids, b_from, b_to), b_from, b_to)
     cal = WorkCalendar(st.ctx.config.rules.calendar.override_file)
     inp = CheckInput(
         vehicles=records,
@@ -459,6 +474,7 @@ async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str
         orders=orders,
         tz=tz,
         in_lot=_in_lot(st, {v.id: v.lot for v in records.values() if v.lot}),
+        baseline=baseline,
     )
     found = run_checks(items, inp, CheckConfig())
     known = {a["id"] for a in await store.anomalies(list(months))}
