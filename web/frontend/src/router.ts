@@ -7,6 +7,7 @@ import { roleAtLeast, session } from "@/stores/session";
 const FILLED: Record<string, () => Promise<unknown>> = {
   vehicles: () => import("@/views/Vehicles.vue"),
   drivers: () => import("@/views/Drivers.vue"),
+  costs: () => import("@/views/Costs.vue"),
 };
 const slotRoutes: RouteRecordRaw[] = NAV.filter((n) => n.slot && !FILLED[n.name]).map((n) => ({
   path: n.path,
@@ -24,6 +25,7 @@ const routes: RouteRecordRaw[] = [
   ...slotRoutes,
   { path: "/vehicles", name: "vehicles", component: FILLED.vehicles },
   { path: "/drivers", name: "drivers", component: FILLED.drivers },
+  { path: "/costs", name: "costs", component: FILLED.costs },
   { path: "/system", redirect: "/system/fences" },
   { path: "/system/users", name: "users", component: () => import("@/views/SystemUsers.vue") },
   { path: "/system/fences", name: "fences", component: () => import("@/views/SystemFences.vue") },
