@@ -65,6 +65,7 @@ TRACK_FIELDS: Mapping[str, np.dtype[Any]] = {
     "status_bits": np.dtype(np.uint32),
     "mileage": np.dtype(np.float32),
     "backfill": np.dtype(np.bool_),
+    "fuel": np.dtype(np.float32),  # litres, NaN when not reported (JT/T 808 item 0x02)
 }
 
 

@@ -71,3 +71,7 @@ async def write_track(b: Built, vehicle_id: str, parts: list[dict[str, np.ndarra
     await b.ctx.history.write_positions(
         PositionBatch.from_columns(vehicle=np.full(len(cols["ts"]), i, np.int32), **cols)
     )
+
+
+# The store tests' history fixture (each backend on the test registry) for the fuel-level test.
+from tests.store.conftest import history, pg_config, registry  # noqa: E402, F401
