@@ -278,7 +278,7 @@ def baseline_rates(
     tracks: Mapping[str, Mapping[str, Array]],
     from_ms: int,
     to_ms: int,
-    min_km: float = CheckConfig.fuel_rate_min_km,
+    min_km: float = 100.0,  # CheckConfig.fuel_rate_min_km
 ) -> dict[str, float]:
     """Each vehicle's own L/100 km over [from_ms, to_ms) (its earlier months): the litres of
     its refuels over its GPS km, where it drove at least ``min_km``."""
