@@ -118,12 +118,11 @@ async def _upload(request: Request) -> tuple[bytes, str]:
     """The file of a raw body, or of a multipart form's ``file`` field: (bytes, name)."""
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await request.form()
-        up = form.get("file")
-        if up is None or isinstance(up, str):
-            raise fail(400, "multipart body needs a file field named 'file'")
-        content = await up.read()
-        return content, up.filename or ""
+        async with request.form() as form:  # closes the uploaded files' temporary files
+            up = form.get("file")
+            if up is None or isinstance(up, str):
+                raise fail(400, "multipart body needs a file field named 'file'")
+            return await up.read(), up.filename or ""
     return await request.body(), request.query_params.get("filename", "")
 
 

@@ -185,3 +185,37 @@ async def test_summary_budget_vehicle_record_and_export(
     wb = openpyxl.load_workbook(io.BytesIO(x.content))
     assert wb.sheetnames == ["按单位", "按车辆", "费用明细", "异常", "说明"]
     assert wb["按单位"]["A2"].value == "广安市" and wb["按单位"]["B2"].value == 975
+
+
+async def test_multipart_upload_and_bad_requests(app: Built, client: httpx.AsyncClient) -> None:
+    admin = await setup(app, client)
+    r = await client.post(
+        "/api/costs/import?kind=fuel&supplier=sinopec",
+        files={"file": ("11月.csv", FUEL, "text/csv")},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["imported"] == 4 and len(r.json()["bad"]) == 4
+    imports = (await client.get("/api/costs/imports", headers=admin)).json()["imports"]
+    assert imports[0]["filename"] == "11月.csv" and imports[0]["bad"] == 4
+    r = await client.post(
+        "/api/costs/import?kind=fuel", files={"other": ("x.csv", FUEL)}, headers=admin
+    )
+    assert r.status_code == 400 and "file" in r.json()["error"]
+    assert (await client.post("/api/costs/import?kind=fuel", headers=admin)).status_code == 400
+    r = await client.post("/api/costs/import?kind=fuel", content=b"\xff\xfe\x00bad", headers=admin)
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]
+    viewer = await login(client, "viewer")
+    assert (
+        await client.post("/api/costs/import?kind=fuel", content=FUEL, headers=viewer)
+    ).status_code == 403
+    bad_budget = await client.put(
+        "/api/costs/budgets/city", json={"year": 2025, "amount": -1}, headers=admin
+    )
+    assert bad_budget.status_code == 400
+    bad_station = await client.put(
+        "/api/costs/stations/s",
+        json={"stations": [{"name": "x", "lat": 95, "lon": 1}]},
+        headers=admin,
+    )
+    assert bad_station.status_code == 400
