@@ -74,7 +74,7 @@ class CheckConfig:
     card_window_ms: int = 2 * 3_600_000  # two refuels of one card on two plates within this
     tank_tolerance: float = 0.0  # litres above the tank volume allowed (share of the tank)
     fuel_rate_ratio: float = 0.5  # flag when the month's L/100 km is off the baseline by 50 %
-    fuel_rate_min_km: float = 100.0  # too few km for a fuel rate below this
+    fuel_rate_min_km: float = 50.0  # below this a month's km say nothing of its litres
     odometer_tolerance_km: float = 500.0
     odometer_tolerance_share: float = 0.1
 
@@ -278,7 +278,7 @@ def baseline_rates(
     tracks: Mapping[str, Mapping[str, Array]],
     from_ms: int,
     to_ms: int,
-    min_km: float = 100.0,  # CheckConfig.fuel_rate_min_km
+    min_km: float = 50.0,  # CheckConfig.fuel_rate_min_km
 ) -> dict[str, float]:
     """Each vehicle's own L/100 km over [from_ms, to_ms) (its earlier months): the litres of
     its refuels over its GPS km, where it drove at least ``min_km``."""

@@ -8,11 +8,11 @@ anomaly of each kind the checks know, recording which vehicle and kind it must r
 
 =====================  ================================================================
 cost_refuel_away       a refuel at a station 5.5 km from where the car was at the time
-cost_tank_overfill     75 L into a 60 L tank (a car that drove under 100 km: its fuel
+cost_tank_overfill     75 L into a 60 L tank (a car that drove under 50 km: its fuel
                        rate stays out of the comparison)
 cost_card_shared       one card on a second plate 5 to 90 minutes after its own refuel
 cost_fuel_rate         three times the fleet's litres per 100 km (when at least three
-                       other cars drove 100 km or more, so that a baseline exists)
+                       other cars drove 50 km or more, so that a baseline exists)
 cost_repair_status     a repair invoice for a car the records then mark 封存
 cost_odometer          a repair invoice whose odometer is 3,000 km past the GPS mileage
 cost_no_trip           a parking fee on an earlier workday the car did not drive
@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from costs.checks import CheckConfig
 from store.playback import stops_and_trips
 
 __all__ = ["SupplierFiles", "print_costs", "score", "supplier_files", "verify_costs"]
@@ -48,6 +49,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 TANK_L = 60.0
 BASE_RATE = 9.0  # litres per 100 km of the simulated fleet
 PRICE = 7.5  # yuan per litre
+MIN_KM = CheckConfig().fuel_rate_min_km  # the fuel-rate check compares cars that drove this
 _HEADERS = {
     "fuel": [
         "加油卡号",
@@ -172,8 +174,8 @@ def supplier_files(
             a, _parked_point(tracks[a]), normal_litres(a), off_lat=0.05, station=f"远郊加油站-{a}"
         )
         out.truth.append(("cost_refuel_away", a))
-    # cost_tank_overfill: a car under 100 km (its fuel rate is not compared).
-    b = next((v for v in active if v not in used and usage[v][0] < 100.0), None)
+    # cost_tank_overfill: a car under MIN_KM (its fuel rate is not compared).
+    b = next((v for v in active if v not in used and usage[v][0] < MIN_KM), None)
     if b is not None:
         used.add(b)
         refuel(b, _parked_point(tracks[b]), 75.0)
@@ -202,7 +204,7 @@ def supplier_files(
         refuel(d, idd, normal_litres(d), card=cards[c])
         out.truth.append(("cost_card_shared", d))
     # cost_fuel_rate: three times the base rate, when a baseline of >= 3 other cars exists.
-    long = [v for v in active if usage[v][0] >= 100.0]
+    long = [v for v in active if usage[v][0] >= MIN_KM]
     cand = next(
         (v for v in long if v not in used and 3 * BASE_RATE * usage[v][0] / 100 <= 55), None
     )
