@@ -438,6 +438,29 @@ async def _tracks(st: ApiState, vids: Sequence[str], from_ms: int, to_ms: int) -
     return out
 
 
+_USAGE_TTL_MS = 300_000  # a month's km and trips are read from the tracks at most every 5 min
+
+
+async def month_usage(st: ApiState, vids: Sequence[str], month: str) -> dict[str, dict[str, float]]:
+    """GPS km and trips of each vehicle in ``month``, from its track; kept for
+    :data:`_USAGE_TTL_MS` per vehicle and month (the page and the export ask again and
+    again, and a month of a vehicle's positions is a few hundred thousand rows)."""
+    cache: dict[tuple[str, str], tuple[int, dict[str, float]]] = (
+        getattr(st.ctx, "_cost_usage", None) or {}
+    )
+    st.ctx._cost_usage = cache  # type: ignore[attr-defined]
+    now = st.now()
+    start, end = month_bounds(month, _tz(st))
+    stale = [
+        v for v in vids if (v, month) not in cache or now - cache[(v, month)][0] > _USAGE_TTL_MS
+    ]
+    if stale:
+        fresh = usage_by_vehicle(await _tracks(st, stale, start, end), start, end)
+        for v in stale:
+            cache[(v, month)] = (now, fresh.get(v, {"km": 0.0, "trips": 0.0}))
+    return {v: cache[(v, month)][1] for v in vids}
+
+
 async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str, Any]]:
     """Run every check over the whole of ``months`` (all organisations: one card may serve
     cars of two); store and publish what is new. Returns the new anomalies."""
@@ -539,13 +562,11 @@ async def cost_anomalies(request: Request, st: ApiState, p: Principal) -> Any:
 
 async def _figures(st: ApiState, org: str, month: str, level: str) -> dict[str, Any]:
     store = await costs_of(st)
-    tz = _tz(st)
     orgs = st.registry.orgs.subtree(org)
     items = [it for it in await store.items(months=[month]) if it["org"] in orgs]
     reg = st.registry
     vids = [v.id for v in reg.vehicles if v.org in orgs]
-    start, end = month_bounds(month, tz)
-    usage = usage_by_vehicle(await _tracks(st, vids, start, end), start, end)
+    usage = await month_usage(st, vids, month)
     for vid in vids:
         usage.setdefault(vid, {"km": 0.0, "trips": 0.0})
     vehicles = {v.id: (v.plate, v.org) for v in reg.vehicles if v.org in orgs}
@@ -651,10 +672,7 @@ async def vehicle_costs(request: Request, st: ApiState, p: Principal) -> Any:
     month = _month(request, st)
     store = await costs_of(st)
     items = await store.items(months=[month], vehicle=vid)
-    start, end = month_bounds(month, _tz(st))
-    usage = usage_by_vehicle(await _tracks(st, [vid], start, end), start, end).get(
-        vid, {"km": 0.0, "trips": 0.0}
-    )
+    usage = (await month_usage(st, [vid], month)).get(vid, {"km": 0.0, "trips": 0.0})
     total = month_total(items)
     from costs.figures import by_kind
 
