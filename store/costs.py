@@ -64,6 +64,11 @@ _DDL = (
 _ITEM_COLS = "fingerprint, kind, vehicle, plate, org, ts, month, amount, doc, supplier, import_id"
 
 
+def _text(s: str) -> str:
+    """Text PostgreSQL can keep (no NUL); JSON columns escape it themselves."""
+    return s.replace("\x00", "\ufffd")
+
+
 def month_of(ts_ms: int, tz: str) -> str:
     """``YYYY-MM`` of a moment in the office's time zone."""
     return dt.datetime.fromtimestamp(ts_ms / 1000, ZoneInfo(tz)).strftime("%Y-%m")
@@ -144,13 +149,13 @@ class CostStore:
             for b in bad:
                 c.execute(
                     "INSERT INTO cost_bad_rows (import_id, line, reason, row) VALUES (?,?,?,?)",
-                    (import_id, b.line, b.reason, json.dumps(b.row, ensure_ascii=False)),
+                    (import_id, b.line, _text(b.reason), json.dumps(b.row, ensure_ascii=False)),
                 )
             dup = len(items) - len(new)
             c.execute(
                 "INSERT INTO cost_imports (id, kind, supplier, at, by_user, filename, imported,"
                 " duplicates, bad) VALUES (?,?,?,?,?,?,?,?,?)",
-                (import_id, kind, supplier, at, by, filename, len(new), dup, len(bad)),
+                (import_id, kind, supplier, at, by, _text(filename), len(new), dup, len(bad)),
             )
             return new, dup
 

@@ -15,10 +15,12 @@ set mappings, stations and budgets.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import re
 import secrets
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,7 +58,7 @@ from web.vehicles_api import records_of, table_file
 __all__ = ["costs_of", "month_total_of", "run_month_checks"]
 
 _MAX_ROWS = 20_000
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"^(20[0-9][0-9])-(0[1-9]|1[0-2])$")  # 2000-01 .. 2099-12
 _SUPPLIER = re.compile(r"^[\w.\-\u4e00-\u9fa5]{1,64}$")
 _UPLOAD = {"description": "text/csv", "type": "string"}  # CSV or XLSX bytes (or multipart)
 _DAY_MS = 86_400_000
@@ -88,7 +90,7 @@ def _month(request: Request, st: ApiState) -> str:
     if not m:
         return dt.datetime.fromtimestamp(st.now() / 1000, ZoneInfo(_tz(st))).strftime("%Y-%m")
     if not _MONTH.match(m):
-        raise fail(400, "month must be YYYY-MM, for example 2026-11")
+        raise fail(400, "month must be YYYY-MM between 2000-01 and 2099-12, for example 2026-11")
     return m
 
 
@@ -151,7 +153,11 @@ async def cost_import(request: Request, st: ApiState, p: Principal) -> Any:
     content, filename = await _upload(request)
     if not content.strip():
         raise fail(400, "the file is empty")
-    rows = table_file(content)
+    try:
+        rows = table_file(content)
+    except (csv.Error, zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        # a broken XLSX (a zip without the workbook parts) or a CSV with NUL bytes
+        raise fail(400, f"文件无法读取 (不是有效的 CSV 或 XLSX): {str(exc)[:120]}") from None
     if len(rows) > _MAX_ROWS:
         raise fail(413, f"最多 {_MAX_ROWS} 行")
     store = await costs_of(st)
@@ -373,8 +379,13 @@ async def cost_stations_put(request: Request, st: ApiState, p: Principal) -> Any
             name, lat, lon = str(s["name"]).strip(), float(s["lat"]), float(s["lon"])
         except (KeyError, TypeError, ValueError):
             raise fail(400, f"stations[{n}] needs name, lat and lon") from None
-        if not name or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise fail(400, f"stations[{n}]: empty name or coordinates out of range")
+        if (
+            not name
+            or "\x00" in name
+            or len(name) > 200
+            or not (-90 <= lat <= 90 and -180 <= lon <= 180)
+        ):
+            raise fail(400, f"stations[{n}]: empty or bad name, or coordinates out of range")
         rows.append((name, lat, lon))
     count = await (await costs_of(st)).put_stations(supplier, rows)
     await audit(st, p, "costs.stations", supplier, stations=count)

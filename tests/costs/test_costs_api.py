@@ -219,3 +219,17 @@ async def test_multipart_upload_and_bad_requests(app: Built, client: httpx.Async
         headers=admin,
     )
     assert bad_station.status_code == 400
+
+
+async def test_broken_files_and_months_are_refused(app: Built, client: httpx.AsyncClient) -> None:
+    admin = await login(client, "admin")
+    r = await client.post(
+        "/api/costs/import?kind=toll", content=b"PK\x03\x04 not a workbook", headers=admin
+    )
+    assert r.status_code == 400 and "不是有效的 CSV 或 XLSX" in r.json()["error"]
+    nul = "车牌号,通行时间,收费站,金额(元)\n川X\x00,2025-11-25 09:00,站\x00,3\n".encode()
+    r = await client.post("/api/costs/import?kind=toll", content=nul, headers=admin)
+    assert r.status_code == 200 and r.json()["bad"][0]["line"] == 2  # kept, in both databases
+    for month in ("0000-01", "9999-12", "2026-1", "２０２６-11"):
+        r = await client.get(f"/api/costs/summary?month={month}", headers=admin)
+        assert r.status_code == 400, (month, r.text)
