@@ -19,13 +19,18 @@ status_bits    uint32     JT/T 808 status flags (table 25 of the 2019 edition)
 mileage        float32    odometer km; NaN when the terminal does not report it
 backfill       bool       blind-area upload (0x0704 type 1) — stored, no live alarm
 recv_ts        int64      when FleetWatch received it, epoch milliseconds, UTC
+fuel           float32    fuel level, litres (JT/T 808 additional item 0x02, 1/10 L);
+                          NaN when the terminal does not report it
 =============  =========  ==========================================================
+
+``fuel`` is optional when a batch is made: left out, it is NaN (a batch built by a
+stage that never sees fuel, or read from a spool written before the column existed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -71,6 +76,7 @@ SCHEMA: tuple[Field, ...] = (
     Field("mileage", np.dtype(np.float32), "km", "odometer; NaN when not reported"),
     Field("backfill", np.dtype(np.bool_), "", "blind-area upload (0x0704 type 1)"),
     Field("recv_ts", np.dtype(np.int64), "ms", "received by FleetWatch, epoch ms UTC"),
+    Field("fuel", np.dtype(np.float32), "L", "fuel level (0x02); NaN when not reported"),
 )
 
 FIELDS: Mapping[str, np.dtype[Any]] = {f.name: f.dtype for f in SCHEMA}
@@ -87,6 +93,7 @@ def dtypes(names: Iterable[str]) -> dict[str, np.dtype[Any]]:
 
 
 Array = npt.NDArray[Any]
+_NO_FUEL: Array = np.empty(0, dtype=np.float32)  # "not given": NaN of the batch's length
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +113,11 @@ class PositionBatch:
     mileage: Array
     backfill: Array
     recv_ts: Array
+    fuel: Array = field(default_factory=lambda: _NO_FUEL)
+
+    def __post_init__(self) -> None:
+        if self.fuel is _NO_FUEL and len(self):
+            object.__setattr__(self, "fuel", np.full(len(self), np.nan, dtype=np.float32))
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -132,7 +144,7 @@ class PositionBatch:
         for name, dt in FIELDS.items():
             if name in columns:
                 out[name] = np.ascontiguousarray(np.asarray(columns[name]), dtype=dt)
-            elif name == "mileage":
+            elif name in ("mileage", "fuel"):
                 out[name] = np.full(n, np.nan, dtype=dt)
             elif name == "recv_ts":
                 out[name] = np.asarray(columns["ts"], dtype=dt).copy()
@@ -210,6 +222,7 @@ class BatchBuilder:
         mileage: float = float("nan"),
         backfill: bool = False,
         recv_ts: int = 0,
+        fuel: float = float("nan"),
     ) -> None:
         c = self._cols
         c["vehicle"].append(vehicle)
@@ -225,6 +238,7 @@ class BatchBuilder:
         c["mileage"].append(mileage)
         c["backfill"].append(backfill)
         c["recv_ts"].append(recv_ts)
+        c["fuel"].append(fuel)
 
     def extend(self, batch: PositionBatch) -> None:
         """Append every row of an already-columnar batch."""

@@ -300,6 +300,8 @@ def decode_objects(
     assert cols is not None
     cols["vehicle"] = np.asarray(vehicle, dtype=np.int32)
     cols["recv_ts"] = np.asarray(recv_ts, dtype=np.int64)
+    if "fuel" not in cols:  # the JSON message has no fuel level
+        cols["fuel"] = np.full(keep.shape[0], np.nan, dtype=np.float32)
     if keep.all():
         out = {name: np.ascontiguousarray(cols[name], dtype=dt) for name, dt in FIELDS.items()}
     else:

@@ -42,6 +42,14 @@ KIND_NAMES: Mapping[str, str] = {
     "no_order": "无单派车",
     "order_mismatch": "派车单不符",
     "driver_mismatch": "人车不符",
+    "cost_refuel_away": "加油时车辆不在加油站",
+    "cost_tank_overfill": "加油量超过油箱容积",
+    "cost_card_shared": "一卡多车加油",
+    "cost_fuel_rate": "百公里油耗异常",
+    "cost_repair_status": "封存或处置车辆产生维修费",
+    "cost_odometer": "维修里程与GPS里程不符",
+    "cost_no_trip": "无出车记录日产生费用",
+    "cost_rest_day": "休息日无派车单产生费用",
 }
 # Dispatch-order messages (notify.orders; purpose "order"): not alarms, routed only to
 # routes that name these kinds.

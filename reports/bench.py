@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import OrgTree, Registry
 from fleetwatch.config import OrgConfig, VehicleConfig
-from fleetwatch.registry import OrgTree, Registry
 from reports.daily import build_day
 from reports.files import report_xlsx
 from reports.service import ReportQuery, report_json, report_levels

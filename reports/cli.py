@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetwatch.errors import ConfigError
+from fleet.errors import ConfigError
 
 __all__ = ["add_arguments", "rollup_main"]
 
@@ -82,8 +82,8 @@ def _episode_dicts(events: list[Any], registry: Any) -> list[dict[str, Any]]:
 
 
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from fleet.registry import Registry
     from fleetwatch.config import load_config
-    from fleetwatch.registry import Registry
     from fleetwatch.service import _fences, _history
     from reports.daily import build_day
     from store.history import day_bounds_ms

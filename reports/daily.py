@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from reports.rollup import RollupParams, alarm_facts, track_rollup, trip_coverage
 from store.history import AlarmQuery, day_bounds_ms
 from store.rollup import REAL, RollupStore

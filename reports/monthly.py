@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from fleetwatch.registry import Registry
+from fleet.registry import Registry
 from notify.channels import (
     DeliveryFailed,
     dingtalk_request,

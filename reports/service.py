@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetwatch.registry import OrgTree
+from fleet.registry import OrgTree
 from reports.tables import (
     LEVELS,
     REPORTS,

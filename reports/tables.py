@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fleetwatch.registry import OrgTree
+from fleet.registry import OrgTree
 from notify.message import KIND_NAMES
 from rules.events import KINDS
 

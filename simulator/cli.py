@@ -137,6 +137,9 @@ def _print_report(rep: dict[str, object]) -> None:
     if rep.get("orders"):
         print(f"orders: {rep['orders']}")
     print(f"precision {rep['precision']}, recall {rep['recall']}")
+    from simulator.suppliers import print_costs  # the cost checks (#18)
+
+    print_costs(rep.get("costs"))  # type: ignore[arg-type]
 
 
 def _protocol(args: argparse.Namespace) -> Literal["json", "jt808"] | None:
@@ -264,7 +267,8 @@ def simulate_main(args: argparse.Namespace) -> int:
             print(json.dumps(rep, ensure_ascii=False))
         else:
             _print_report(rep)
-        return 0 if rep["precision"] == 1.0 and rep["recall"] == 1.0 else 1
+        costs_ok = bool((rep.get("costs") or {}).get("all_found", True))  # type: ignore[attr-defined]
+        return 0 if rep["precision"] == 1.0 and rep["recall"] == 1.0 and costs_ok else 1
 
     if args.transport == "tcp":
         return _simulate_tcp(args, spec)

@@ -32,6 +32,7 @@ from simulator.fleet import TZ_OFFSET_MS, Fleet, FleetSpec, is_workday, vehicle_
 from simulator.mqtt import publish_fleet
 from simulator.plan import DAY
 from simulator.scenario import fleet_config
+from simulator.suppliers import verify_costs
 from simulator.verify import Raised, Truth, match, order_summary
 
 __all__ = ["DEFAULT_SCENARIO", "VerifyOptions", "default_day", "verify_run"]
@@ -213,6 +214,10 @@ async def verify_run(
                     if not body["alarms"] or len(alarms) >= body["total"]:
                         break
                     page += 1
+                ids = [vehicle_id(i) for i in range(spec.vehicles)]  # #18: supplier files, scored
+                costs = await verify_costs(
+                    http, token, svc.records, svc.history, ids, day, start_ms, end_ms
+                )
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -239,6 +244,7 @@ async def verify_run(
     ]
     report = match(truth, raised, end_ms=end_ms)
     report["orders"] = order_summary(fleet.orders(until_ms=end_ms))
+    report["costs"] = costs
     report["run"] = {
         "day": day.isoformat(),
         "from_ms": start_ms,

@@ -56,6 +56,7 @@ POSITION_COLUMNS: Mapping[str, str] = {
     "mileage": ">f4",  # NaN when not reported (never NULL: keeps rows fixed-width)
     "backfill": "u1",
     "recv_ts": ">i8",  # timestamptz
+    "fuel": ">f4",  # litres; NaN when not reported, like mileage (added after recv_ts)
 }
 
 

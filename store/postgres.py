@@ -85,6 +85,7 @@ _COLUMNS_DDL = """
     mileage float4 NOT NULL,
     backfill bool NOT NULL,
     recv_ts timestamptz NOT NULL,
+    fuel float4 NOT NULL DEFAULT 'NaN',
     PRIMARY KEY (vehicle, ts)
 """
 
@@ -302,6 +303,13 @@ class PostgresHistory:
                 "CREATE TABLE IF NOT EXISTS {}.positions (" + _COLUMNS_DDL + ")" + suffix
             ).format(s)
         )
+        # The fuel level column (JT/T 808 item 0x02) came after the table: add it where missing.
+        await cur.execute(
+            sql.SQL(
+                "ALTER TABLE {}.positions ADD COLUMN IF NOT EXISTS fuel float4 NOT NULL"
+                " DEFAULT 'NaN'"
+            ).format(s)
+        )
         if available:
             for stmt in timescale.setup_statements(self.config):
                 await cur.execute(stmt)
@@ -420,6 +428,7 @@ class PostgresHistory:
                 "mileage": b.mileage,
                 "backfill": b.backfill,
                 "recv_ts": pgcopy.ms_to_pg(b.recv_ts),
+                "fuel": b.fuel,
             },
         )
 

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from psycopg import sql
 
-from fleetwatch.errors import Misuse
+from fleet.errors import Misuse
 from store import pgcopy
 from store.postgres import PostgresHistory, _ts_literal
 from store.spool import SpoolingWriter

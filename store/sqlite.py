@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS positions (
     mileage REAL,
     backfill INTEGER NOT NULL,
     recv_ts INTEGER NOT NULL,
+    fuel REAL,
     PRIMARY KEY (vehicle, ts)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS positions_ts ON positions (ts);
@@ -117,12 +118,18 @@ CREATE TABLE IF NOT EXISTS rule_state (
 
 _POS_COLS = (
     "vehicle, ts, lat, lon, speed, heading, alt, acc, alarm_bits, status_bits, mileage,"
-    " backfill, recv_ts"
+    " backfill, recv_ts, fuel"
 )
 _ALARM_COLS = (
     "id, vehicle_id, plate, org, kind, state, started_at, ended_at, ts, lat, lon, severity,"
     " backfill, covered, detail, ack_user, ack_at, ack_note, handled, acks"
 )
+
+
+def _migrate_positions(db: sqlite3.Connection) -> None:
+    """Add the fuel level column to a positions table made before it existed (NULL there)."""
+    if "fuel" not in {r[1] for r in db.execute("PRAGMA table_info(positions)")}:
+        db.execute("ALTER TABLE positions ADD COLUMN fuel REAL")
 
 
 def _migrate_alarms(db: sqlite3.Connection) -> None:
@@ -192,6 +199,7 @@ class SQLiteHistory:
             db.executescript(_SCHEMA)
             db.executescript(OUTBOX_DDL_SQLITE)
             _migrate_alarms(db)
+            _migrate_positions(db)
             db.execute("BEGIN")
             db.executemany(
                 "INSERT OR IGNORE INTO vehicles (id) VALUES (?)", [(v,) for v in registry.ids]
@@ -243,6 +251,7 @@ class SQLiteHistory:
             raise Misuse("batch.vehicle holds an index outside the registry given to open()")
         b = dedupe_batch(batch)
         mileage = b.mileage.astype(np.float64)
+        fuel = b.fuel.astype(np.float64)
         rows = list(
             zip(
                 self._keys[b.vehicle].tolist(),
@@ -258,6 +267,7 @@ class SQLiteHistory:
                 [None if m != m else m for m in mileage.tolist()],
                 b.backfill.tolist(),
                 b.recv_ts.tolist(),
+                [None if f != f else f for f in fuel.tolist()],
                 strict=True,
             )
         )
@@ -268,7 +278,7 @@ class SQLiteHistory:
                 before = db.total_changes
                 db.executemany(
                     f"INSERT OR IGNORE INTO positions ({_POS_COLS})"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     rows,
                 )
                 n = db.total_changes - before
@@ -369,7 +379,9 @@ class SQLiteHistory:
             transposed = list(zip(*rows, strict=True))
             out = {
                 name: np.array(
-                    [np.nan if x is None else x for x in col] if name == "mileage" else col,
+                    [np.nan if x is None else x for x in col]
+                    if name in ("mileage", "fuel")
+                    else col,
                     dtype=TRACK_FIELDS[name],
                 )
                 for name, col in zip(cols, transposed, strict=True)

@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import web.commands_api  # registers the command routes in API
+import web.costs_api  # registers the cost routes in API
 import web.drivers_api  # registers the driver record routes in API
 import web.fences_api  # registers the fence routes in API
 import web.geo_api  # registers the geography routes in API

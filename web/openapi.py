@@ -61,7 +61,7 @@ _XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 def _responses(r: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"application/json": {}}
-    if r.path.endswith("/export"):  # files for a spreadsheet (records issue)
+    if r.path.endswith("/export") or "/templates/" in r.path:  # files for a spreadsheet
         ok = {"text/csv": {}, _XLSX: {}}
     out: dict[str, Any] = {
         str(r.status): {"description": "Accepted" if r.status == 202 else "OK", "content": ok},

@@ -102,6 +102,7 @@ class _Rows:
         c["alarm_bits"].append(loc.alarm)
         c["status_bits"].append(loc.status)
         c["mileage"].append(np.nan if loc.mileage_km is None else loc.mileage_km)
+        c["fuel"].append(np.nan if loc.fuel_l is None else loc.fuel_l)
         c["backfill"].append(backfill)
         c["source"].append(source)
         c["phone"].append(code)
@@ -357,6 +358,7 @@ def _vector(
 
     # Additional items: step every location's cursor at once, item by item.
     mileage = np.full(len(ls), np.nan)
+    fuel = np.full(len(ls), np.nan)
     p = ls + LOCATION_BLOCK
     active = lok & ok[lseg] & (p < le)
     while active.any():
@@ -371,6 +373,8 @@ def _vector(
         lok[ai[bad]] = False
         m = (item == 0x01) & ~bad
         mileage[ai[m]] = _u32(buf, pa[m] + 2) / 10
+        f = (item == 0x02) & ~bad  # JT/T 808-2019 table 27: fuel, WORD, 1/10 L
+        fuel[ai[f]] = _u16(buf, pa[f] + 2) / 10
         p[ai] = nxt
         active[ai] = ~bad & (nxt < ea)
 
@@ -400,6 +404,7 @@ def _vector(
         "alarm_bits": alarm[rows].astype(np.uint32),
         "status_bits": status[rows].astype(np.uint32),
         "mileage": mileage[rows].astype(np.float32),
+        "fuel": fuel[rows].astype(np.float32),
         "backfill": lbf[rows],
         "source": seg_pay[rseg].astype(np.int32),
     }

@@ -13,8 +13,8 @@ import numpy as np
 import psycopg
 import pytest
 
-from fleetwatch.batch import PositionBatch
-from fleetwatch.registry import Registry
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from rules.events import AlarmEvent, episode_id
 from store.history import day_bounds_ms
 from store.postgres import PostgresHistory

@@ -34,7 +34,7 @@ async def test_monthly_report_arrives(
 ) -> None:
     ctl, mail = smtp_server
     cfg = web_config(tmp_path)
-    from fleetwatch.registry import Registry
+    from fleet.registry import Registry
 
     reg = Registry.from_config(cfg)
     history = SQLiteHistory(cfg.store)

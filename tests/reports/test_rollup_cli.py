@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fleet.registry import Registry
 from fleetwatch.cli import main
 from fleetwatch.config import load_config
-from fleetwatch.registry import Registry
 from reports.service import ReportQuery, report_json
 from store.rollup import rollup_store
 from store.sqlite import SQLiteHistory

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
 from tests.web.pagekit import ARTIFACTS, PASSWORD, alarm_event, serve, wait_js
 from tests.web.viewkit import log_in_as, open_page
 

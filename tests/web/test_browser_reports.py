@@ -23,9 +23,9 @@ import numpy as np
 import openpyxl
 import pytest
 
-from fleetwatch.batch import PositionBatch
+from fleet.batch import PositionBatch
+from fleet.registry import Registry
 from fleetwatch.config import parse_config
-from fleetwatch.registry import Registry
 from rules.events import AlarmEvent, episode_id
 from store.history import day_bounds_ms
 from store.sqlite import SQLiteHistory

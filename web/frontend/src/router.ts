@@ -19,6 +19,7 @@ const FILLED: Record<string, () => Promise<unknown>> = {
   vehicles: () => import("@/views/Vehicles.vue"),
   drivers: () => import("@/views/Drivers.vue"),
   reports: () => import("@/views/Reports.vue"),
+  costs: () => import("@/views/Costs.vue"),
 };
 const slotRoutes: RouteRecordRaw[] = NAV.filter((n) => n.slot && !FILLED[n.name]).map((n) => ({
   path: n.path,
@@ -46,6 +47,7 @@ const routes: RouteRecordRaw[] = [
   { path: "/dispatch/order/:org/:id/print", name: "orderPrint", component: () => import("@/views/OrderPrint.vue"), props: true },
   { path: "/drivers", name: "drivers", component: FILLED.drivers },
   { path: "/reports", name: "reports", component: FILLED.reports },
+  { path: "/costs", name: "costs", component: FILLED.costs },
   { path: "/system", redirect: "/system/fences" },
   { path: "/system/users", name: "users", component: () => import("@/views/SystemUsers.vue") },
   { path: "/system/fences", name: "fences", component: () => import("@/views/SystemFences.vue") },
