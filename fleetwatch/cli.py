@@ -258,7 +258,11 @@ def _retention(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from simulator.cli import simulate_main
 
-    return simulate_main(args)
+    if not args.verify:
+        return simulate_main(args)
+    from fleetwatch.verify import verify_run  # the service: only for --verify
+
+    return simulate_main(args, verify_run)
 
 
 if __name__ == "__main__":
