@@ -49,13 +49,16 @@ from web.api import (
     body_json,
     fail,
     publish_events,
-    route,
     visible,
 )
 from web.auth import Principal
+from web.routes import RouteTable
 from web.vehicles_api import records_of, table_file
 
 __all__ = ["costs_of", "month_total_of", "run_month_checks"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 _MAX_ROWS = 20_000
 _MONTH = re.compile(r"^(20[0-9][0-9])-(0[1-9]|1[0-2])$")  # 2000-01 .. 2099-12

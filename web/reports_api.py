@@ -33,10 +33,14 @@ from reports.service import ReportQuery, board_summary, parse_day, report_json, 
 from reports.tables import BadReport, report_list
 from store.rollup import REAL, RollupStore, rollup_store
 from stream.feed import STATES
-from web.api import ApiState, fail, route, today, visible
+from web.api import ApiState, fail, today, visible
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["REFRESH_S", "STALE_S", "reports_state", "run_rollup"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 log = logging.getLogger(__name__)
 
