@@ -26,9 +26,10 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from reports.daily import RollupJob, local_day
+from reports.daily import ORDER_STATES_IN_FORCE, RollupJob, local_day
 from reports.files import report_csv, report_xlsx
 from reports.monthly import MONTHLY_ROUTE, MonthlyJob
+from reports.rollup import RollupParams
 from reports.service import ReportQuery, board_summary, parse_day, report_json, report_levels
 from reports.tables import BadReport, report_list
 from store.rollup import REAL, RollupStore, rollup_store
@@ -58,11 +59,11 @@ _ATTR = "_reports_state"  # kept on the AppContext: one rollup store and job per
 
 
 async def _orders(st: ApiState) -> list[dict[str, Any]]:
-    try:
-        return list(await st.records.orders())
-    except Exception:  # the orders store may be elsewhere (#16); coverage then counts none
-        log.exception("rollup: orders unavailable")
+    """The orders in force, from the order store (#16) the order routes write; none while
+    the app has not opened it."""
+    if st.orders is None:
         return []
+    return list(await st.orders.select(states=ORDER_STATES_IN_FORCE))
 
 
 async def reports_state(st: ApiState) -> _State:
@@ -86,8 +87,13 @@ async def reports_state(st: ApiState) -> _State:
             return st.ctx.history, rollup, st.registry, fences, await _orders(st)
 
         s.rollup = rollup
-        s.job = RollupJob(context, st.ctx.config.service.timezone, refresh_s=REFRESH_S)
         cfg = st.ctx.config
+        s.job = RollupJob(
+            context,
+            cfg.service.timezone,
+            refresh_s=REFRESH_S,
+            params=RollupParams.of(cfg.vehicle_state),
+        )
         if any(r.name == MONTHLY_ROUTE for r in cfg.notify.routes):
             s.monthly = MonthlyJob(
                 st.ctx.history,
