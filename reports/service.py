@@ -181,8 +181,8 @@ async def board_summary(
     idle_days: int = 7,
     attention_n: int = 5,
 ) -> dict[str, Any]:
-    """The board's figures for one day from the rollup (quota/actual/online are added by
-    the caller, who holds the records and the live feed)."""
+    """The board's figures for one day from the rollup (quota/actual/online/costs are
+    added by the caller, who holds the records, the live feed and the cost store)."""
     keep = tree.subtree(org)
     sub = sorted(keep)
     d = day.isoformat()

@@ -630,11 +630,21 @@ async def _figures(st: ApiState, org: str, month: str, level: str) -> dict[str, 
     )
 
 
-async def month_total_of(st: ApiState, org: str, month: str) -> float:
-    """The board's 运行费用 of ``org``'s subtree in ``month`` (for /api/board/summary)."""
+async def month_total_of(
+    st: ApiState, org: str, month: str, *, upto_ms: int | None = None
+) -> float | None:
+    """The board's 运行费用 of ``org``'s subtree in ``month`` (for /api/board/summary):
+    the items before ``upto_ms`` (the month so far). None when there is no cost data —
+    no record store, or no item of the subtree in the month so far."""
+    if st.ctx.vehicle_records is None:
+        return None
     orgs = st.registry.orgs.subtree(org)
-    items = await (await costs_of(st)).items(months=[month])
-    return month_total(it for it in items if it["org"] in orgs)
+    items = [
+        it
+        for it in await (await costs_of(st)).items(months=[month], to_ms=upto_ms)
+        if it["org"] in orgs
+    ]
+    return month_total(items) if items else None
 
 
 @route(

@@ -32,10 +32,12 @@ from reports.monthly import MONTHLY_ROUTE, MonthlyJob
 from reports.rollup import RollupParams
 from reports.service import ReportQuery, board_summary, parse_day, report_json, report_levels
 from reports.tables import BadReport, report_list
+from store.history import day_bounds_ms
 from store.rollup import REAL, RollupStore, rollup_store
 from stream.feed import STATES
 from web.api import ApiState, fail, route, today, visible
 from web.auth import Principal
+from web.costs_api import month_total_of
 
 __all__ = ["REFRESH_S", "STALE_S", "reports_state", "run_rollup"]
 
@@ -268,16 +270,12 @@ async def summary(request: Request, st: ApiState, p: Principal) -> Any:
         raise fail(400, str(exc)) from None
     rollup = await _fresh(st, day)
     out = await board_summary(rollup, st.registry.orgs, _plates(st), org, day)
-    sub = st.registry.orgs.subtree(org)
     mask = st.registry.visible_mask(org)
+    # 编制数 from the quota store only (the configuration's establishment seeds it at
+    # start, store.records.load_fleet): the same numbers as the quota report.
     quota = await _quota_rows(st, org)
-    est = st.ctx.config.web.establishment
     authorised = [q["authorised"] for q in quota if q["authorised"] is not None]
-    out["quota"] = (
-        sum(authorised)
-        if authorised
-        else (sum(n for o, n in est.items() if o in sub) if est else None)
-    )
+    out["quota"] = sum(authorised) if authorised else None
     out["actual"] = sum(q["actual"] for q in quota) if quota else int(np.count_nonzero(mask))
     out["over"] = sum(q["over"] for q in quota) if quota else None
     if day == today(st):
@@ -285,6 +283,8 @@ async def summary(request: Request, st: ApiState, p: Principal) -> Any:
         out["online"] = int(np.count_nonzero(mask & (codes != STATES.index("offline"))))
     else:
         out["online"] = None  # the live count exists for today only; see online_rate
+    _, day_end = day_bounds_ms(day, st.ctx.config.service.timezone)
+    out["costs"] = await month_total_of(st, org, day.strftime("%Y-%m"), upto_ms=day_end)
     tz = ZoneInfo(st.ctx.config.service.timezone)
     out["updated_at"] = dt.datetime.fromtimestamp(st.now() / 1000, tz).isoformat()
     return out
