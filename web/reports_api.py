@@ -219,20 +219,28 @@ async def report(request: Request, st: ApiState, p: Principal) -> Any:
     lang = request.query_params.get("lang") or "zh"
     if lang not in ("zh", "en"):
         raise fail(400, "lang must be zh or en")
-    q = _query(request, st, p, name)
-    if name == "quota":
-        from dataclasses import replace
+    from dataclasses import replace
 
+    q = replace(_query(request, st, p, name), lang=lang)
+    if name == "quota":
         q = replace(q, quota=await _quota_rows(st, q.org))
     rollup = await _fresh(st, q.to_day)
     tree, plates = st.registry.orgs, _plates(st)
     try:
         if fmt == "xlsx":
             levels = await report_levels(rollup, tree, plates, q)
-            notes = [
-                f"{levels[0]['title_zh']} {q.from_day} 至 {q.to_day}，{levels[0]['org_name']}",
-                "数据来自每日汇总（rollup），与看板、页面上的数字一致。",
-            ]
+            first = levels[0]
+            notes = (
+                [
+                    f"{first['title_en']} {q.from_day} to {q.to_day}, {first['org_name']}",
+                    "From the daily rollup: the same numbers as the board and the page.",
+                ]
+                if lang == "en"
+                else [
+                    f"{first['title_zh']} {q.from_day} 至 {q.to_day}，{first['org_name']}",
+                    "数据来自每日汇总（rollup），与看板、页面上的数字一致。",
+                ]
+            )
             body = await asyncio.to_thread(report_xlsx, levels, lang=lang, notes=notes)  # type: ignore[arg-type]
             return _file(body, XLSX, name, q)
         out = await report_json(rollup, tree, plates, q)

@@ -310,3 +310,30 @@ async def test_establishment_seeds_the_quota_once(tmp_path: Path) -> None:
         assert await rs.quota() == {("wusheng", "执法执勤"): 5, ("city", SEED_CLASS): 1}
     finally:
         await rs.close()
+
+
+async def test_names_follow_the_language(app: Any) -> None:
+    """The violations' critical column is 紧急 (notify's severity name); an organisation's
+    own row is "（本级）" in Chinese and "(own)" with lang=en, in JSON and in the files."""
+    from notify.message import SEVERITY_NAMES
+
+    c, b, s = app
+    h = await login(c, "admin")
+    await _rebuild(b, s)
+    viol = (await c.get("/api/reports/violations", params=SPAN, headers=h)).json()
+    crit = next(col for col in viol["columns"] if col["key"] == "critical")
+    assert crit["zh"] == SEVERITY_NAMES["critical"] == "紧急" and crit["en"] == "Critical"
+    assert viol["rows"][0]["name"] == "广安市（本级）"
+    en = (await c.get("/api/reports/use", params={**SPAN, "lang": "en"}, headers=h)).json()
+    assert en["rows"][0]["own"] is True and en["rows"][0]["name"] == "广安市 (own)"
+    assert not any("本级" in r["name"] for r in en["rows"])
+    r = await c.get("/api/reports/use", params={**SPAN, "lang": "en", "format": "csv"}, headers=h)
+    body = r.content.decode("utf-8-sig")
+    assert "广安市 (own)" in body and "本级" not in body
+    r = await c.get("/api/reports/violations", params={**SPAN, "format": "csv"}, headers=h)
+    head = r.content.decode("utf-8-sig").splitlines()[0]
+    assert "紧急" in head and "严重" not in head
+    r = await c.get("/api/reports/use", params={**SPAN, "lang": "en", "format": "xlsx"}, headers=h)
+    wb = openpyxl.load_workbook(io.BytesIO(r.content))
+    cells = [str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row]
+    assert "广安市 (own)" in cells and not any("本级" in v for v in cells)
