@@ -13,7 +13,8 @@ HistoryStore       store.sqlite.SQLiteHistory,                  fleetwatch.pipel
                    store.postgres.PostgresHistory,              the root (open, rule state)
                    store.spool.SpoolingWriter
 LiveState          store.live.MemoryLiveState, RedisLiveState   fleetwatch.pipeline, web
-Feed               stream.feed.FeedCore                         fleetwatch.pipeline, web
+FeedSink           stream.feed.FeedCore, stream.relay.RelayOut  fleetwatch.pipeline
+Feed               stream.feed.FeedCore                         the root, web
 RulesEngine        rules.engine.RulesEngine                     fleetwatch.pipeline, web (commands)
 FenceIndex         geofence.index.FenceIndex                    rules, notify, web
 FenceSource        geofence.index.LiveFences                    the root, web (fence changes)
@@ -43,6 +44,7 @@ __all__ = [
     "CommandBus",
     "CommandHandler",
     "Feed",
+    "FeedSink",
     "FenceIndex",
     "FenceSource",
     "HistoryStore",
@@ -94,12 +96,22 @@ class LiveState(Protocol):
 
 
 @runtime_checkable
-class Feed(Protocol):
-    """The live feed's pure core: fed positions and alarm events, asked for states."""
+class FeedSink(Protocol):
+    """What the pipeline gives the live feed: this node's :class:`Feed`, or the relay that
+    shares it with the other nodes (``stream.relay.RelayOut``)."""
 
     def positions(self, batch: PositionBatch) -> int:
         """Take a batch; the number of vehicles whose item changed."""
         ...
+
+    def alarm(self, event: AlarmEvent) -> object:
+        """Take one alarm event (alarms are never dropped); what it reports is not used."""
+        ...
+
+
+@runtime_checkable
+class Feed(FeedSink, Protocol):
+    """The live feed's pure core: fed positions and alarm events, asked for states."""
 
     def alarm(self, event: AlarmEvent) -> list[int]:
         """Take one alarm event; the clients it was queued for (alarms are never dropped)."""

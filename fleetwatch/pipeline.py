@@ -28,7 +28,7 @@ from typing import Any
 
 from fleet.batch import PositionBatch
 from fleet.events import AlarmEvent
-from fleet.interfaces import Feed, HistoryStore, LiveState, RulesEngine
+from fleet.interfaces import FeedSink, HistoryStore, LiveState, RulesEngine
 from fleet.metrics import Metrics
 from ingest.core import Flush
 
@@ -71,7 +71,7 @@ class Pipeline:
         q_in: asyncio.Queue[Flush | None],
         engine: Engine | None,
         history: History | None,
-        feed: Feed | None,
+        feed: FeedSink | None,
         live: Live | None,
         metrics: Metrics,
         ack: Callable[[Sequence[Any]], int],

@@ -25,7 +25,7 @@ import uvicorn
 from prometheus_client import Counter, Gauge
 
 from fleet.errors import ServiceUnavailable
-from fleet.interfaces import FenceSource, HistoryStore, LiveState, RulesEngine
+from fleet.interfaces import CommandBus, FeedSink, FenceSource, RulesEngine
 from fleet.metrics import Metrics
 from fleet.registry import Registry
 from fleetwatch.config import Config
@@ -33,11 +33,22 @@ from fleetwatch.pipeline import Pipeline
 from ingest.core import Flush, IngestCore
 from ingest.json_codec import JsonLimits
 from ingest.mqtt import MqttIngestBase, make_ingest
+from store.history import StoreHealth
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from geofence.index import LiveFences
+    from notify.routing import Router
+    from notify.worker import Notifier
     from rules.orders import DispatchOrder
+    from store.fanout import Fanout
+    from store.history import HistoryStore
+    from store.live import LiveState
+    from store.records import RecordStore
+    from store.retention import RetentionMetrics
     from stream.feed import FeedCore
+    from stream.relay import RelayOut
 
 __all__ = ["Service", "build_service", "run_service", "serve_forever"]
 
@@ -59,14 +70,14 @@ class Service:
     live: LiveState
     engine: RulesEngine[DispatchOrder]
     fences: FenceSource
-    app: Any
-    notifier: Any = None
-    relay: Any = None
-    fanout: Any = None
-    commands: Any = None
-    retention: Any = None  # store.retention.RetentionMetrics
-    rule_state_repaired: Any = None  # Counter: vehicles whose saved state lay in the future
-    records: Any = None  # store.records.RecordStore: the fleet on file (records issue)
+    app: Starlette | None
+    notifier: Notifier | None = None
+    relay: RelayOut | None = None
+    fanout: Fanout | None = None
+    commands: CommandBus | None = None
+    retention: RetentionMetrics | None = None
+    rule_state_repaired: Counter | None = None  # vehicles whose saved state lay in the future
+    records: RecordStore | None = None  # the fleet on file (records issue)
     started_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, Any]:
@@ -77,8 +88,9 @@ class Service:
         monitoring room still needs to know, so it shows here and in ``/metrics``.
         """
         mqtt_ok = self.ingest.connected.is_set()
-        history_degraded = bool(getattr(self.history, "degraded", False))
-        live_degraded = bool(getattr(self.live, "degraded", False))
+        history = self.history.health() if self.history is not None else StoreHealth()
+        history_degraded = history.degraded
+        live_degraded = self.live.degraded
         problems = [
             what
             for what, bad in (
@@ -97,30 +109,25 @@ class Service:
             "positions_stored": self.pipeline.positions_stored,
             "dropped_qos0": self.ingest.dropped_qos0,
         }
-        status = getattr(self.history, "status", None)
-        if callable(status):
-            out["history"] = status()
+        if history.status is not None:
+            out["history"] = history.status
         return out
 
     def register_gauges(self) -> None:
         """Degradation gauges, read when ``/metrics`` is scraped."""
         m = self.metrics
-        m.degraded.labels("history").set_function(
-            lambda: float(bool(getattr(self.history, "degraded", False)))
-        )
-        m.degraded.labels("live").set_function(
-            lambda: float(bool(getattr(self.live, "degraded", False)))
-        )
-        m.spooled_rows.set_function(lambda: float(getattr(self.history, "spooled_rows", 0)))
+        m.degraded.labels("history").set_function(lambda: float(self._history_health.degraded))
+        m.degraded.labels("live").set_function(lambda: float(self.live.degraded))
+        m.spooled_rows.set_function(lambda: float(self._history_health.spooled_rows))
         Gauge(
             "fleetwatch_store_refused_rows",
             "positions the history refused: dated outside the days it makes partitions for",
             registry=m.registry,
-        ).set_function(lambda: float(getattr(self._inner_history, "refused_rows", 0)))
+        ).set_function(lambda: float(self._history_health.refused_rows))
 
     @property
-    def _inner_history(self) -> Any:
-        return getattr(self.history, "inner", self.history)
+    def _history_health(self) -> StoreHealth:
+        return self.history.health() if self.history is not None else StoreHealth()
 
 
 class _Server(uvicorn.Server):
@@ -131,12 +138,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _history(cfg: Config) -> HistoryStore | None:
+def _history(cfg: Config, router: Router | None = None) -> HistoryStore | None:
     if cfg.store.kind == "memory":
         return None
     from store.factory import create_history
 
-    return create_history(cfg.store, cfg.vehicle_state)
+    return create_history(cfg.store, cfg.vehicle_state, notify_router=router)
 
 
 def _live(cfg: Config) -> LiveState:
@@ -183,9 +190,9 @@ def build_service(cfg: Config) -> Service:
         timezone=cfg.service.timezone,
         vehicle_state=cfg.vehicle_state,
     )
-    history = _history(cfg)
+    router = None
     notifier = None
-    if cfg.notify.enabled and history is not None:
+    if cfg.notify.enabled and cfg.store.kind != "memory":  # no history, no outbox
         from notify.routing import Router
         from notify.worker import build_notifier
 
@@ -198,12 +205,9 @@ def build_service(cfg: Config) -> Service:
             fences=lambda: fences.index,
             places=cfg.web.places,
         )
-        # Queued in the alarm write's own transaction (the spool wrapper keeps the inner store).
-        # Still set from outside, as before the kernel (issue #13 leaves it for the store's
-        # constructor): the one attribute seam left in the root.
-        inner: Any = getattr(history, "inner", history)
-        inner.notify_router = router
         notifier = build_notifier(cfg.notify, cfg.store)
+    # Notifications are queued in the alarm write's own transaction (the store's outbox).
+    history = _history(cfg, router)
     live = _live(cfg)
     feed = FeedCore(
         registry,
@@ -231,7 +235,7 @@ def build_service(cfg: Config) -> Service:
     )
     # Several nodes: positions and alarms go through Redis so every node's feed sees the fleet.
     relay = fanout = commands = None
-    pipeline_feed: Any = feed
+    pipeline_feed: FeedSink = feed
     if cfg.live.kind == "redis":
         from store.fanout import Fanout
         from stream.relay import RelayCollector, RelayOut
@@ -319,7 +323,8 @@ async def _restore_rule_state(svc: Service) -> list[Any]:
     vehicles, closes = svc.engine.repair_future(now_ms, svc.cfg.ingest.max_future_s * 1000)
     if not vehicles:
         return []
-    svc.rule_state_repaired.inc(len(vehicles))
+    if svc.rule_state_repaired is not None:
+        svc.rule_state_repaired.inc(len(vehicles))
     log.error(
         "rule state: %d vehicle(s) had a last point after now + %d s (an impossible date let"
         " through before); their state starts afresh and %d open episode(s) are closed: %s",
@@ -365,7 +370,13 @@ async def run_service(
         from store.records import load_fleet
 
         await svc.records.open()
-        got = await load_fleet(svc.records, svc.registry, cfg.vehicles, int(time.time() * 1000))
+        got = await load_fleet(
+            svc.records,
+            svc.registry,
+            cfg.vehicles,
+            int(time.time() * 1000),
+            cfg.web.establishment,
+        )
         log.info("records: %s", got)
     if svc.history is not None:
         await svc.history.open(svc.registry)
@@ -375,6 +386,8 @@ async def run_service(
         await svc.live.update_alarms(repaired)
     from web.headers import HTTP_SERVER_OPTIONS  # no Server banner
 
+    if svc.app is None:
+        raise RuntimeError("the service was built without its web app")
     server = _Server(
         uvicorn.Config(
             svc.app,
@@ -448,7 +461,7 @@ async def run_service(
                 await svc.relay.drained(5.0)
             for t in relay_tasks:
                 t.cancel()
-            if notifier is not None:
+            if notifier is not None and svc.notifier is not None:
                 svc.notifier.stop()
             server.should_exit = True
     finally:

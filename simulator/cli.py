@@ -25,9 +25,12 @@ import signal
 import sys
 import time
 from dataclasses import replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from simulator.fleet import FleetSpec
+
+if TYPE_CHECKING:
+    from simulator.run import VerifyRun
 
 __all__ = ["add_arguments", "demo_secret_warnings", "simulate_main"]
 
@@ -217,7 +220,9 @@ def _simulate_tcp(args: argparse.Namespace, spec: FleetSpec) -> int:
     return 0 if ok else 1
 
 
-def simulate_main(args: argparse.Namespace) -> int:
+def simulate_main(args: argparse.Namespace, verify_run: VerifyRun | None = None) -> int:
+    """``fleetwatch simulate``; ``verify_run`` (given by the root: ``fleetwatch.verify``)
+    runs ``--verify``."""
     spec = _spec(args)
     protocol = _protocol(args)
     if protocol is None:
@@ -229,7 +234,12 @@ def simulate_main(args: argparse.Namespace) -> int:
         print("give both --host and --port (or neither, with --verify)", file=sys.stderr)
         return 2
     if args.verify:
-        from simulator.run import VerifyOptions, verify_run
+        from simulator.run import VerifyOptions
+
+        if verify_run is None:
+            raise RuntimeError(
+                "simulate --verify needs the service (run it as `fleetwatch simulate`)"
+            )
 
         embedded = not named
         host = "127.0.0.1" if embedded else args.host

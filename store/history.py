@@ -45,6 +45,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterQuery",
     "HistoryStore",
+    "StoreHealth",
     "alarm_event_rows",
     "alarm_from_columns",
     "assemble_daily_stats",
@@ -143,6 +144,16 @@ class DeadLetterQuery:
         return " AND ".join(out), params
 
 
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """How the history store is doing (``/healthz`` and the degradation gauges)."""
+
+    degraded: bool = False  # the database is down: positions spool to local disk
+    spooled_rows: int = 0  # positions waiting in the spool
+    refused_rows: int = 0  # positions dated outside the days the store makes partitions for
+    status: dict[str, Any] | None = None  # the spool's detail (``/healthz`` "history")
+
+
 @runtime_checkable
 class HistoryStore(Protocol):
     """Positions, alarm episodes, dead letters and rule state, kept for years."""
@@ -204,6 +215,13 @@ class HistoryStore(Protocol):
     async def save_rule_state(self, name: str, blob: bytes) -> None: ...
 
     async def load_rule_state(self, name: str) -> bytes | None: ...
+
+    def health(self) -> StoreHealth:
+        """Degradation and refusals, for ``/healthz`` and ``/metrics`` (no I/O)."""
+
+    async def follow_registry(self) -> None:
+        """Map the vehicles the registry gained since ``open`` (registered live); every
+        write and read that indexes by registry index does it too."""
 
     async def apply_retention(self, now_ms: int, *, dry_run: bool = False) -> dict[str, int]:
         """Delete what is past its retention; returns what was removed, by table.

@@ -74,6 +74,9 @@ def live_alarm(event: AlarmEvent, registry: Registry) -> dict[str, Any]:
 
 @runtime_checkable
 class LiveState(Protocol):
+    #: True while a shared live state is unreachable and this process serves from memory.
+    degraded: bool
+
     async def open(self, registry: Registry) -> None: ...
 
     async def close(self) -> None: ...
@@ -102,6 +105,7 @@ class MemoryLiveState:
     ) -> None:
         self.config = config or LiveConfig()
         self.vehicle_state = vehicle_state or VehicleStateConfig()
+        self.degraded = False  # in process: never
         self._latest: LatestPositions | None = None
         self.open_alarms: dict[str, dict[str, Any]] = {}
         self._alarm_vehicle: dict[str, int] = {}

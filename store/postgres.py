@@ -57,6 +57,7 @@ from store.history import (
     AlarmQuery,
     DeadLetter,
     DeadLetterQuery,
+    StoreHealth,
     ack_entry,
     alarm_event_rows,
     alarm_from_columns,
@@ -177,6 +178,7 @@ class PostgresHistory:
         *,
         dsn: str | None = None,
         vehicle_state: VehicleStateConfig | None = None,
+        notify_router: Router | None = None,
     ) -> None:
         self.config = config
         self.vehicle_state = vehicle_state or VehicleStateConfig()  # the board's "moving"
@@ -194,7 +196,7 @@ class PostgresHistory:
         self._partitions: set[int] = set()  # UTC day numbers that have a partition
         self.refused_rows = 0  # positions dated outside partition_window(), since start
         # When set, alarm events to notify are queued in the alarm write's own transaction.
-        self.notify_router: Router | None = None
+        self.notify_router = notify_router
 
     # -- connections ------------------------------------------------------------------------
 
@@ -321,6 +323,9 @@ class PostgresHistory:
         )
         await cur.execute(sql.SQL("SELECT key, id FROM {}.vehicles").format(s))
         return {vid: key for key, vid in await cur.fetchall()}
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(refused_rows=self.refused_rows)
 
     async def follow_registry(self) -> None:
         """Map the vehicles the registry gained since :meth:`open` (registered live, the

@@ -43,7 +43,7 @@ from fleet.errors import Misuse, ServiceUnavailable
 from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from store.config import StoreConfig
-from store.history import AlarmQuery, DeadLetter, DeadLetterQuery, HistoryStore
+from store.history import AlarmQuery, DeadLetter, DeadLetterQuery, HistoryStore, StoreHealth
 
 __all__ = ["SpoolingWriter"]
 
@@ -104,6 +104,15 @@ class SpoolingWriter:
             "spool_full_refusals": self.spool_full_refusals,
             "replayed_rows": self.replayed_rows,
         }
+
+    def health(self) -> StoreHealth:
+        inner = self.inner.health()
+        return StoreHealth(
+            degraded=self.degraded,
+            spooled_rows=self.spooled_rows,
+            refused_rows=inner.refused_rows,
+            status=self.status(),
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self, registry: Registry) -> None:
@@ -296,6 +305,9 @@ class SpoolingWriter:
         if not self._inner_open:
             raise ServiceUnavailable("postgresql", "not connected yet")
         return self.inner
+
+    async def follow_registry(self) -> None:
+        await self._inner_or_raise().follow_registry()
 
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None

@@ -38,6 +38,7 @@ from store.history import (
     AlarmQuery,
     DeadLetter,
     DeadLetterQuery,
+    StoreHealth,
     ack_entry,
     alarm_event_rows,
     alarm_from_columns,
@@ -157,6 +158,7 @@ class SQLiteHistory:
         path: str | None = None,
         *,
         vehicle_state: VehicleStateConfig | None = None,
+        notify_router: Router | None = None,
     ) -> None:
         self.config = config
         self.vehicle_state = vehicle_state or VehicleStateConfig()  # the board's "moving"
@@ -167,7 +169,7 @@ class SQLiteHistory:
         self._keys = np.empty(0, dtype=np.int32)
         self._dense_by_key: dict[int, int] = {}
         # When set, alarm events to notify are queued in the alarm write's own transaction.
-        self.notify_router: Router | None = None
+        self.notify_router = notify_router
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -211,6 +213,9 @@ class SQLiteHistory:
         self._registry = registry
         self._keys = vehicle_keys_array(registry, keys)
         self._dense_by_key = {int(k): i for i, k in enumerate(self._keys.tolist())}
+
+    def health(self) -> StoreHealth:
+        return StoreHealth()
 
     async def follow_registry(self) -> None:
         """Map the vehicles the registry gained since :meth:`open` (registered live, the

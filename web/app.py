@@ -22,30 +22,58 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-import web.commands_api  # registers the command routes in API
-import web.costs_api  # registers the cost routes in API
-import web.drivers_api  # registers the driver record routes in API
-import web.fences_api  # registers the fence routes in API
-import web.geo_api  # registers the geography routes in API
-import web.ops_api  # registers the dead-letter routes in API
-import web.orders_api  # registers the dispatch-order routes in API
-import web.quota_api  # registers the quota routes in API
-import web.reports_api  # registers the report and board summary routes in API
-import web.vehicles_api  # registers the vehicle record routes in API
+import web.alarms_api
+import web.commands_api
+import web.costs_api
+import web.drivers_api
+import web.fences_api
+import web.geo_api
+import web.ops_api
+import web.orders_api
+import web.positions_api
+import web.quota_api
+import web.reports_api
+import web.session_api
+import web.users_api
+import web.vehicles_api
 from fleet.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy
-from web.api import API, JSON, ApiState, handle_command, map_error
-from web.api import Route as ApiRoute
+from web.api import JSON, ApiState, map_error
 from web.auth import LoginLimiter, Principal, Refused
 from web.bodies import Invalid
+from web.bus import handle_command
 from web.config import AuthConfig
 from web.context import AppContext
 from web.headers import SecurityHeaders, content_security_policy
 from web.openapi import openapi_document
 from web.records import Records
+from web.routes import Route as ApiRoute
+from web.routes import assemble
 
-__all__ = ["STATIC", "create_app"]
+__all__ = ["API", "ROUTE_MODULES", "STATIC", "create_app"]
+
+#: The API's resource modules, each with its own ``ROUTES`` table (web.routes): the API is
+#: exactly their routes. A new resource module is added here, nowhere else.
+ROUTE_MODULES = (
+    web.session_api,  # log in and out, the duty operator, /api/me
+    web.users_api,  # users, tokens, the audit log
+    web.vehicles_api,  # 一车一档: the vehicle list and detail, records, requests, import/export
+    web.positions_api,  # tracks, the day's figures
+    web.alarms_api,  # alarms: list, export, ack, close by hand
+    web.commands_api,  # downlink commands to terminals
+    web.fences_api,  # fences
+    web.geo_api,  # places and the gazetteer
+    web.ops_api,  # dead letters, dead notifications
+    web.orders_api,  # dispatch orders
+    web.drivers_api,  # 一人一档: drivers
+    web.quota_api,  # 编制: the quota
+    web.reports_api,  # reports and the board summary
+    web.costs_api,  # 运行费用
+)
+
+#: Every route of the API (the app's routes, the OpenAPI document).
+API: list[ApiRoute] = assemble(m.ROUTES for m in ROUTE_MODULES)
 
 STATIC = Path(__file__).parent / "static"
 # The application built by `make assets` (web/frontend/, Vite) into web/static/app/.
@@ -152,7 +180,7 @@ async def _restore(st: ApiState) -> None:
     """What the API changed before a restart: fence changes over the configuration's
     fences, then the approved orders to the rules engine (their covers published)."""
     n_fences = await web.fences_api.restore_fences(st)
-    orders = await st.orders.select()
+    orders = await st.orders.select() if st.orders is not None else []
     n_orders = await web.orders_api.apply_orders(st, orders)
     if n_fences or orders:
         log.info(

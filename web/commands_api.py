@@ -65,10 +65,14 @@ from ingest.jt808.downlink import (
 )
 from ingest.jt808.session import canonical_phone
 from store.commands import CommandStore
-from web.api import JSON, ApiState, audit, body_json, fail, route, vehicle_index
+from web.api import JSON, ApiState, audit, body_json, fail, vehicle_index
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["CommandBridge", "command_from_request", "confirm_on_ack", "new_command", "run_bridge"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 log = logging.getLogger(__name__)
 
@@ -311,16 +315,16 @@ class CommandBridge:
 
 
 async def _store(st: ApiState) -> CommandStore:
-    store: CommandStore | None = getattr(st, "_command_store", None)
+    store = st.command_store
     if store is None:
         store = CommandStore(st.accounts.database(), st.accounts.run)
         await store.open()
-        st._command_store = store  # type: ignore[attr-defined]
+        st.command_store = store
     return store
 
 
 def bridge_of(st: ApiState) -> CommandBridge | None:
-    return getattr(st, "_command_bridge", None)
+    return st.command_bridge
 
 
 async def run_bridge(st: ApiState) -> None:
@@ -328,7 +332,7 @@ async def run_bridge(st: ApiState) -> None:
     if not st.ctx.config.commands.enabled:
         return
     bridge = CommandBridge(st, await _store(st))
-    st._command_bridge = bridge  # type: ignore[attr-defined]
+    st.command_bridge = bridge
     await bridge.run()
 
 
@@ -385,7 +389,7 @@ async def new_command(
     except BadRecord as exc:
         raise fail(400, exc.detail) from None
     now = st.now()
-    cmd = {
+    cmd: dict[str, Any] = {
         "id": f"cmd-{secrets.token_hex(8)}",
         "vehicle": vehicle_id,
         "org": st.registry.org_of(i),

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from fleet.events import AlarmEvent
+from fleet.interfaces import CommandBus, RulesEngine
 from fleet.model import ServiceConfig, VehicleConfig
 from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
+from geofence.index import LiveFences
 from ingest.config import MqttConfig
 from ingest.jt808.config import CommandsConfig, GatewayConfig
+from notify.config import NotifyConfig
+from notify.worker import Notifier
+from rules.config import RulesConfig
+from rules.orders import DispatchOrder
 from store.config import StoreConfig
+from store.history import HistoryStore
+from store.live import LiveState
+from store.records import RecordStore
 from stream.feed import FeedCore
+from stream.relay import RelayOut
 from web.config import WebConfig
 
-__all__ = ["AppContext", "SiteConfig"]
+__all__ = ["AppContext", "EventSink", "SiteConfig"]
 
 
 class SiteConfig(Protocol):
@@ -41,6 +51,10 @@ class SiteConfig(Protocol):
     def vehicle_state(self) -> VehicleStateConfig: ...
     @property
     def vehicles(self) -> Sequence[VehicleConfig]: ...
+    @property
+    def notify(self) -> NotifyConfig: ...
+    @property
+    def rules(self) -> RulesConfig: ...
 
 
 def _now_ms() -> int:
@@ -49,41 +63,49 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+#: What the web takes alarm events it caused to: the pipeline's ``inject_events`` (the one
+#: fan-out to the feed, the live state and history), sync or async.
+EventSink = Callable[[list[AlarmEvent]], Awaitable[None] | None]
+
+
 @dataclass
 class AppContext:
     """Everything :func:`web.app.create_app` needs; ``None`` parts degrade their routes to 503.
 
-    ``history`` is a :class:`store.history.HistoryStore`, ``live`` a live state
-    (``store.live``), ``rules`` the :class:`rules.engine.RulesEngine` and ``fences``
-    the :class:`geofence.index.LiveFences` — typed loosely here so that the web
-    layer does not import the pipeline.
+    Each seam is typed by its protocol or its class (mypy checks the root's wiring):
+    ``history`` the history store's read and write side (:class:`store.history.HistoryStore`),
+    ``live`` the live state (:class:`store.live.LiveState`), ``rules`` the engine
+    (:class:`fleet.interfaces.RulesEngine` over :class:`rules.orders.DispatchOrder`),
+    ``fences`` the live fence index (:class:`geofence.index.LiveFences`: the fence routes
+    replace and delete fences in it).
 
     ``on_events(events)`` (sync or async) takes alarm events the web caused — an
     order approved after the fact covering episodes, an operator closing one — to
     the feed, the live state and history, as the pipeline does with its own; when
-    None the web writes them there itself. ``relay`` is a :class:`stream.relay.RelayOut`
-    when several nodes serve one feed: operator acknowledgements then reach every
-    node's desks through it instead of only this node's :class:`FeedCore`.
-    ``commands`` is a :class:`web.commands.RedisCommands` when several nodes each run
-    an engine for their shard: approved orders, fence changes and closes by hand
-    then reach every node's engine. ``notifier`` is the :class:`notify.worker.Notifier`
-    (its dead messages are listed and retried from the web).
+    None the web writes them there itself (a web without a pipeline: the tests).
+    ``relay`` is a :class:`stream.relay.RelayOut` when several nodes serve one feed:
+    operator acknowledgements then reach every node's desks through it instead of only
+    this node's :class:`FeedCore`. ``commands`` is the command bus
+    (:class:`fleet.interfaces.CommandBus`: :class:`web.commands.RedisCommands`) when several
+    nodes each run an engine for their shard: approved orders, fence changes and closes by
+    hand then reach every node's engine (``web.bus``). ``notifier`` is the
+    :class:`notify.worker.Notifier` (its dead messages are listed and retried from the web).
     """
 
     config: SiteConfig
     registry: Registry
     feed: FeedCore
-    history: Any = None
-    live: Any = None
-    rules: Any = None
-    fences: Any = None
+    history: HistoryStore | None = None
+    live: LiveState | None = None
+    rules: RulesEngine[DispatchOrder] | None = None
+    fences: LiveFences | None = None
     metrics: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
     health: Callable[[], dict[str, Any]] = field(default=lambda: {"ok": True})
     clock_ms: Callable[[], int] = _now_ms
-    on_events: Callable[[list[AlarmEvent]], Any] | None = None
-    relay: Any = None
-    commands: Any = None
-    vehicle_records: Any = None  # store.records.RecordStore (一车一档、一人一档, the quota)
-    notifier: Any = None
+    on_events: EventSink | None = None
+    relay: RelayOut | None = None
+    commands: CommandBus | None = None
+    vehicle_records: RecordStore | None = None  # 一车一档、一人一档, the quota
+    notifier: Notifier | None = None

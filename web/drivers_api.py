@@ -13,12 +13,12 @@ from pydantic import ValidationError
 from starlette.requests import Request
 
 from store.records_core import DRIVER_LABELS, DriverRecord, RecordError, first_error
-from web.api import JSON, ApiState, audit, body_json, fail, route, visible
+from web.api import JSON, ApiState, audit, body_json, fail, visible
 from web.auth import Principal
+from web.routes import RouteTable
 from web.vehicles_api import (
     _MAX_IMPORT_ROWS,
     _answer,
-    _front,
     _read_upload,
     _Refused,
     export_response,
@@ -28,6 +28,9 @@ from web.vehicles_api import (
 )
 
 __all__: list[str] = []
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 _BODY = {"type": "object", "description": "the driver record's fields (see DriverRecord)"}
 
@@ -96,7 +99,6 @@ async def driver_create(request: Request, st: ApiState, p: Principal) -> Any:
     return JSON(rec.model_dump(mode="json"), status_code=201)
 
 
-@_front
 @route(
     "GET",
     "/api/drivers/export",

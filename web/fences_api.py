@@ -19,10 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from fleet.errors import FleetWatchError
-from web.api import ApiState, body_json, broadcast, fail, need, route, visible
+from web.api import ApiState, body_json, broadcast, fail, need, visible
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["fence_from_feature", "fence_to_feature", "restore_fences"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +224,7 @@ async def replace_fence(request: Request, st: ApiState, p: Principal) -> Any:
     if f.org not in visible(st, p):
         raise fail(403, f"organisation {f.org!r} is outside yours")
     await st.records.put_fences([fence_to_feature(f)], p.name, st.now())
-    await asyncio.to_thread(st.ctx.fences.replace, f)
+    await asyncio.to_thread(need(st.ctx.fences, "fences").replace, f)
     await broadcast(st, "fences")
     await st.accounts.audit(p, "fence.update", fid, {"name": f.name})
     return fence_to_feature(f)
@@ -231,7 +235,7 @@ async def delete_fence(request: Request, st: ApiState, p: Principal) -> Any:
     fid = request.path_params["id"]
     f = _own_fence(st, p, fid)
     await st.records.delete_fence(fid, p.name, st.now())
-    await asyncio.to_thread(st.ctx.fences.delete, fid)
+    await asyncio.to_thread(need(st.ctx.fences, "fences").delete, fid)
     await broadcast(st, "fences")
     await st.accounts.audit(p, "fence.delete", fid, {"name": f.name})
     return {"ok": True}

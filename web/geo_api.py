@@ -18,10 +18,14 @@ from starlette.requests import Request
 
 from geofence.boundaries import districts, load_districts
 from geofence.places import Gazetteer, Lang
-from web.api import ApiState, fail, route
+from web.api import ApiState, fail
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["gazetteer", "place_texts"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 _lock = threading.Lock()
 _cache: dict[int, tuple[Any, Gazetteer]] = {}  # id(ApiState) -> (fence index, gazetteer)

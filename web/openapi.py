@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from web.api import Route
+from web.routes import Route
 
 __all__ = ["openapi_document"]
 

@@ -16,10 +16,14 @@ from typing import Any
 from starlette.requests import Request
 
 from store.history import STORE_DEAD_TOPIC, DeadLetterQuery
-from web.api import ApiState, audit, fail, need, q_int, q_list, q_time, route, visible
+from web.api import ApiState, audit, fail, need, q_int, q_list, q_time, visible
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["PAYLOAD_SHOW_BYTES", "payload_view"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 #: At most this many payload bytes are shown (as text, or twice as many hex digits); the
 #: ingest limit lets a payload be far bigger than a page should carry.
@@ -190,7 +194,7 @@ async def notify_retry(request: Request, st: ApiState, p: Principal) -> Any:
     except ValueError:
         raise fail(404, f"no dead notification {request.path_params['id']!r}") from None
     row = next((r for r in await _dead_notices(st, p) if r["id"] == row_id), None)
-    if row is None or not await st.ctx.notifier.retry(row_id):
+    if row is None or not await need(st.ctx.notifier, "notify").retry(row_id):
         raise fail(404, f"no dead notification {row_id}")
     await audit(
         st, p, "notify.retry", str(row_id), alarm_id=row["alarm_id"], channel=row["channel"]

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import secrets
 from typing import Annotated, Any, Literal
@@ -47,7 +46,7 @@ import numpy as np
 from pydantic import Field, StringConstraints, model_validator
 from starlette.requests import Request
 
-from rules.events import AlarmEvent
+from rules.orders import DispatchOrder
 from store.orders import OrderStore
 from store.orders_core import (
     BadTransition,
@@ -58,6 +57,7 @@ from store.orders_core import (
     track_km,
     transition,
 )
+from web import bus
 
 # BadRecord through web.api: the error classes move to the kernel (fleet.errors, #13) and
 # web.api follows them; this module then needs no change.
@@ -68,15 +68,14 @@ from web.api import (
     body_json,
     broadcast,
     fail,
-    publish_events,
     q_time,
-    route,
     str_field,
     vehicle_index,
     visible,
 )
 from web.auth import Principal
 from web.bodies import _Body, parse_body, schema_of
+from web.routes import RouteTable
 
 __all__ = [
     "apply_orders",
@@ -84,6 +83,9 @@ __all__ = [
     "run_sweeper",
     "sweep_trips",
 ]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +340,9 @@ async def apply_orders(st: ApiState, orders: list[dict[str, Any]]) -> int:
     """Give orders with a vehicle to the rules engine — an approved one excuses, a rejected
     or cancelled one withdraws (``approved=False``) — and publish the episodes they cover
     after the fact. Returns how many excuse."""
-    adder = getattr(st.ctx.rules, "add_order", None)
-    if not callable(adder):
+    if st.ctx.rules is None:
         return 0
-    events: list[AlarmEvent] = []
+    given: list[DispatchOrder] = []
     n = 0
     for o in orders:
         if not o.get("vehicle"):
@@ -350,11 +351,8 @@ async def apply_orders(st: ApiState, orders: list[dict[str, Any]]) -> int:
         if not ok and o["state"] not in ("rejected", "cancelled"):
             continue  # pending: nothing to tell the engine yet
         n += ok
-        res = adder(dispatch_order(o, approved=ok))
-        if inspect.isawaitable(res):
-            res = await res
-        events.extend(res or [])
-    await publish_events(st, events)
+        given.append(dispatch_order(o, approved=ok))
+    await bus.add_orders(st, given)
     return n
 
 
@@ -682,6 +680,8 @@ def _legacy_entry(st: ApiState, p: Principal, data: dict[str, Any]) -> dict[str,
     from store.orders import legacy_order
 
     i = reg.by_id(vid)
+    if i is None:
+        raise fail(404, f"no vehicle {vid!r}")
     o = legacy_order(
         {
             "org": reg.org_of(i),
@@ -813,7 +813,10 @@ async def emergency(request: Request, st: ApiState, p: Principal) -> Any:
     why = _vehicle_refusal(st, vid, busy_v) or _driver_refusal(d, busy_d)
     if why is not None:
         raise fail(409, why)
-    org = _order_org(st, p, body.org or st.registry.org_of(st.registry.by_id(vid)))
+    vi = st.registry.by_id(vid)
+    if vi is None:
+        raise fail(404, f"no vehicle {vid!r}")
+    org = _order_org(st, p, body.org or st.registry.org_of(vi))
     if body.requester is not None:
         u = await st.accounts.user(body.requester)
         if u is None or u["org"] not in visible(st, p):
@@ -1112,6 +1115,8 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
     out: list[dict[str, Any]] = []
     for line, d in parsed:
         v = reg.by_id(d.vehicle_id)
+        if v is None:  # parse_orders_csv checked the vehicles against the registry
+            raise fail(400, f"line {line}: no vehicle {d.vehicle_id!r}")
         o = legacy_order(
             {
                 "org": reg.org_of(v),

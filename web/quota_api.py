@@ -14,11 +14,15 @@ from typing import Any
 from starlette.requests import Request
 
 from store.records_core import VEHICLE_CLASSES, QuotaRow, quota_table
-from web.api import ApiState, audit, body_json, fail, route, visible
+from web.api import ApiState, audit, body_json, fail, visible
 from web.auth import Principal
+from web.routes import RouteTable
 from web.vehicles_api import records_of
 
 __all__ = ["board_quota"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 _BODY = {
     "type": "object",

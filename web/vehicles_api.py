@@ -18,7 +18,6 @@ files it, another admin approves it.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import io
@@ -30,7 +29,6 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-import web.api
 from store.records import RecordConflict, RecordStore, vehicle_config
 from store.records_core import (
     VEHICLE_LABELS,
@@ -39,10 +37,15 @@ from store.records_core import (
     first_error,
     registration_refusal,
 )
-from web.api import API, JSON, ApiState, audit, body_json, broadcast, fail, need, route, visible
+from web import positions_api
+from web.api import JSON, ApiState, audit, body_json, broadcast, fail, need, visible
 from web.auth import Principal
+from web.routes import RouteTable
 
 __all__ = ["apply_vehicles", "on_command", "records_of", "resync_vehicles", "table_file"]
+
+ROUTES = RouteTable()
+route = ROUTES.route
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +54,8 @@ _MAX_IMPORT_BYTES = 5_000_000  # an office spreadsheet of a few thousand rows is
 _MAX_IMPORT_ROWS = 20_000
 
 
-def _lock(st: ApiState) -> asyncio.Lock:
-    """One quota decision at a time per app (the lock lives in that app's event loop)."""
-    lock: asyncio.Lock | None = getattr(st.ctx, "_records_lock", None)
-    if lock is None:
-        lock = asyncio.Lock()
-        st.ctx._records_lock = lock  # type: ignore[attr-defined]
-    return lock
-
-
 def records_of(st: ApiState) -> RecordStore:
     return need(st.ctx.vehicle_records, "the record store")
-
-
-def _front(fn: Any) -> Any:
-    """Put the route just registered first, in place of web.api's route of the same method
-    and path (this one extends it): ``/api/vehicles/export`` must come before web.api's
-    ``/api/vehicles/{id}`` (first match wins), and one method of a path has one handler."""
-    mine = API.pop()
-    API[:] = [r for r in API if (r.method, r.path) != (mine.method, mine.path)]
-    API.insert(0, mine)
-    return fn
 
 
 async def open_records(st: ApiState) -> RecordStore | None:
@@ -84,7 +68,8 @@ async def open_records(st: ApiState) -> RecordStore | None:
 
     store = create_records(st.ctx.config.store)
     await store.open()
-    await load_fleet(store, st.registry, st.ctx.config.vehicles, st.now())
+    cfg = st.ctx.config
+    await load_fleet(store, st.registry, cfg.vehicles, st.now(), cfg.web.establishment)
     st.ctx.vehicle_records = store
     return store
 
@@ -95,12 +80,9 @@ async def apply_vehicles(st: ApiState, records: list[VehicleRecord], *, publish:
     for r in records:
         reg.upsert(vehicle_config(r))
     history = st.ctx.history
-    follow = getattr(history, "follow_registry", None) or getattr(
-        getattr(history, "inner", None), "follow_registry", None
-    )
-    if callable(follow):
+    if history is not None:
         try:
-            await follow()
+            await history.follow_registry()
         except Exception as exc:  # the writes map them as well; do not fail the change
             log.warning("history will map the new vehicles at its next write: %s", exc)
     if publish:
@@ -165,7 +147,7 @@ async def _store(
     if rec.org not in st.registry.orgs.ids:
         raise _Refused(400, {"error": "invalid", "field": "org", "message": "所属单位不存在"})
     store = records_of(st)
-    async with _lock(st):
+    async with st.records_lock:
         previous = await store.vehicle(rec.id)
         refusal = registration_refusal(
             rec, await store.quota(), await store.vehicles(), previous=previous
@@ -194,10 +176,9 @@ def _answer(fn: Any) -> Any:
     return handler
 
 
-# -- list and detail: the live view (web.api) with the record's fields -----------------------
+# -- list and detail: the live view (web.positions_api) with the record's fields ---------
 
 
-@_front
 @route(
     "GET",
     "/api/vehicles",
@@ -212,7 +193,7 @@ def _answer(fn: Any) -> Any:
     tag="vehicles",
 )
 async def vehicles_list(request: Request, st: ApiState, p: Principal) -> Any:
-    out = await web.api.vehicles(request, st, p)
+    out = await positions_api.vehicles(request, st, p)
     reg = st.registry
     for item in out["vehicles"]:
         i = reg.by_id(item["vehicle"])
@@ -226,7 +207,6 @@ async def vehicles_list(request: Request, st: ApiState, p: Principal) -> Any:
     return out
 
 
-@_front
 @route(
     "GET",
     "/api/vehicles/{id}",
@@ -235,7 +215,7 @@ async def vehicles_list(request: Request, st: ApiState, p: Principal) -> Any:
     tag="vehicles",
 )
 async def vehicle_get(request: Request, st: ApiState, p: Principal) -> Any:
-    out = await web.api.vehicle_detail(request, st, p)
+    out = await positions_api.vehicle_detail(request, st, p)
     if st.ctx.vehicle_records is not None:
         rec = await records_of(st).vehicle(request.path_params["id"])
         out["record"] = rec.model_dump(mode="json") if rec is not None else None
@@ -347,7 +327,6 @@ async def request_create(request: Request, st: ApiState, p: Principal) -> Any:
     return JSON({"id": rid, "state": "pending"}, status_code=201)
 
 
-@_front
 @route("GET", "/api/vehicles/requests", "operator", "Registration requests", tag="vehicles")
 async def request_list(request: Request, st: ApiState, p: Principal) -> Any:
     orgs = visible(st, p)
@@ -380,7 +359,7 @@ async def request_decide(request: Request, st: ApiState, p: Principal) -> Any:
         await store.decide_request(rid, approve=False, by=p.name, at=st.now())
         await audit(st, p, "vehicle.request.reject", rid)
         return {"id": rid, "state": "rejected"}
-    async with _lock(st):
+    async with st.records_lock:
         refusal = registration_refusal(rec, await store.quota(), await store.vehicles())
         if refusal is not None:
             raise _Refused(409, refusal)
@@ -569,7 +548,6 @@ def export_response(
     )
 
 
-@_front
 @route(
     "GET",
     "/api/vehicles/export",

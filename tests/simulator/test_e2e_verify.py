@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from simulator.run import DEFAULT_SCENARIO, VerifyOptions, verify_run
+from fleetwatch.verify import verify_run
+from simulator.run import DEFAULT_SCENARIO, VerifyOptions
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
-from simulator.direct import verify_direct
+from fleetwatch.verify import verify_direct
 from simulator.run import DEFAULT_SCENARIO, _day_start
 from simulator.verify import Raised, Truth, match
 

@@ -97,7 +97,7 @@ async def commanded(
     served = Served(f"http://127.0.0.1:{port}", ctx, port, server, task, app)
     try:
         for _ in range(200 if enabled else 0):  # the page's command bridge on Mosquitto
-            bridge = getattr(app.state.api, "_command_bridge", None)
+            bridge = app.state.api.command_bridge
             if bridge is not None and bridge.connected.is_set():
                 break
             await asyncio.sleep(0.05)

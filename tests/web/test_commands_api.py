@@ -82,7 +82,7 @@ async def stack(
         async with app.router.lifespan_context(app):
             bridge = None
             for _ in range(100):
-                bridge = getattr(app.state.api, "_command_bridge", None)
+                bridge = app.state.api.command_bridge
                 if bridge is not None and bridge.connected.is_set():
                     break
                 await asyncio.sleep(0.05)
@@ -290,7 +290,7 @@ async def test_a_command_published_while_no_gateway_listened_is_published_again(
         h = await login(c, "ws-op")
         r = await c.post("/api/vehicles/V2/commands", json={"kind": "locate"}, headers=h)
         cid = r.json()["id"]
-        bridge = app.state.api._command_bridge
+        bridge = app.state.api.command_bridge
         for _ in range(100):  # published once, with no gateway listening
             if bridge.published:
                 break

@@ -1,7 +1,0 @@
-"""Moved to :mod:`fleet.metrics` (the kernel, issue #13). A re-export for branches written
-before the move; nothing in this tree imports it. Remove it once every branch is merged."""
-
-from fleet.metrics import (  # noqa: F401
-    GatewayCollector,
-    Metrics,
-)
