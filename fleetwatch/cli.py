@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     ru = sub.add_parser(
         "rollup", help="rebuild days of the daily rollup from history (--what-if: a scenario)"
     )
-    from reports.cli import add_arguments as add_rollup_arguments
+    from fleetwatch.rollup_cli import add_arguments as add_rollup_arguments
 
     add_rollup_arguments(ru)
 
@@ -227,7 +227,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "retention":
         return _retention(args)
     if cmd == "rollup":
-        from reports.cli import rollup_main
+        from fleetwatch.rollup_cli import rollup_main
 
         return rollup_main(args)
     if cmd == "replay":

@@ -365,7 +365,13 @@ async def run_service(
         from store.records import load_fleet
 
         await svc.records.open()
-        got = await load_fleet(svc.records, svc.registry, cfg.vehicles, int(time.time() * 1000))
+        got = await load_fleet(
+            svc.records,
+            svc.registry,
+            cfg.vehicles,
+            int(time.time() * 1000),
+            cfg.web.establishment,
+        )
         log.info("records: %s", got)
     if svc.history is not None:
         await svc.history.open(svc.registry)

@@ -39,8 +39,8 @@ import numpy as np
 import psycopg
 
 from fleet.batch import PositionBatch
+from fleet.model import OrgConfig, VehicleConfig
 from fleet.registry import OrgTree, Registry
-from fleetwatch.config import OrgConfig, VehicleConfig
 from reports.daily import build_day
 from reports.files import report_xlsx
 from reports.service import ReportQuery, report_json, report_levels

@@ -22,8 +22,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from fleet.registry import Registry
+from reports.lots import in_own_lot
 from reports.rollup import RollupParams, alarm_facts, track_rollup, trip_coverage
 from store.history import AlarmQuery, day_bounds_ms
+from store.orders_core import STATES_IN_FORCE
 from store.rollup import REAL, RollupStore
 
 __all__ = ["ORDER_STATES_IN_FORCE", "RollupJob", "build_day", "local_day"]
@@ -31,7 +33,7 @@ __all__ = ["ORDER_STATES_IN_FORCE", "RollupJob", "build_day", "local_day"]
 log = logging.getLogger(__name__)
 
 #: Order states that put a vehicle's trip "under an order" (#16); old orders: approved=True.
-ORDER_STATES_IN_FORCE = frozenset({"approved", "dispatched", "out", "returned", "completed"})
+ORDER_STATES_IN_FORCE = STATES_IN_FORCE
 
 MAX_ALARMS_PER_DAY = 5_000_000
 
@@ -49,14 +51,7 @@ def _in_force(o: Mapping[str, Any]) -> bool:
 
 def _in_lot(fences: Any, registry: Registry, pos: Mapping[str, Any]) -> np.ndarray:
     """True where a point is inside its vehicle's own lot, or the vehicle has no lot."""
-    veh = pos["vehicle"]
-    if fences is None or veh.size == 0:
-        return np.ones(veh.size, dtype=bool)
-    from rules.engine import fence_view, geo_rows
-
-    view = fence_view(fences, registry)
-    geo = geo_rows(view, registry, veh, pos["lon"], pos["lat"])
-    return np.asarray(geo.in_lot | ~view.has_lot[veh], dtype=bool)
+    return in_own_lot(fences, registry, pos["vehicle"], pos["lon"], pos["lat"])
 
 
 async def build_day(
@@ -164,7 +159,8 @@ async def build_day(
 @dataclass
 class RollupJob:
     """Keeps the real rollup current: today so far every ``refresh_s``, each ended day
-    once as closed. ``context()`` gives (history, rollup, registry, fences, orders)."""
+    once as closed. ``context()`` gives (history, rollup, registry, fences, orders);
+    ``params`` the ``[vehicle_state]`` thresholds (:meth:`RollupParams.of`)."""
 
     context: Callable[[], Awaitable[tuple[Any, RollupStore, Registry, Any, Sequence[Any]]]]
     tz: str
@@ -172,6 +168,7 @@ class RollupJob:
     last_today_ms: int = -(10**15)
     closed_through: dt.date | None = None  # the last day written as closed
     on_built: list[Callable[[dict[str, Any]], Any]] = field(default_factory=list)
+    params: RollupParams | None = None  # the configured thresholds (RollupParams.of)
 
     async def tick(self, now_ms: int, *, force: bool = False) -> list[dict[str, Any]]:
         history, rollup, registry, fences, orders = await self.context()
@@ -191,6 +188,7 @@ class RollupJob:
                     now_ms=now_ms,
                     fences=fences,
                     orders=orders,
+                    params=self.params,
                 )
             )
             self.closed_through = yesterday
@@ -205,6 +203,7 @@ class RollupJob:
                     now_ms=now_ms,
                     fences=fences,
                     orders=orders,
+                    params=self.params,
                 )
             )
             self.last_today_ms = now_ms

@@ -4,13 +4,15 @@ Arrays in, arrays out; no I/O, no clock. Rows are one day's positions sorted by
 (vehicle, ts). Definitions (the same as the board's, :mod:`store.figures`, so that
 the rollup and today's board agree):
 
-- a point is *moving* per :func:`reports.moving.moving_mask` (ACC on, speed ≥ 5 km/h);
+- a point is *moving* per :func:`fleet.vehicle_state.moving` (ACC on, speed at least
+  ``[vehicle_state] moving_speed_kmh``, 5 km/h by default) — the map's, the rules' and
+  the board's one definition;
 - a *segment* is a point and the next point of the same vehicle; ``dt`` its duration;
 - **km** sums the great-circle (haversine) length of segments where either end is
   moving, whose implied speed is at most ``max_kmh`` (default 250 km/h: a longer hop
   is a GPS jump and counts nothing) and whose coordinates are finite;
-- a segment is *known* when ``dt <= max_gap_ms`` (600 s, the offline rule's
-  threshold): a longer silence is not counted as anything;
+- a segment is *known* when ``dt <= max_gap_ms`` (``[vehicle_state] offline_after_s``,
+  600 s by default: the offline threshold): a longer silence is not counted as anything;
 - **driving** is the known segments starting at a moving point; **idling** those
   starting at a point with ACC on but not moving; **outside the lot** those starting
   outside the vehicle's lot (only for vehicles that have one); **online** all known
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from reports.moving import MOVING_KMH, moving_mask, moving_scalar
+from fleet.vehicle_state import VehicleStateConfig, moving, moving_scalar
 from store.figures import haversine_m
 
 __all__ = [
@@ -51,12 +53,20 @@ Array = npt.NDArray[Any]
 ROLLUP_FIELDS = ("km", "trips", "driving_s", "idle_s", "outside_s", "online_s", "points")
 
 
+_STATE = VehicleStateConfig()
+
+
 @dataclass(frozen=True, slots=True)
 class RollupParams:
-    moving_kmh: float = MOVING_KMH
+    moving_kmh: float = _STATE.moving_speed_kmh
     stop_gap_ms: int = 300_000
-    max_gap_ms: int = 600_000
+    max_gap_ms: int = _STATE.offline_after_ms
     max_kmh: float = 250.0
+
+    @classmethod
+    def of(cls, state: VehicleStateConfig) -> RollupParams:
+        """The configured ``[vehicle_state]`` thresholds (moving speed, offline gap)."""
+        return cls(moving_kmh=state.moving_speed_kmh, max_gap_ms=state.offline_after_ms)
 
 
 def track_rollup(
@@ -82,7 +92,7 @@ def track_rollup(
     lon = np.asarray(lon, dtype=np.float64)
     acc_b = np.asarray(acc, dtype=bool)
     lot = np.asarray(in_lot, dtype=bool)
-    moving = moving_mask(np.asarray(speed), acc_b, params.moving_kmh)
+    is_moving = moving(np.asarray(speed), acc_b, params.moving_kmh)
     first = np.r_[True, vehicle[1:] != vehicle[:-1]] if n else np.zeros(0, bool)
     group = np.cumsum(first) - 1
     vehicles = vehicle[first]
@@ -100,20 +110,20 @@ def track_rollup(
     dist = haversine_m(lat[:-1], lon[:-1], lat[1:], lon[1:])
     with np.errstate(divide="ignore", invalid="ignore"):
         kmh = np.where(dt > 0, dist / np.maximum(dt, 1.0) * 3600.0, np.inf)
-    counted = same & (moving[:-1] | moving[1:]) & np.isfinite(dist) & (kmh <= params.max_kmh)
+    counted = same & (is_moving[:-1] | is_moving[1:]) & np.isfinite(dist) & (kmh <= params.max_kmh)
     known = same & (dt <= params.max_gap_ms)
 
     def total(mask: Array, w: Array) -> Array:
         return np.bincount(seg_g[mask], weights=w[mask], minlength=g)
 
     out["km"] = total(counted, dist) / 1000.0
-    m0 = moving[:-1]
+    m0 = is_moving[:-1]
     out["driving_s"] = total(known & m0, dt) / 1000.0
     out["idle_s"] = total(known & acc_b[:-1] & ~m0, dt) / 1000.0
     out["outside_s"] = total(known & ~lot[:-1], dt) / 1000.0
     out["online_s"] = total(known, dt) / 1000.0
     out["points"] = np.bincount(group, minlength=g).astype(np.int64)
-    mi = np.flatnonzero(moving)
+    mi = np.flatnonzero(is_moving)
     mg, mt = group[mi], ts[mi]
     new = np.r_[True, (mg[1:] != mg[:-1]) | (mt[1:] - mt[:-1] > params.stop_gap_ms)]
     starts = np.flatnonzero(new[: mi.size])

@@ -57,6 +57,7 @@ class ReportQuery:
     items_limit: int = 1000
     quota: Sequence[Mapping[str, Any]] = field(default=())
     own: bool = False  # only the vehicles booked on ``org`` itself (a 本级 row's drill-down)
+    lang: str = "zh"  # the rows' names: "（本级）" or " (own)"
 
     def check(self, tree: OrgTree) -> str:
         if self.name not in REPORTS:
@@ -124,6 +125,7 @@ async def fetch_input(
         quota=q.quota,
         alarm_items=items,
         items_limit=q.items_limit,
+        lang=q.lang,
     )
 
 
@@ -181,8 +183,8 @@ async def board_summary(
     idle_days: int = 7,
     attention_n: int = 5,
 ) -> dict[str, Any]:
-    """The board's figures for one day from the rollup (quota/actual/online are added by
-    the caller, who holds the records and the live feed)."""
+    """The board's figures for one day from the rollup (quota/actual/online/costs are
+    added by the caller, who holds the records, the live feed and the cost store)."""
     keep = tree.subtree(org)
     sub = sorted(keep)
     d = day.isoformat()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.registry import OrgTree
-from notify.message import KIND_NAMES
+from notify.message import KIND_NAMES, SEVERITY_NAMES
 from rules.events import KINDS
 
 __all__ = [
@@ -87,6 +87,11 @@ class ReportInput:
     quota: Sequence[Mapping[str, Any]] = ()  # {org, vehicle_class, authorised, actual, over}
     alarm_items: Sequence[Mapping[str, Any]] = ()  # the list behind the violation counts
     items_limit: int = 1000
+    lang: str = "zh"  # the rows' "本级" suffix (OWN_SUFFIX); headers carry both languages
+
+
+#: The suffix of an organisation's own row (its vehicles booked on itself), by language.
+OWN_SUFFIX: Mapping[str, str] = {"zh": "（本级）", "en": " (own)"}
 
 
 # -- organisation levels ---------------------------------------------------------------------
@@ -320,7 +325,7 @@ REPORTS: dict[str, Report] = {
             (
                 _NAME,
                 *(_c(k, KIND_NAMES.get(k, k), KIND_EN.get(k, k)) for k in KINDS),
-                _c("critical", "严重", "Critical"),
+                _c("critical", SEVERITY_NAMES["critical"], "Critical"),
                 _c("total", "合计", "Total"),
             ),
             _violations_base,
@@ -480,7 +485,9 @@ def build_report(name: str, inp: ReportInput) -> dict[str, Any]:
         for o in row_orgs:
             row = {"org": o}
             row.update(_finish(report, acc[o]))
-            row["name"] = names[o] + ("（本级）" if o in inner else "")
+            row["name"] = names[o] + (
+                OWN_SUFFIX.get(inp.lang, OWN_SUFFIX["zh"]) if o in inner else ""
+            )
             if o in inner:
                 row["own"] = True  # its own vehicles only; drill-down: level=vehicle&own=1
             rows.append(row)

@@ -21,15 +21,49 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from costs.kinds import ColumnMapping
-from costs.validate import BadRow, CostItem
 from store.records import RecordStore
 
-__all__ = ["CostStore", "month_of"]
+__all__ = ["BadRowLike", "CostItemLike", "CostStore", "month_of"]
+
+
+class CostItemLike(Protocol):
+    """What the store reads of a good row (``costs.validate.CostItem`` has this shape;
+    persistence does not import the costs stage)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def vehicle(self) -> str: ...
+    @property
+    def plate(self) -> str: ...
+    @property
+    def org(self) -> str: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def amount(self) -> float: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+
+
+class BadRowLike(Protocol):
+    """What the store reads of a bad row (``costs.validate.BadRow``)."""
+
+    @property
+    def line(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def row(self) -> dict[str, Any]: ...
+
+
+ItemT = TypeVar("ItemT", bound=CostItemLike)
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS cost_items (
@@ -116,16 +150,16 @@ class CostStore:
         *,
         kind: str,
         supplier: str,
-        items: Sequence[CostItem],
-        bad: Sequence[BadRow],
+        items: Sequence[ItemT],
+        bad: Sequence[BadRowLike],
         by: str,
         at: int,
         filename: str = "",
-    ) -> tuple[list[CostItem], int]:
+    ) -> tuple[list[ItemT], int]:
         """Store one import in one transaction: returns (the items that were new, duplicates)."""
 
-        def put(c: Any) -> tuple[list[CostItem], int]:
-            new: list[CostItem] = []
+        def put(c: Any) -> tuple[list[ItemT], int]:
+            new: list[ItemT] = []
             for it in items:
                 got = c.execute(
                     f"INSERT INTO cost_items ({_ITEM_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
@@ -159,7 +193,7 @@ class CostStore:
             )
             return new, dup
 
-        out: tuple[list[CostItem], int] = await self._run(put, tx=True)
+        out: tuple[list[ItemT], int] = await self._run(put, tx=True)
         return out
 
     async def imports(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -224,7 +258,9 @@ class CostStore:
 
     # -- mappings, stations, budgets -----------------------------------------------------------
 
-    async def mapping(self, supplier: str, kind: str) -> ColumnMapping | None:
+    async def mapping(self, supplier: str, kind: str) -> dict[str, str] | None:
+        """The supplier's columns for ``kind``: ``{their header: our field key}``."""
+
         def read(c: Any) -> list[tuple[Any, ...]]:
             return c.execute(
                 "SELECT columns FROM cost_mappings WHERE supplier = ? AND kind = ?",
@@ -232,7 +268,7 @@ class CostStore:
             )
 
         rows = await self._run(read)
-        return ColumnMapping(supplier, kind, json.loads(rows[0][0])) if rows else None
+        return dict(json.loads(rows[0][0])) if rows else None
 
     async def mappings(self) -> list[dict[str, Any]]:
         def read(c: Any) -> list[tuple[Any, ...]]:
@@ -245,12 +281,12 @@ class CostStore:
             for r in await self._run(read)
         ]
 
-    async def put_mapping(self, m: ColumnMapping) -> None:
+    async def put_mapping(self, supplier: str, kind: str, columns: Mapping[str, str]) -> None:
         def put(c: Any) -> None:
             c.execute(
                 "INSERT INTO cost_mappings (supplier, kind, columns) VALUES (?,?,?)"
                 " ON CONFLICT (supplier, kind) DO UPDATE SET columns = excluded.columns",
-                (m.supplier, m.kind, json.dumps(dict(m.columns), ensure_ascii=False)),
+                (supplier, kind, json.dumps(dict(columns), ensure_ascii=False)),
             )
 
         await self._run(put, tx=True)

@@ -42,6 +42,7 @@ __all__ = [
     "ACTIONS",
     "DUTIES",
     "STATES",
+    "STATES_IN_FORCE",
     "STEPS",
     "TRANSITIONS",
     "BadTransition",
@@ -65,6 +66,11 @@ STATES: tuple[str, ...] = (
     "completed",
     "rejected",
     "cancelled",
+)
+#: The states in which an order covers its vehicle's trips (the rules' excuse, the
+#: reports' coverage, the costs' rest-day check): approved, and everything after it.
+STATES_IN_FORCE: frozenset[str] = frozenset(
+    {"approved", "dispatched", "out", "returned", "completed"}
 )
 #: What an order may be asked to do. ``request``/``emergency`` start from ``NEW``.
 ACTIONS: tuple[str, ...] = (

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from store.config import StoreConfig
 from store.records_core import VEHICLE_LABELS, DriverRecord, VehicleRecord, changes, first_error
 
 __all__ = [
+    "SEED_CLASS",
     "RecordConflict",
     "RecordStore",
     "create_records",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The class the configuration's establishment (no classes) is seeded as.
+SEED_CLASS = "一般公务"
 
 T = TypeVar("T")
 
@@ -390,6 +394,37 @@ class RecordStore:
 
         await self._run(put, tx=True)
 
+    async def seed_quota(self, establishment: Mapping[str, int], *, by: str, at: int) -> int:
+        """The configuration's ``[web] establishment`` (编制数 per organisation) as the
+        first quota: for an organisation whose quota was never set here, one row of the
+        class ``一般公务`` (the establishment names no classes). Re-running it changes
+        nothing — after it the quota here is the one source of the board's and the
+        reports' 编制数. Returns how many organisations were seeded."""
+        wanted = {o: int(n) for o, n in establishment.items()}
+
+        def seed(c: _Conn) -> int:
+            have = {r[0] for r in c.execute("SELECT DISTINCT org FROM rec_quota")}
+            have |= {
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT record_id FROM rec_history WHERE kind = ?", ("quota",)
+                )
+            }
+            n = 0
+            for org, count in sorted(wanted.items()):
+                if org in have:
+                    continue
+                new = {SEED_CLASS: count}
+                c.execute(
+                    "INSERT INTO rec_quota (org, vehicle_class, authorised) VALUES (?, ?, ?)",
+                    (org, SEED_CLASS, count),
+                )
+                _history(c, "quota", org, at, by, "import", {}, dict(new), changes({}, new))
+                n += 1
+            return n
+
+        return await self._run(seed, tx=True)
+
     # -- registration requests (注册登记审批) ---------------------------------------------------
 
     async def add_request(
@@ -577,13 +612,19 @@ def record_from_config(v: VehicleConfig) -> VehicleRecord:
 
 
 async def load_fleet(
-    records: RecordStore, registry: Registry, seed: Sequence[VehicleConfig], now_ms: int
+    records: RecordStore,
+    registry: Registry,
+    seed: Sequence[VehicleConfig],
+    now_ms: int,
+    establishment: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Start-up: the configuration's vehicles become the first import (only ids not on
     file), then the registry takes every record on file — the database is the source
     of truth. A configuration vehicle that fails the record checks stays tracked as
     configured (logged, counted in ``not_on_file``); a record that no longer fits the
-    registry (its organisation left the configuration) is skipped, logged."""
+    registry (its organisation left the configuration) is skipped, logged.
+    ``establishment`` (``[web] establishment``) seeds the quota of the organisations
+    that never had one (:meth:`RecordStore.seed_quota`)."""
     good: list[VehicleRecord] = []
     bad = 0
     for v in seed:
@@ -606,8 +647,15 @@ async def load_fleet(
                 "vehicle %s on file names organisation %r, unknown here: not tracked", v.id, v.org
             )
     registry.upsert_many(fits)
+    quota = 0
+    if establishment:
+        known = {o: n for o, n in establishment.items() if o in orgs}
+        for o in sorted(set(establishment) - orgs):
+            log.error("[web] establishment names organisation %r, unknown here: not seeded", o)
+        quota = await records.seed_quota(known, by="config", at=now_ms)
     return {
         "seeded": seeded,
+        "quota_seeded": quota,
         "on_file": len(on_file),
         "not_on_file": bad,
         "skipped": len(on_file) - len(fits),

@@ -14,6 +14,8 @@ from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
 from ingest.config import MqttConfig
 from ingest.jt808.config import CommandsConfig, GatewayConfig
+from notify.config import NotifyConfig
+from rules.config import RulesConfig
 from store.config import StoreConfig
 from stream.feed import FeedCore
 from web.config import WebConfig
@@ -41,6 +43,10 @@ class SiteConfig(Protocol):
     def vehicle_state(self) -> VehicleStateConfig: ...
     @property
     def vehicles(self) -> Sequence[VehicleConfig]: ...
+    @property
+    def notify(self) -> NotifyConfig: ...
+    @property
+    def rules(self) -> RulesConfig: ...
 
 
 def _now_ms() -> int:

@@ -21,7 +21,7 @@ import io
 import re
 import secrets
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,9 +40,9 @@ from costs.checks import (
 from costs.figures import month_total, summary
 from costs.kinds import FIELDS, KIND_LABELS, KINDS, ColumnMapping, template_rows
 from costs.validate import BadRow, validate_rows
-from rules.calendar import WorkCalendar
 from rules.events import AlarmEvent
 from store.costs import CostStore
+from store.orders_core import STATES_IN_FORCE
 from web.api import (
     ApiState,
     audit,
@@ -163,7 +163,8 @@ async def cost_import(request: Request, st: ApiState, p: Principal) -> Any:
     store = await costs_of(st)
     orgs = visible(st, p)
     vehicles = await records_of(st).vehicles()
-    mapping = await store.mapping(supplier, kind)
+    cols = await store.mapping(supplier, kind)
+    mapping = ColumnMapping(supplier, kind, cols) if cols is not None else None
     try:
         plan = validate_rows(kind, rows, vehicles, mapping=mapping, now_ms=st.now(), tz=_tz(st))
     except ValueError as exc:
@@ -353,7 +354,7 @@ async def cost_mapping_put(request: Request, st: ApiState, p: Principal) -> Any:
         m.check()
     except ValueError as exc:
         raise fail(400, str(exc)) from None
-    await (await costs_of(st)).put_mapping(m)
+    await (await costs_of(st)).put_mapping(m.supplier, m.kind, m.columns)
     await audit(st, p, "costs.mapping", f"{supplier}/{kind}", columns=len(cols))
     return {"supplier": supplier, "kind": kind, "columns": dict(m.columns)}
 
@@ -472,6 +473,25 @@ async def month_usage(st: ApiState, vids: Sequence[str], month: str) -> dict[str
     return {v: cache[(v, month)][1] for v in vids}
 
 
+async def _orders(st: ApiState, start: int, end: int) -> list[tuple[str, int, int]]:
+    """The orders in force with a vehicle overlapping ``[start, end)``, from the order
+    store (#16): ``(vehicle, start_ms, end_ms)``."""
+    if st.orders is None:
+        return []
+    found = await st.orders.select(states=STATES_IN_FORCE, from_ms=start, to_ms=end)
+    return [(str(o["vehicle"]), int(o["start"]), int(o["end"])) for o in found if o.get("vehicle")]
+
+
+def _workday(st: ApiState) -> Callable[[dt.date], bool]:
+    """The rules' working calendar (调休 and holidays from its override file), reached
+    through the engine the root gave the app — the web does not import the calendar.
+    Without an engine: Monday to Friday."""
+    cal = getattr(st.ctx.rules, "calendar", None)
+    if cal is None:
+        return lambda d: d.weekday() < 5
+    return lambda d: bool(cal.day(d).workday)
+
+
 async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str, Any]]:
     """Run every check over the whole of ``months`` (all organisations: one card may serve
     cars of two); store and publish what is new. Returns the new anomalies."""
@@ -485,11 +505,7 @@ async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str
     end = max(month_bounds(m, tz)[1] for m in months) + _DAY_MS
     vids = sorted({it["vehicle"] for it in items})
     tracks = await _tracks(st, vids, start, end)
-    orders = [
-        (str(o["vehicle"]), int(o["start"]), int(o["end"]))
-        for o in await st.records.orders()
-        if o.get("approved")
-    ]
+    orders = await _orders(st, start, end)
     # The vehicle's own baseline: its refuels and GPS km of the three months before.
     first = min(months)
     y, m = int(first[:4]), int(first[5:])
@@ -498,12 +514,11 @@ async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str
     b_from, b_to = month_bounds(before[-1], tz)[0], month_bounds(first, tz)[0]
     fuel_vids = sorted({it["vehicle"] for it in earlier})
     baseline = baseline_rates(earlier, await _tracks(st, fuel_vids, b_from, b_to), b_from, b_to)
-    cal = WorkCalendar(st.ctx.config.rules.calendar.override_file)
     inp = CheckInput(
         vehicles=records,
         tracks=tracks,
         stations=await store.stations(),
-        workday=lambda d: cal.day(d).workday,
+        workday=_workday(st),
         orders=orders,
         tz=tz,
         in_lot=_in_lot(st, {v.id: v.lot for v in records.values() if v.lot}),
@@ -615,11 +630,21 @@ async def _figures(st: ApiState, org: str, month: str, level: str) -> dict[str, 
     )
 
 
-async def month_total_of(st: ApiState, org: str, month: str) -> float:
-    """The board's 运行费用 of ``org``'s subtree in ``month`` (for /api/board/summary)."""
+async def month_total_of(
+    st: ApiState, org: str, month: str, *, upto_ms: int | None = None
+) -> float | None:
+    """The board's 运行费用 of ``org``'s subtree in ``month`` (for /api/board/summary):
+    the items before ``upto_ms`` (the month so far). None when there is no cost data —
+    no record store, or no item of the subtree in the month so far."""
+    if st.ctx.vehicle_records is None:
+        return None
     orgs = st.registry.orgs.subtree(org)
-    items = await (await costs_of(st)).items(months=[month])
-    return month_total(it for it in items if it["org"] in orgs)
+    items = [
+        it
+        for it in await (await costs_of(st)).items(months=[month], to_ms=upto_ms)
+        if it["org"] in orgs
+    ]
+    return month_total(items) if items else None
 
 
 @route(

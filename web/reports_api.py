@@ -26,15 +26,18 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from reports.daily import RollupJob, local_day
+from reports.daily import ORDER_STATES_IN_FORCE, RollupJob, local_day
 from reports.files import report_csv, report_xlsx
 from reports.monthly import MONTHLY_ROUTE, MonthlyJob
+from reports.rollup import RollupParams
 from reports.service import ReportQuery, board_summary, parse_day, report_json, report_levels
 from reports.tables import BadReport, report_list
+from store.history import day_bounds_ms
 from store.rollup import REAL, RollupStore, rollup_store
 from stream.feed import STATES
 from web.api import ApiState, fail, route, today, visible
 from web.auth import Principal
+from web.costs_api import month_total_of
 
 __all__ = ["REFRESH_S", "STALE_S", "reports_state", "run_rollup"]
 
@@ -58,11 +61,11 @@ _ATTR = "_reports_state"  # kept on the AppContext: one rollup store and job per
 
 
 async def _orders(st: ApiState) -> list[dict[str, Any]]:
-    try:
-        return list(await st.records.orders())
-    except Exception:  # the orders store may be elsewhere (#16); coverage then counts none
-        log.exception("rollup: orders unavailable")
+    """The orders in force, from the order store (#16) the order routes write; none while
+    the app has not opened it."""
+    if st.orders is None:
         return []
+    return list(await st.orders.select(states=ORDER_STATES_IN_FORCE))
 
 
 async def reports_state(st: ApiState) -> _State:
@@ -86,8 +89,13 @@ async def reports_state(st: ApiState) -> _State:
             return st.ctx.history, rollup, st.registry, fences, await _orders(st)
 
         s.rollup = rollup
-        s.job = RollupJob(context, st.ctx.config.service.timezone, refresh_s=REFRESH_S)
         cfg = st.ctx.config
+        s.job = RollupJob(
+            context,
+            cfg.service.timezone,
+            refresh_s=REFRESH_S,
+            params=RollupParams.of(cfg.vehicle_state),
+        )
         if any(r.name == MONTHLY_ROUTE for r in cfg.notify.routes):
             s.monthly = MonthlyJob(
                 st.ctx.history,
@@ -211,20 +219,28 @@ async def report(request: Request, st: ApiState, p: Principal) -> Any:
     lang = request.query_params.get("lang") or "zh"
     if lang not in ("zh", "en"):
         raise fail(400, "lang must be zh or en")
-    q = _query(request, st, p, name)
-    if name == "quota":
-        from dataclasses import replace
+    from dataclasses import replace
 
+    q = replace(_query(request, st, p, name), lang=lang)
+    if name == "quota":
         q = replace(q, quota=await _quota_rows(st, q.org))
     rollup = await _fresh(st, q.to_day)
     tree, plates = st.registry.orgs, _plates(st)
     try:
         if fmt == "xlsx":
             levels = await report_levels(rollup, tree, plates, q)
-            notes = [
-                f"{levels[0]['title_zh']} {q.from_day} 至 {q.to_day}，{levels[0]['org_name']}",
-                "数据来自每日汇总（rollup），与看板、页面上的数字一致。",
-            ]
+            first = levels[0]
+            notes = (
+                [
+                    f"{first['title_en']} {q.from_day} to {q.to_day}, {first['org_name']}",
+                    "From the daily rollup: the same numbers as the board and the page.",
+                ]
+                if lang == "en"
+                else [
+                    f"{first['title_zh']} {q.from_day} 至 {q.to_day}，{first['org_name']}",
+                    "数据来自每日汇总（rollup），与看板、页面上的数字一致。",
+                ]
+            )
             body = await asyncio.to_thread(report_xlsx, levels, lang=lang, notes=notes)  # type: ignore[arg-type]
             return _file(body, XLSX, name, q)
         out = await report_json(rollup, tree, plates, q)
@@ -262,16 +278,12 @@ async def summary(request: Request, st: ApiState, p: Principal) -> Any:
         raise fail(400, str(exc)) from None
     rollup = await _fresh(st, day)
     out = await board_summary(rollup, st.registry.orgs, _plates(st), org, day)
-    sub = st.registry.orgs.subtree(org)
     mask = st.registry.visible_mask(org)
+    # 编制数 from the quota store only (the configuration's establishment seeds it at
+    # start, store.records.load_fleet): the same numbers as the quota report.
     quota = await _quota_rows(st, org)
-    est = st.ctx.config.web.establishment
     authorised = [q["authorised"] for q in quota if q["authorised"] is not None]
-    out["quota"] = (
-        sum(authorised)
-        if authorised
-        else (sum(n for o, n in est.items() if o in sub) if est else None)
-    )
+    out["quota"] = sum(authorised) if authorised else None
     out["actual"] = sum(q["actual"] for q in quota) if quota else int(np.count_nonzero(mask))
     out["over"] = sum(q["over"] for q in quota) if quota else None
     if day == today(st):
@@ -279,6 +291,8 @@ async def summary(request: Request, st: ApiState, p: Principal) -> Any:
         out["online"] = int(np.count_nonzero(mask & (codes != STATES.index("offline"))))
     else:
         out["online"] = None  # the live count exists for today only; see online_rate
+    _, day_end = day_bounds_ms(day, st.ctx.config.service.timezone)
+    out["costs"] = await month_total_of(st, org, day.strftime("%Y-%m"), upto_ms=day_end)
     tz = ZoneInfo(st.ctx.config.service.timezone)
     out["updated_at"] = dt.datetime.fromtimestamp(st.now() / 1000, tz).isoformat()
     return out

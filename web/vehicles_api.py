@@ -84,7 +84,8 @@ async def open_records(st: ApiState) -> RecordStore | None:
 
     store = create_records(st.ctx.config.store)
     await store.open()
-    await load_fleet(store, st.registry, st.ctx.config.vehicles, st.now())
+    cfg = st.ctx.config
+    await load_fleet(store, st.registry, cfg.vehicles, st.now(), cfg.web.establishment)
     st.ctx.vehicle_records = store
     return store
 

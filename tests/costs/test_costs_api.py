@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import httpx
 import openpyxl
@@ -233,3 +234,63 @@ async def test_broken_files_and_months_are_refused(app: Built, client: httpx.Asy
     for month in ("0000-01", "9999-12", "2026-1", "２０２６-11"):
         r = await client.get(f"/api/costs/summary?month={month}", headers=admin)
         assert r.status_code == 400, (month, r.text)
+
+
+async def test_a_rest_day_cost_under_an_order_in_the_order_store_is_excused(
+    app: Built, client: httpx.AsyncClient
+) -> None:
+    """The rest-day check reads the order store (#16): an approved order of V1 on the
+    Saturday excuses the Saturday refuel; a pending one of V3 would not."""
+    from store.orders import legacy_order
+
+    admin = await setup(app, client)
+    st = app.app.state.api
+    sat = T0 + 4 * 86_400_000  # 2025-11-29 09:30 +08:00
+    for oid, vid, ok in (("SAT-1", "V1", True), ("SAT-3", "V3", False)):
+        o = legacy_order(
+            {
+                "org": "city" if vid == "V1" else "ws-police",
+                "id": oid,
+                "vehicle": vid,
+                "type": "holiday",
+                "start": sat,
+                "end": sat + 3 * 3_600_000,
+                "approved": ok,
+                "created_by": "admin",
+            }
+        )
+        assert await st.orders.add(o)
+    sat_fuel = FUEL_HEADER + "\nC001,川X10003,城南站,2025-11-29 11:00:00,20,92#,150"
+    r = await client.post(
+        "/api/costs/import?kind=fuel&supplier=sinopec", content=FUEL, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    r = await client.post(
+        "/api/costs/import?kind=fuel&supplier=sinopec", content=sat_fuel.encode(), headers=admin
+    )
+    assert r.status_code == 200, r.text
+    an = (await client.get("/api/costs/anomalies?month=2025-11", headers=admin)).json()
+    rest = sorted(a["vehicle"] for a in an["anomalies"] if a["kind"] == "cost_rest_day")
+    assert rest == ["V3"]  # V1's is under its approved order; V3's order is pending
+
+
+async def test_the_board_shows_the_months_costs_so_far(
+    app: Built, client: httpx.AsyncClient
+) -> None:
+    """/api/board/summary `costs` (运行费用) = the cost store's month so far, in the
+    caller's subtree; null while there is no cost data."""
+    admin = await setup(app, client)
+
+    async def board(h: dict[str, str], date: str) -> Any:
+        r = await client.get("/api/board/summary", params={"date": date}, headers=h)
+        assert r.status_code == 200, r.text
+        return r.json()["costs"]
+
+    assert await board(admin, "2025-11-30") is None  # nothing imported yet
+    await client.post("/api/costs/import?kind=fuel&supplier=sinopec", content=FUEL, headers=admin)
+    summary = (await client.get("/api/costs/summary?month=2025-11", headers=admin)).json()
+    assert await board(admin, "2025-11-30") == summary["total"] == 1125.0
+    assert await board(admin, "2025-11-26") == 1125.0 - 450.0  # before the Saturday's refuel
+    assert await board(admin, "2025-10-31") is None
+    ws = await login(client, "ws-op")
+    assert await board(ws, "2025-11-30") == 150.0  # only 武胜's vehicles

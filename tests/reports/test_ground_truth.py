@@ -37,15 +37,28 @@ async def test_violation_counts_equal_the_injected_truth(tmp_path: Path) -> None
     cfg = parse_config(fleet_config(spec))
     reg = Registry.from_config(cfg)
     fences = LiveFences(fences_from_config(cfg.fences, cfg.fence_files, Path.cwd()))
-    engine = RulesEngine(cfg.rules, reg, fences=lambda: fences.index, timezone=TZ)
+    engine = RulesEngine(
+        cfg.rules,
+        reg,
+        fences=lambda: fences.index,
+        timezone=TZ,
+        vehicle_state=cfg.vehicle_state,
+    )
     history = SQLiteHistory(StoreConfig(kind="sqlite", sqlite_path=str(tmp_path / "h.db")))
     await history.open(reg)
     try:
         fleet = Fleet(spec, start)
         events = []
+        filed = 0
         t = start
         while t < end:
             t = min(t + 30_000, end)
+            # The simulated orders reach the engine when filed, as in simulator.direct
+            # (no_order and the orders' excuses depend on them).
+            orders = fleet.orders(until_ms=t)
+            for o in orders[filed:]:
+                events += engine.add_order(o.dispatch_order())
+            filed = len(orders)
             cols = fleet.step(t)
             if len(cols["ts"]):
                 batch = PositionBatch.from_columns(

@@ -204,7 +204,17 @@ async def test_board_reports_exports_agree(app: Any) -> None:
     assert trend["2025-11-25"]["trips"] == board["trips"]
     assert len(board["trend30"]) == 30
     assert board["quota"] == 6 and board["actual"] == 4  # web.establishment, the registry
-    assert board["costs"] is None
+    # One 编制数: the establishment seeds the quota store, which the quota report reads.
+    quota = (await c.get("/api/reports/quota", params=day, headers=h)).json()
+    assert quota["totals"]["authorised"] == board["quota"]
+    assert quota["totals"]["actual"] == board["actual"]
+    for org in ("wusheng", "yuechi"):
+        b_org = (
+            await c.get("/api/board/summary", params={"date": "2025-11-25", "org": org}, headers=h)
+        ).json()
+        q_org = next(r for r in quota["rows"] if r["org"] == org)
+        assert b_org["quota"] == q_org["authorised"] == {"wusheng": 3, "yuechi": 2}[org]
+    assert board["costs"] is None  # no cost data (tests/costs: the month so far)
     assert set(board["attention"]) == {"violations", "slow_handling", "low_online"}
 
 
@@ -227,3 +237,103 @@ async def test_empty_history_answers(tmp_path: Path) -> None:
                 r = await c.get(f"/api/reports/{name}", params={"format": "xlsx"}, headers=h)
                 assert r.status_code == 200, (name, r.text)
     await b.ctx.history.close()
+
+
+async def test_an_order_made_through_the_api_counts_in_coverage(tmp_path: Path) -> None:
+    """The rollup reads the order store the order routes write (#16): an order posted
+    through POST /api/orders and approved covers its vehicle's trip in the coverage
+    report."""
+    from tests.web.test_orders_flow import USERS
+
+    b = await build(tmp_path, users=USERS)
+    s = await seed(b.ctx.history, b.ctx.registry)
+    b.clock.now = s.now
+    async with b.app.router.lifespan_context(b.app):
+        transport = httpx.ASGITransport(app=b.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fw") as c:
+            await _order_covers(c, b, s)
+    await b.ctx.history.close()
+
+
+async def _order_covers(c: httpx.AsyncClient, b: Built, s: Any) -> None:
+    from store.history import day_bounds_ms
+    from tests.reports.conftest import DAYS, TZ
+
+    h = await login(c, "admin")
+    day = {"from": "2025-11-26", "to": "2025-11-26", "level": "vehicle", "org": "ws-police"}
+    before = (await c.get("/api/reports/coverage", params=day, headers=h)).json()
+    assert before["totals"]["trips"] == 2 and before["totals"]["trips_covered"] == 0
+    start, _ = day_bounds_ms(DAYS[-1], TZ)
+    r = await c.post(
+        "/api/orders",
+        headers=h,
+        json={
+            "id": "COV-1",
+            "vehicle": "V3",  # ws-police; drives 09:00 and 14:00 on 11-26
+            "type": "local",
+            "start": start + 8 * 3_600_000,
+            "end": start + 10 * 3_600_000,
+            "approved": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    for u in ("kezhang", "chuzhang"):  # the unit head's step, then the office's
+        r = await c.post("/api/orders/COV-1/approve", headers=await login(c, u))
+        assert r.status_code == 200, r.text
+    assert r.json()["state"] == "approved"
+    # The day is rebuilt from the job (it reads the orders itself), as the service does.
+    from web.reports_api import reports_state
+
+    rs = await reports_state(b.app.state.api)
+    assert rs.job is not None
+    rs.job.closed_through = None  # close 11-26 again with the new order
+    await rs.job.tick(s.now, force=True)
+    after = (await c.get("/api/reports/coverage", params=day, headers=h)).json()
+    assert after["totals"]["trips_covered"] == 1 and after["totals"]["orders"] == 1
+    assert after["rows"][0]["vehicle"] == "V3"
+
+
+async def test_establishment_seeds_the_quota_once(tmp_path: Path) -> None:
+    """[web] establishment seeds only organisations whose quota was never set: a quota
+    set (or cleared) by hand stays what the board and the quota report show."""
+    from store.config import StoreConfig
+    from store.records import SEED_CLASS, RecordStore
+
+    rs = RecordStore(StoreConfig(), path=str(tmp_path / "r.db"))
+    await rs.open()
+    try:
+        assert await rs.seed_quota({"wusheng": 3, "yuechi": 2}, by="config", at=1) == 2
+        assert await rs.quota() == {("wusheng", SEED_CLASS): 3, ("yuechi", SEED_CLASS): 2}
+        await rs.set_quota("wusheng", {"执法执勤": 5}, by="admin", at=2)
+        await rs.set_quota("yuechi", {}, by="admin", at=3)
+        assert await rs.seed_quota({"wusheng": 3, "yuechi": 2, "city": 1}, by="config", at=4) == 1
+        assert await rs.quota() == {("wusheng", "执法执勤"): 5, ("city", SEED_CLASS): 1}
+    finally:
+        await rs.close()
+
+
+async def test_names_follow_the_language(app: Any) -> None:
+    """The violations' critical column is 紧急 (notify's severity name); an organisation's
+    own row is "（本级）" in Chinese and "(own)" with lang=en, in JSON and in the files."""
+    from notify.message import SEVERITY_NAMES
+
+    c, b, s = app
+    h = await login(c, "admin")
+    await _rebuild(b, s)
+    viol = (await c.get("/api/reports/violations", params=SPAN, headers=h)).json()
+    crit = next(col for col in viol["columns"] if col["key"] == "critical")
+    assert crit["zh"] == SEVERITY_NAMES["critical"] == "紧急" and crit["en"] == "Critical"
+    assert viol["rows"][0]["name"] == "广安市（本级）"
+    en = (await c.get("/api/reports/use", params={**SPAN, "lang": "en"}, headers=h)).json()
+    assert en["rows"][0]["own"] is True and en["rows"][0]["name"] == "广安市 (own)"
+    assert not any("本级" in r["name"] for r in en["rows"])
+    r = await c.get("/api/reports/use", params={**SPAN, "lang": "en", "format": "csv"}, headers=h)
+    body = r.content.decode("utf-8-sig")
+    assert "广安市 (own)" in body and "本级" not in body
+    r = await c.get("/api/reports/violations", params={**SPAN, "format": "csv"}, headers=h)
+    head = r.content.decode("utf-8-sig").splitlines()[0]
+    assert "紧急" in head and "严重" not in head
+    r = await c.get("/api/reports/use", params={**SPAN, "lang": "en", "format": "xlsx"}, headers=h)
+    wb = openpyxl.load_workbook(io.BytesIO(r.content))
+    cells = [str(v) for ws in wb.worksheets for row in ws.iter_rows(values_only=True) for v in row]
+    assert "广安市 (own)" in cells and not any("本级" in v for v in cells)

@@ -47,17 +47,15 @@ def _day(text: str, name: str) -> dt.date:
 
 
 async def _orders(cfg: Any) -> list[dict[str, Any]]:
-    from web.accounts import Accounts
-    from web.records import Records
+    """The site's orders, from the order store (:mod:`store.orders`) the web writes."""
+    from store.orders import OrderStore
 
-    accounts = Accounts(cfg, lambda: int(time.time() * 1000))
-    await accounts.open()
+    store = OrderStore(cfg.store)
+    await store.open()
     try:
-        records = Records(accounts)
-        await records.open()
-        return list(await records.orders())
+        return await store.select()
     finally:
-        await accounts.close()
+        await store.close()
 
 
 def _episode_dicts(events: list[Any], registry: Any) -> list[dict[str, Any]]:
@@ -86,6 +84,7 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     from fleetwatch.config import load_config
     from fleetwatch.service import _fences, _history
     from reports.daily import build_day
+    from reports.rollup import RollupParams
     from store.history import day_bounds_ms
     from store.rollup import REAL, rollup_store
 
@@ -133,6 +132,7 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 orders=orders,
                 alarms=alarms_by_day,
                 scenario=scenario,
+                params=RollupParams.of(wcfg.vehicle_state),
             )
             res["seconds"] = round(time.perf_counter() - t, 3)
             out.append(res)
