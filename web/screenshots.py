@@ -31,7 +31,8 @@ VIEWS: list[tuple[str, str, str]] = [
     ("02-alarm-history", "/alarms", "[data-view=alarms], .alarm-history"),
     ("03-playback", "/playback", "[data-view=playback], .playback"),
     ("04-board", "/board", "[data-view=board], .board-view"),
-    ("05-vehicles-slot", "/vehicles", "[data-slot=vehicles]"),
+    ("05-vehicles", "/vehicles", "[data-view=vehicles]"),
+    ("05b-drivers", "/drivers", "[data-view=drivers]"),
     ("06-system-users", "/system/users", "[data-view=users], .system-users"),
     ("07-system-fences", "/system/fences", "[data-view=fences], .system-fences"),
     ("08-system-dead-letters", "/system/dead-letters", "[data-view=deadLetters], .system-dead"),
@@ -235,6 +236,14 @@ async def _seed(base: str) -> dict[str, Any]:
         toll: list[list[Any]] = [["车牌号", "通行时间", "收费站", "金额(元)"]]
         park: list[list[Any]] = [["车牌号", "停车时间", "停车场", "金额(元)"]]
         for i, v in enumerate(pick):
+            # a fuel row names a card the vehicle's record holds (costs.validate)
+            r = await c.patch(
+                f"{base}/api/vehicles/{v['vehicle']}",
+                headers=h["admin"],
+                json={"fuel_card": f"90001234{i:05d}", "fuel_tank_l": 60},
+            )
+            if r.status_code != 200:
+                logging.warning("fuel card of %s: %s %s", v["plate"], r.status_code, r.text[:200])
             for j, d in enumerate(days[:: max(1, len(days) // 3)]):
                 litres = 30 + (i * 7 + j * 3) % 25
                 fuel.append(
@@ -271,6 +280,8 @@ async def _seed(base: str) -> dict[str, Any]:
             )
             if r.status_code != 200:
                 logging.warning("costs import %s: %s %s", kind, r.status_code, r.text[:300])
+            else:
+                logging.info("costs import %s: %s", kind, r.text[:300])
     return got
 
 
@@ -319,7 +330,7 @@ async def _shoot_new(port: int, out: Path) -> list[str]:
             await view(phone, "13b-monitor-phone", "/monitor", "#map.leaflet-container", 2_000)
             await phone.close()
             head = await as_user("chuzhang")
-            await view(head, "14-order-inbox", "/dispatch/inbox", ".el-table__row")
+            await view(head, "14-order-inbox", "/dispatch/inbox", "[data-view=orderInbox] .el-card")
             await head.close()
             disp = await as_user("demo")
             await view(disp, "15-dispatch-board", "/dispatch/board", ".el-table__row, [data-view]")

@@ -160,3 +160,39 @@ async def test_a_viewer_sees_the_costs_tile_without_a_link(chromium: Any, tmp_pa
         assert await page.locator('[data-tile="costs"] a.tile-link').count() == 0
         assert await page.locator('[data-nav="costs"]').count() == 0
         assert page.errors == []
+
+
+async def test_costs_tile_is_the_cost_stores_month(chromium: Any, tmp_path: Path) -> None:
+    """A supplier's fuel row imported through POST /api/costs/import: the summary's ``costs``
+    becomes the month's total and the tile shows it."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    async with serve(tmp_path, n=N) as served, open_page(chromium) as page:
+        tz = ZoneInfo(served.ctx.config.service.timezone)
+        when = (dt.datetime.now(tz) - dt.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
+        body = (
+            "车牌号,加油卡号,加油站,交易时间,加油量(升),油品,金额(元)\n"
+            f"川X00001,9000123400001,中石油广安城南加油站,{when},40,92#,1234.5\n"
+        ).encode()
+        async with httpx.AsyncClient() as client:
+            token = (
+                await client.post(
+                    served.url + "/api/login", json={"username": "op", "password": PASSWORD}
+                )
+            ).json()["token"]
+            r = await client.post(
+                served.url + "/api/costs/import",
+                params={"kind": "fuel", "supplier": "default", "filename": "fuel.csv"},
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+                content=body,
+            )
+        assert r.status_code == 200, r.text
+        api = await api_summary(served)
+        assert api["costs"] == pytest.approx(1234.5)
+        await log_in_as(page, served.url, "op")
+        await page.goto(served.url + "/#/board")
+        await board_loaded(page)
+        assert await tile(page, "costs") == "1,235"
+        assert await tile(page, "costs", "note") == "本月累计（元）"
+        assert page.errors == []
