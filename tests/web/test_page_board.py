@@ -163,7 +163,7 @@ async def test_a_viewer_sees_the_costs_tile_without_a_link(chromium: Any, tmp_pa
 
 
 async def test_costs_tile_is_the_cost_stores_month(chromium: Any, tmp_path: Path) -> None:
-    """A supplier's fuel row imported through POST /api/costs/import: the summary's ``costs``
+    """A supplier's toll rows imported through POST /api/costs/import: the summary's ``costs``
     becomes the month's total and the tile shows it."""
     import datetime as dt
     from zoneinfo import ZoneInfo
@@ -172,8 +172,9 @@ async def test_costs_tile_is_the_cost_stores_month(chromium: Any, tmp_path: Path
         tz = ZoneInfo(served.ctx.config.service.timezone)
         when = (dt.datetime.now(tz) - dt.timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S")
         body = (
-            "车牌号,加油卡号,加油站,交易时间,加油量(升),油品,金额(元)\n"
-            f"川X00001,9000123400001,中石油广安城南加油站,{when},40,92#,1234.5\n"
+            "车牌号,通行时间,收费站,金额(元)\n"
+            f"川X00001,{when},广安东收费站,1200\n"
+            f"川X00003,{when},岳池收费站,34.5\n"
         ).encode()
         async with httpx.AsyncClient() as client:
             token = (
@@ -183,7 +184,7 @@ async def test_costs_tile_is_the_cost_stores_month(chromium: Any, tmp_path: Path
             ).json()["token"]
             r = await client.post(
                 served.url + "/api/costs/import",
-                params={"kind": "fuel", "supplier": "default", "filename": "fuel.csv"},
+                params={"kind": "toll", "supplier": "default", "filename": "toll.csv"},
                 headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
                 content=body,
             )
