@@ -330,7 +330,7 @@ async def _shoot_new(port: int, out: Path) -> list[str]:
             await view(phone, "13b-monitor-phone", "/monitor", "#map.leaflet-container", 2_000)
             await phone.close()
             head = await as_user("chuzhang")
-            await view(head, "14-order-inbox", "/dispatch/inbox", "[data-view=orderInbox] .el-card")
+            await view(head, "14-order-inbox", "/dispatch/inbox", "[data-view=orderInbox]")
             await head.close()
             disp = await as_user("demo")
             await view(disp, "15-dispatch-board", "/dispatch/board", ".el-table__row, [data-view]")
