@@ -15,7 +15,15 @@ from typing import Any
 from simulator.city import City, build_city
 from simulator.fleet import FleetSpec, terminal_id, vehicle_id
 
-__all__ = ["DEMO_ORGS", "DEMO_TOKEN", "demo_config", "fleet_config", "plate"]
+__all__ = [
+    "DEMO_DRIVERS",
+    "DEMO_ORGS",
+    "DEMO_TOKEN",
+    "demo_config",
+    "demo_orders",
+    "fleet_config",
+    "plate",
+]
 
 DEMO_TOKEN = "demo-room-token"
 _PLATE_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -215,3 +223,88 @@ def demo_config(spec: FleetSpec, *, mqtt_port: int, web_port: int, db_path: str)
         db_path=db_path,
         client_id="fleetwatch-demo",
     )
+
+
+#: The demo's drivers (驾驶员档案, with their licence numbers — 驾驶证号), a few per
+#: organisation the demo accounts dispatch for, so that ``fleetwatch demo`` can dispatch:
+#: (id, name, org, licence_no, licence_class, phone).
+DEMO_DRIVERS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("D-GA-01", "张建国", "ga", "511602197803150012", "A1", "13800000001"),
+    ("D-GA-02", "李明", "ga", "511602198511020034", "B2", "13800000002"),
+    ("D-GA-03", "王强", "ga", "511602199006180056", "C1", "13800000003"),
+    ("D-YC-01", "刘德华", "ga-yc", "511621198209090071", "C1", "13800000004"),
+    ("D-YC-02", "陈志远", "ga-yc-nyj", "511621198712250095", "C1", "13800000005"),
+    ("D-WS-01", "赵勇", "ga-ws", "511622198104300018", "B2", "13800000006"),
+    ("D-GAQ-01", "周平", "ga-gaq", "511602198908080037", "C1", "13800000007"),
+)
+
+
+def demo_orders(day: str, start_ms: int) -> list[dict[str, Any]]:
+    """Two approved requests waiting to be dispatched (集中调度) on the demo's day ``day``
+    (YYYY-MM-DD), from ``start_ms`` on: keyuan's (approved by chuzhang, the county
+    office) and demo's (approved by admin). Fields as a requested order's (#16); the
+    ids carry the day, so a demo started on another day gets its own."""
+    h = 3_600_000
+    plans = (
+        (
+            "1",
+            "ga-yc-nyj",
+            "keyuan",
+            "chuzhang",
+            "到九龙镇农业示范园检查春耕备耕",
+            3,
+            "岳池县九龙镇农业示范园",
+            0,
+        ),
+        ("2", "ga", "demo", "admin", "接送参加全市安全生产工作会议的代表", 4, "广安市会议中心", 2),
+    )
+    out = []
+    for n, org, requester, approver, purpose, passengers, place, offset in plans:
+        start = start_ms + offset * h
+        out.append(
+            {
+                "id": f"DEMO-{day}-{n}",
+                "org": org,
+                "state": "approved",
+                "source": "request",
+                "type": "local",
+                "purpose": purpose,
+                "reason": purpose,
+                "passengers": passengers,
+                "passenger_names": "",
+                "destination": {"kind": "place", "text": place, "place": None, "city": None},
+                "region": None,
+                "start": start,
+                "end": start + 3 * h,
+                "vehicle_preferred": None,
+                "vehicle": None,
+                "driver": None,
+                "driver_name": None,
+                "requester": requester,
+                "created_by": requester,
+                "created_at": start_ms - h,
+                "chain": ["office"],
+                "approvals": [
+                    {
+                        "by": approver,
+                        "at": start_ms - h // 2,
+                        "decision": "approve",
+                        "reason": "",
+                        "step": "office",
+                    }
+                ],
+                "approved": True,
+                "approved_by": approver,
+                "approved_at": start_ms - h // 2,
+                "dispatched_by": None,
+                "dispatched_at": None,
+                "out_at": None,
+                "back_at": None,
+                "km": None,
+                "trip_source": None,
+                "late": False,
+                "cancel_reason": None,
+                "reject_reason": None,
+            }
+        )
+    return out

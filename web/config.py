@@ -165,7 +165,10 @@ class WebConfig(_Frozen):
     body_limits: BodyLimits = BodyLimits()
     establishment: dict[str, int] = Field(
         default_factory=dict,
-        description="authorised vehicles (编制数) by organisation id; the board shows them",
+        description=(
+            "authorised vehicles (编制数) by organisation id; seeds, once, the quota of"
+            " organisations that have none (class 一般公务)"
+        ),
     )
     accounts_path: str = Field(
         default="",

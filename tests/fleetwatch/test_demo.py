@@ -104,3 +104,44 @@ def test_demo_serves_page_and_moving_vehicles(tmp_path) -> None:
         out = stop_demo(proc)
     assert proc.returncode == 0, out[-3000:]
     assert "open http://127.0.0.1" in out
+
+
+def test_demo_can_dispatch_its_approved_orders(tmp_path) -> None:
+    """The demo seeds drivers (with licence numbers) and two approved orders: the
+    dispatcher (demo) sees them and /api/orders/suggest lists free drivers for them; a
+    second start on the same data adds nothing twice."""
+    from simulator.scenario import DEMO_DRIVERS
+
+    for _ in range(2):
+        proc, port = start_demo(tmp_path)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            r = httpx.post(
+                f"{base}/api/login", json={"username": "demo", "password": "demo"}, timeout=5
+            )
+            assert r.status_code == 200, r.text
+            h = {"Authorization": f"Bearer {r.json()['token']}"}
+            orders = httpx.get(f"{base}/api/orders?state=approved", headers=h, timeout=5).json()
+            demo = [o for o in orders["orders"] if o["id"].startswith("DEMO-")]
+            assert len(demo) == 2, orders
+            assert all(o["approved"] and o["vehicle"] is None for o in demo)
+            o = next(o for o in demo if o["org"] == "ga")
+            r = httpx.get(
+                f"{base}/api/orders/suggest",
+                params={"start": o["start"], "end": o["end"], "org": o["org"]},
+                headers=h,
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            sug = r.json()
+            free = [d for d in sug["drivers"] if d["free"]]
+            assert {d["id"] for d in sug["drivers"]} == {d[0] for d in DEMO_DRIVERS}
+            assert len(free) == len(DEMO_DRIVERS) and free[0]["org"] == "ga"
+            assert any(v["free"] for v in sug["vehicles"])
+            body = httpx.get(f"{base}/api/drivers", headers=h, timeout=5).json()
+            assert body["total"] == len(DEMO_DRIVERS)  # not seeded twice
+            want = {d[0]: d[3] for d in DEMO_DRIVERS}
+            assert {d["id"]: d["licence_no"] for d in body["drivers"]} == want
+        finally:
+            out = stop_demo(proc)
+        assert proc.returncode == 0, out[-3000:]

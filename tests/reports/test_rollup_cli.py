@@ -78,10 +78,17 @@ def test_rebuild_and_what_if(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     reg = Registry.from_config(cfg)
 
     async def prepare() -> None:
+        from store.orders import OrderStore, legacy_order
+
         h = SQLiteHistory(cfg.store)
         await h.open(reg)
-        await seed(h, reg)
+        s = await seed(h, reg)
         await h.close()
+        orders = OrderStore(cfg.store)  # the rollup reads the order store the web writes
+        await orders.open()
+        for o in s.orders:
+            assert await orders.add(legacy_order(o))
+        await orders.close()
 
     asyncio.run(prepare())
     span = ["--from", "2025-11-24", "--to", "2025-11-26", "--json"]
@@ -103,6 +110,9 @@ def test_rebuild_and_what_if(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             from dataclasses import replace
 
             b = await report_json(r, reg.orgs, {}, replace(q, scenario="limit30"))
+            cov = await report_json(r, reg.orgs, {}, replace(q, name="coverage", level="vehicle"))
+            v1 = next(row for row in cov["rows"] if row["vehicle"] == "V1")
+            assert (v1["orders"], v1["trips_covered"], v1["trips"]) == (3, 3, 6)
             return a, b, await r.scenarios()
         finally:
             await h.close()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from notify.message import KIND_NAMES
 from rules.events import KINDS
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.web.pagekit import (
@@ -45,6 +46,29 @@ DETAILS: dict[str, tuple[str | None, str, dict[str, Any]]] = {
         "info",
         {"kind": "insurance", "text": "川X00001 保险将于 2026-12-20 到期"},
     ),
+    # 派车 (#16): the rules' order checks
+    "no_order": (None, "warning", {}),
+    "order_mismatch": (None, "warning", {"reason": "region", "order": "o-1"}),
+    "driver_mismatch": (
+        None,
+        "warning",
+        {"driver": "D999", "order_driver": "D001", "order": "o-1"},
+    ),
+    # 运行费用 (#18): the checks of the supplier rows against the tracks (web/costs_api.py)
+    **{
+        k: (
+            None,
+            "warning",
+            {
+                "name": KIND_NAMES[k],
+                "text": f"川X00001 {KIND_NAMES[k]}",
+                "cost_kind": "fuel",
+                "amount": 318.75,
+            },
+        )
+        for k in KINDS
+        if k.startswith("cost_")
+    },
 }
 
 

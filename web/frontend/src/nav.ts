@@ -19,8 +19,8 @@ export const NAV: NavItem[] = [
   { name: "alarms", path: "/alarms", role: "viewer" },
   { name: "playback", path: "/playback", role: "viewer" },
   { name: "board", path: "/board", role: "viewer" },
-  { name: "vehicles", path: "/vehicles", role: "viewer", slot: true },
-  { name: "drivers", path: "/drivers", role: "viewer", slot: true },
+  { name: "vehicles", path: "/vehicles", role: "viewer" },
+  { name: "drivers", path: "/drivers", role: "viewer" },
   {
     name: "dispatch",
     path: "/dispatch",
@@ -32,8 +32,8 @@ export const NAV: NavItem[] = [
       { name: "orderBoard", path: "/dispatch/board", role: "viewer", duty: "dispatcher" },
     ],
   },
-  { name: "reports", path: "/reports", role: "viewer", slot: true },
-  { name: "costs", path: "/costs", role: "operator", slot: true },
+  { name: "reports", path: "/reports", role: "viewer" },
+  { name: "costs", path: "/costs", role: "operator" },
   {
     name: "system",
     path: "/system",

@@ -14,7 +14,7 @@ const DispatchHome = defineComponent({
 });
 
 // Hash history: the server serves index.html at "/" only, and a reload keeps the view.
-// The records issue fills the 车辆档案 and 驾驶员档案 slots.
+// The records, reports and costs issues filled the 车辆档案, 驾驶员档案, 报表 and 运行费用 slots.
 const FILLED: Record<string, () => Promise<unknown>> = {
   vehicles: () => import("@/views/Vehicles.vue"),
   drivers: () => import("@/views/Drivers.vue"),

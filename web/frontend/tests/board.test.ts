@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { screenRequested } from "@/domain/reports";
+import { costsTile, screenRequested } from "@/domain/reports";
 import { enViews, zhViews } from "@/views/parts/messages";
 
 function keys(o: object, prefix = ""): string[] {
@@ -25,5 +25,21 @@ describe("the views' messages", () => {
         expect(typeof v === "string" && v.length > 0, k).toBe(true);
       }
     }
+  });
+});
+
+describe("the 运行费用 tile", () => {
+  it("shows the month's costs in whole yuan when the summary has a number", () => {
+    expect(costsTile(123456.7, "2026-12-02")).toEqual({ value: "123,457", known: true, month: "2026-12" });
+    expect(costsTile(0, "2026-01-31")).toEqual({ value: "0", known: true, month: "2026-01" });
+  });
+  it("shows — when there is none (null, missing, not a number)", () => {
+    for (const v of [null, undefined, "12", Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(costsTile(v, "2026-12-02")).toEqual({ value: "—", known: false, month: "2026-12" });
+    }
+  });
+  it("has no month without a day", () => {
+    expect(costsTile(5, null).month).toBeNull();
+    expect(costsTile(5, "").month).toBeNull();
   });
 });

@@ -499,6 +499,15 @@ export function itemsOfCell(
 
 // -- the board ------------------------------------------------------------------------------
 
+/** The 运行费用 tile: the month's costs so far in whole yuan (grouped), "—" when the server
+ *  has none (null: no costs recorded, or a server without them), and the month it counts
+ *  (YYYY-MM of the board's day) for the link to 运行费用. */
+export function costsTile(costs: unknown, day: string | null | undefined): { value: string; known: boolean; month: string | null } {
+  const n = typeof costs === "number" && Number.isFinite(costs) ? costs : null;
+  const month = day && /^\d{4}-\d{2}/.test(day) ? day.slice(0, 7) : null;
+  return { value: n === null ? "—" : grouped(Math.round(n), 0), known: n !== null, month };
+}
+
 export interface BoardToday {
   quota: number | null;
   actual: number | null;
