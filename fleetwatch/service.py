@@ -291,6 +291,7 @@ def build_service(cfg: Config) -> Service:
         commands=commands,
         vehicle_records=records,
         notifier=notifier,
+        workday=lambda d: bool(engine.calendar.day(d).workday),
     )
     svc.records = records
     svc.app = create_app(ctx)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -21,12 +22,16 @@ from notify.worker import Notifier
 from rules.config import RulesConfig
 from rules.orders import DispatchOrder
 from store.config import StoreConfig
+from store.costs import CostStore
 from store.history import HistoryStore
 from store.live import LiveState
 from store.records import RecordStore
 from stream.feed import FeedCore
 from stream.relay import RelayOut
 from web.config import WebConfig
+
+if TYPE_CHECKING:
+    from web.reports_api import ReportsState
 
 __all__ = ["AppContext", "EventSink", "SiteConfig"]
 
@@ -66,6 +71,18 @@ def _now_ms() -> int:
 #: What the web takes alarm events it caused to: the pipeline's ``inject_events`` (the one
 #: fan-out to the feed, the live state and history), sync or async.
 EventSink = Callable[[list[AlarmEvent]], Awaitable[None] | None]
+
+
+@dataclass
+class AppCaches:
+    """What the resource modules open on first use and keep for the app's life, typed here
+    rather than set on the context from outside: the cost store (``web.costs_api``), a
+    month's GPS km and trips per (vehicle, month) with the time they were read, and the
+    reports' rollup store and job (``web.reports_api``)."""
+
+    cost_store: CostStore | None = None
+    cost_usage: dict[tuple[str, str], tuple[int, dict[str, float]]] = field(default_factory=dict)
+    reports: ReportsState | None = None
 
 
 @dataclass
@@ -109,3 +126,7 @@ class AppContext:
     commands: CommandBus | None = None
     vehicle_records: RecordStore | None = None  # 一车一档、一人一档, the quota
     notifier: Notifier | None = None
+    # The rules' working calendar (holidays and 调休): is this date a working day? Given by
+    # the root from the engine it built; None → Monday to Friday.
+    workday: Callable[[dt.date], bool] | None = None
+    caches: AppCaches = field(default_factory=AppCaches)

@@ -75,12 +75,12 @@ _TYPE_WORDS = {
 
 async def costs_of(st: ApiState) -> CostStore:
     """The cost store beside the record store (opened on first use, kept on the context)."""
-    store: CostStore | None = getattr(st.ctx, "_cost_store", None)
+    store = st.ctx.caches.cost_store
     records = records_of(st)
     if store is None or store.records is not records:
         store = CostStore(records, st.ctx.config.service.timezone)
         await store.open()
-        st.ctx._cost_store = store  # type: ignore[attr-defined]
+        st.ctx.caches.cost_store = store
     return store
 
 
@@ -460,10 +460,7 @@ async def month_usage(st: ApiState, vids: Sequence[str], month: str) -> dict[str
     """GPS km and trips of each vehicle in ``month``, from its track; kept for
     :data:`_USAGE_TTL_MS` per vehicle and month (the page and the export ask again and
     again, and a month of a vehicle's positions is a few hundred thousand rows)."""
-    cache: dict[tuple[str, str], tuple[int, dict[str, float]]] = (
-        getattr(st.ctx, "_cost_usage", None) or {}
-    )
-    st.ctx._cost_usage = cache  # type: ignore[attr-defined]
+    cache = st.ctx.caches.cost_usage
     now = st.now()
     start, end = month_bounds(month, _tz(st))
     stale = [
@@ -486,13 +483,12 @@ async def _orders(st: ApiState, start: int, end: int) -> list[tuple[str, int, in
 
 
 def _workday(st: ApiState) -> Callable[[dt.date], bool]:
-    """The rules' working calendar (调休 and holidays from its override file), reached
-    through the engine the root gave the app — the web does not import the calendar.
-    Without an engine: Monday to Friday."""
-    cal = getattr(st.ctx.rules, "calendar", None)
-    if cal is None:
+    """The rules' working calendar (调休 and holidays from its override file), given by the
+    root (``AppContext.workday``) — the web does not import the calendar. Without one:
+    Monday to Friday."""
+    if st.ctx.workday is None:
         return lambda d: d.weekday() < 5
-    return lambda d: bool(cal.day(d).workday)
+    return st.ctx.workday
 
 
 async def run_month_checks(st: ApiState, months: Sequence[str]) -> list[dict[str, Any]]:

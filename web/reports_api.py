@@ -53,15 +53,12 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @dataclass
-class _State:
+class ReportsState:
     rollup: RollupStore | None = None
     job: RollupJob | None = None
     monthly: Any = None  # reports.monthly.MonthlyJob when the notify config has its route
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     opened: bool = False
-
-
-_ATTR = "_reports_state"  # kept on the AppContext: one rollup store and job per app
 
 
 async def _orders(st: ApiState) -> list[dict[str, Any]]:
@@ -72,12 +69,11 @@ async def _orders(st: ApiState) -> list[dict[str, Any]]:
     return list(await st.orders.select(states=ORDER_STATES_IN_FORCE))
 
 
-async def reports_state(st: ApiState) -> _State:
+async def reports_state(st: ApiState) -> ReportsState:
     """The rollup store and its job for this app (made and opened on first use)."""
-    s: _State | None = getattr(st.ctx, _ATTR, None)
+    s = st.ctx.caches.reports  # one rollup store and job per app
     if s is None:
-        s = _State()
-        setattr(st.ctx, _ATTR, s)
+        s = st.ctx.caches.reports = ReportsState()
     if s.opened:
         return s
     async with s.lock:
