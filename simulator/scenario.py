@@ -10,6 +10,7 @@ boundaries the package ships), one lot per unit (``lot``), and the banned places
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from typing import Any
 
 from simulator.city import City, build_city
@@ -215,14 +216,25 @@ def fleet_config(
 
 
 def demo_config(spec: FleetSpec, *, mqtt_port: int, web_port: int, db_path: str) -> dict[str, Any]:
-    """A complete configuration document (as parsed TOML) for ``fleetwatch demo``."""
-    return fleet_config(
+    """A complete configuration document (as parsed TOML) for ``fleetwatch demo``.
+
+    Its ``[web] establishment`` gives every unit an 编制数 equal to the cars it holds, but
+    one unit two short (超编), so that the board and the quota report have figures from the
+    first minute (it seeds the quota store once; the office changes it there)."""
+    doc = fleet_config(
         spec,
         mqtt_port=mqtt_port,
         web_port=web_port,
         db_path=db_path,
         client_id="fleetwatch-demo",
     )
+    held = Counter(str(v["org"]) for v in doc["vehicles"])
+    establishment = dict(held)
+    if establishment:
+        over = sorted(establishment)[0]
+        establishment[over] = max(0, establishment[over] - 2)
+    doc["web"]["establishment"] = establishment
+    return doc
 
 
 #: The demo's drivers (驾驶员档案, with their licence numbers — 驾驶证号), a few per

@@ -137,6 +137,12 @@ def test_demo_can_dispatch_its_approved_orders(tmp_path) -> None:
             free = [d for d in sug["drivers"] if d["free"]]
             assert {d["id"] for d in sug["drivers"]} == {d[0] for d in DEMO_DRIVERS}
             assert len(free) == len(DEMO_DRIVERS) and free[0]["org"] == "ga"
+            # The board has an 编制数 from the first minute: every unit's cars, one unit
+            # two short (超编) — the same figure as the quota report's.
+            board = httpx.get(f"{base}/api/board/summary", headers=h, timeout=30).json()
+            assert board["actual"] > 0 and board["quota"] == board["actual"] - 2, board
+            quota = httpx.get(f"{base}/api/reports/quota", headers=h, timeout=30).json()
+            assert quota["totals"]["authorised"] == board["quota"], quota["totals"]
             assert any(v["free"] for v in sug["vehicles"])
             body = httpx.get(f"{base}/api/drivers", headers=h, timeout=5).json()
             assert body["total"] == len(DEMO_DRIVERS)  # not seeded twice
