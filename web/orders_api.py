@@ -1159,20 +1159,16 @@ async def import_orders(request: Request, st: ApiState, p: Principal) -> Any:
 
 
 def _lot_mask(st: ApiState, vid: str, lon: Any, lat: Any) -> Any:
-    """Whether each point lies in the vehicle's lot: its record's ``lot`` fence, else the
-    lot fences of its organisation. None when it has no lot."""
+    """Whether each point lies in the vehicle's lot: the lot fences of its organisation,
+    as the rules engine's parking rule sees them (the registry carries no per-vehicle
+    ``lot``). None when it has no lot."""
     index = st.ctx.fences.index if st.ctx.fences is not None else None
     reg = st.registry
     i = reg.by_id(vid)
     if index is None or i is None:
         return None
     org = reg.org_of(i)
-    named = getattr(reg.vehicles[i], "lot", None)
-    lots = [
-        k
-        for k, f in enumerate(index.fences)
-        if f.use == "lot" and ((named and f.id == named) or (not named and f.org == org))
-    ]
+    lots = [k for k, f in enumerate(index.fences) if f.use == "lot" and f.org == org]
     if not lots:
         return None
     inside = np.zeros(len(lon), dtype=bool)
