@@ -362,7 +362,11 @@ def plan_day(
     # Back to the lot first thing if the vehicle spent the night elsewhere.
     if math.hypot(b.x - lot.x, b.y - lot.y) > 1.0:
         b.park((win[0][0] if win else day_start + 9 * HOUR) + rng.randint(margin, 2 * margin))
+        t_back = b.t
         _drive(b, route(city, b.x, b.y, lot.x, lot.y))
+        if not win:
+            # A rest day (no working window): that drive back is itself off hours.
+            found.append(Violation("off_hours", vehicle, t_back, b.t, "return_on_rest_day"))
     home = (lot.x, lot.y)
     for k, (w0, w1) in enumerate(win):
         first, last = k == 0, k == len(win) - 1
