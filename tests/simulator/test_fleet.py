@@ -122,3 +122,26 @@ def test_the_demo_city_moves_round_the_clock() -> None:
     cols = f.step(DAY0 + 3 * 3_600_000)  # 00:00-03:00
     assert cols["acc"].mean() > 0.4
     assert (cols["speed"] > 80).any()  # the speeders
+
+
+def test_the_drive_back_on_a_rest_day_is_an_off_hours_violation() -> None:
+    # A vehicle kept out overnight on Friday (no_return) drives back to its lot on
+    # Saturday morning: no working window that day, so the truth holds an off_hours
+    # violation for it (found by the month ground truth, tests/reports/test_month_truth.py).
+    spec = replace(DEFAULT_SCENARIO, vehicles=16)
+    friday = _day_start(dt.date(2026, 11, 13))
+    fleet = Fleet(spec, friday)
+    t = friday
+    while t < friday + 2 * DAY:
+        t += 30 * MIN
+        fleet.step(t)
+    away = [i for i, what in fleet.assignments(friday).items() if what == "no_return"]
+    assert away
+    saturday = [
+        v
+        for v in fleet.violations()
+        if v.kind == "off_hours" and friday + DAY <= v.start_ms < friday + 2 * DAY
+    ]
+    back = [v for v in saturday if v.what == "return_on_rest_day"]
+    assert sorted(v.vehicle for v in back) == sorted(away)
+    assert all(v.end_ms > v.start_ms for v in back)
