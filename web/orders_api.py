@@ -357,8 +357,11 @@ async def apply_orders(st: ApiState, orders: list[dict[str, Any]]) -> int:
 
 
 async def _engine(st: ApiState, o: dict[str, Any]) -> None:
+    """Hand the order to this node's engine and, when it names a vehicle (the only orders
+    an engine takes), to the other nodes' engines through the command bus."""
     await apply_orders(st, [o])
-    await broadcast(st, "orders", keys=_keys([o]))
+    if o.get("vehicle"):
+        await broadcast(st, "orders", keys=_keys([o]))
 
 
 async def _users_with(st: ApiState, duty: str, orgs: tuple[str, ...] | list[str]) -> list[str]:
@@ -981,9 +984,7 @@ async def reject_order(request: Request, st: ApiState, p: Principal) -> Any:
     body = parse_body(ReasonBody, await request.body())
     o = await _decide(request, st, p, "reject", body.reason)
     await audit(st, p, "order.reject", o["id"], org=o["org"], reason=body.reason)
-    await apply_orders(st, [o])
-    if o.get("vehicle"):
-        await broadcast(st, "orders", keys=_keys([o]))
+    await _engine(st, o)
     await _notify(st, o, "order_rejected", [o["requester"]], by=p.name, reason=body.reason)
     return render(st, o)
 
@@ -1045,9 +1046,7 @@ async def cancel(request: Request, st: ApiState, p: Principal) -> Any:
     o["cancel_reason"] = body.reason
     o = await _save(st, o)
     await audit(st, p, "order.cancel", o["id"], org=o["org"], reason=body.reason)
-    await apply_orders(st, [o])
-    if o.get("vehicle"):
-        await broadcast(st, "orders", keys=_keys([o]))
+    await _engine(st, o)
     if not own and o.get("requester"):
         await _notify(st, o, "order_cancelled", [o["requester"]], by=p.name, reason=body.reason)
     return render(st, o)
