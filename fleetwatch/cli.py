@@ -38,6 +38,8 @@ BENCHES: dict[str, str] = {
     "e2e": "simulator.bench",
     "page": "web.bench",
     "reports": "reports.bench",
+    "failover": "fleetwatch.bench_failover",  # kill nodes under load (issue 19)
+    "cluster": "fleetwatch.bench_cluster",  # throughput with 1, 2, 4 engine nodes
 }
 
 

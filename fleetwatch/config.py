@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleet.cluster import ClusterConfig
 from fleet.errors import ConfigError
 from fleet.model import VEHICLE_ID_PATTERN, OrgConfig, ServiceConfig, VehicleConfig
 from fleet.vehicle_state import VehicleStateConfig
@@ -55,6 +56,7 @@ class Config(_Frozen):
     web: WebConfig = WebConfig()
     rules: RulesConfig = RulesConfig()
     notify: NotifyConfig = NotifyConfig()
+    cluster: ClusterConfig = ClusterConfig()
     orgs: list[OrgConfig] = Field(default_factory=list)
     vehicles: list[VehicleConfig] = Field(default_factory=list)
     vehicles_csv: str | None = Field(
