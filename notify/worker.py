@@ -36,6 +36,7 @@ from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
 
 from fleet.errors import Misuse, ServiceUnavailable
+from fleet.threads import to_thread_holding
 from notify.channels import (
     DeliveryFailed,
     dingtalk_request,
@@ -135,8 +136,7 @@ class ThreadedSQLiteOutbox:
         self._lock = asyncio.Lock()
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+        return await to_thread_holding(self._lock, fn, *args)
 
     async def open(self) -> None:
         await self._call(self.sync.open)

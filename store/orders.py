@@ -27,6 +27,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from fleet.threads import to_thread_holding
 from store.config import StoreConfig
 
 # ServiceUnavailable as store.records has it (fleet.errors now, fleet.errors with #13)
@@ -149,8 +150,7 @@ class OrderStore:
         return self._c.kind
 
     async def _run(self, fn: Callable[[_Conn], T]) -> T:
-        async with self._lock:
-            return await asyncio.to_thread(self._call, fn)
+        return await to_thread_holding(self._lock, self._call, fn)
 
     def _call(self, fn: Callable[[_Conn], T]) -> T:
         c = self._c
@@ -175,8 +175,7 @@ class OrderStore:
         await self._run(setup)
 
     async def close(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self._c.close)
+        await to_thread_holding(self._lock, self._c.close)
 
     async def migrate(self, legacy: Iterable[dict[str, Any]]) -> int:
         """Copy the earlier table's orders in, once: only into an empty table."""

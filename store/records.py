@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from fleet.errors import ServiceUnavailable
 from fleet.model import VehicleConfig
 from fleet.registry import Registry
+from fleet.threads import to_thread_holding
 from store.config import StoreConfig
 from store.records_core import VEHICLE_LABELS, DriverRecord, VehicleRecord, changes, first_error
 
@@ -166,8 +167,7 @@ class RecordStore:
         return self._c.kind
 
     async def _run(self, fn: Callable[[_Conn], T], *, tx: bool = False) -> T:
-        async with self._lock:
-            return await asyncio.to_thread(self._call, fn, tx)
+        return await to_thread_holding(self._lock, self._call, fn, tx)
 
     def _call(self, fn: Callable[[_Conn], T], tx: bool) -> T:
         c = self._c
@@ -211,8 +211,7 @@ class RecordStore:
         await self._run(setup)
 
     async def close(self) -> None:
-        async with self._lock:
-            await asyncio.to_thread(self._c.close)
+        await to_thread_holding(self._lock, self._c.close)
 
     # -- vehicles ---------------------------------------------------------------------------
 

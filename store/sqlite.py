@@ -23,6 +23,7 @@ from fleet.batch import PositionBatch
 from fleet.errors import Misuse, ServiceUnavailable
 from fleet.events import LEGACY_SUB_KEY, AlarmEvent
 from fleet.registry import Registry
+from fleet.threads import to_thread_holding
 from fleet.vehicle_state import VehicleStateConfig
 from notify.outbox import OUTBOX_DDL_SQLITE, enqueue_sqlite
 from notify.routing import Router
@@ -176,11 +177,10 @@ class SQLiteHistory:
         if self._db is None:
             raise Misuse("SQLiteHistory used before open() or after close()")
         db = self._db
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(fn, db)
-            except sqlite3.OperationalError as exc:  # disk full, locked too long, I/O error
-                raise ServiceUnavailable("sqlite", str(exc)) from exc
+        try:
+            return await to_thread_holding(self._lock, fn, db)
+        except sqlite3.OperationalError as exc:  # disk full, locked too long, I/O error
+            raise ServiceUnavailable("sqlite", str(exc)) from exc
 
     @property
     def registry(self) -> Registry:
@@ -244,8 +244,7 @@ class SQLiteHistory:
     async def close(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
-            async with self._lock:
-                await asyncio.to_thread(db.close)
+            await to_thread_holding(self._lock, db.close)
 
     # -- writes -----------------------------------------------------------------------------
     async def write_positions(self, batch: PositionBatch) -> int:

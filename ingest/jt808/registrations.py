@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from fleet.errors import ServiceUnavailable
+from fleet.threads import to_thread_holding
 from ingest.jt808.config import GatewayConfig
 from ingest.jt808.session import canonical_phone
 
@@ -95,8 +96,8 @@ class SqliteRegistrations:
             except sqlite3.Error as exc:
                 raise ServiceUnavailable(f"registrations {self.path}", repr(exc)) from exc
 
-        async with self._lock:  # one statement at a time on the shared connection
-            return await asyncio.to_thread(step)
+        # one statement at a time on the shared connection
+        return await to_thread_holding(self._lock, step)
 
     async def claim(self, phone: str) -> int | None:
         # One statement, so atomic across processes: insert the first registration, or
