@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -279,7 +279,7 @@ def decode_chunk(blob: bytes | bytearray | memoryview) -> dict[str, npt.NDArray[
 
 
 def merge_first_wins(
-    sources: list[Mapping[str, npt.NDArray[Any]]], names: list[str]
+    sources: Sequence[Mapping[str, npt.NDArray[Any]]], names: Sequence[str]
 ) -> dict[str, npt.NDArray[Any]]:
     """Rows of ``sources`` (each holding ``vehicle`` and ``ts`` among ``names``), one per
     (vehicle, ts), sorted by (vehicle, ts); where two sources hold the same (vehicle, ts) the
