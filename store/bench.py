@@ -103,6 +103,7 @@ async def _pg(cfg: StoreConfig, n: int, batch_rows: int, repeats: int) -> dict[s
         "float4",
         "bool",
         "timestamptz",
+        "float4",
     ]
     import datetime as dt
 
@@ -123,6 +124,7 @@ async def _pg(cfg: StoreConfig, n: int, batch_rows: int, repeats: int) -> dict[s
                 b.mileage.tolist(),
                 b.backfill.tolist(),
                 [dt.datetime.fromtimestamp(t / 1000, utc) for t in b.recv_ts.tolist()],
+                b.fuel.tolist(),
                 strict=True,
             )
         )
@@ -437,7 +439,12 @@ async def _sqlite(n: int, batch_rows: int, repeats: int) -> dict[str, Any]:
             t = time.perf_counter()
             for part in prepared:
                 db.execute("BEGIN")
-                db.executemany("INSERT INTO positions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", part)
+                db.executemany(
+                    "INSERT INTO positions (vehicle, ts, lat, lon, speed, heading, alt, acc,"
+                    " alarm_bits, status_bits, mileage, backfill, recv_ts)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    part,
+                )
                 db.execute("COMMIT")
             raw_runs.append(n / (time.perf_counter() - t))
             db.close()
