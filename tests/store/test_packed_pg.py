@@ -222,3 +222,34 @@ async def test_packing_under_concurrent_late_writes_and_reads(pg_config: StoreCo
     )
     for s in (packer, writer, reader):
         await s.close()
+
+
+async def test_a_database_of_an_earlier_version_works_and_packs(pg_config: StoreConfig) -> None:
+    """Tables made before the narrow column order (vehicle first) and before packing."""
+    s = pg_config.postgres_schema
+    with psycopg.connect(SHARED_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {s}")
+        conn.execute(
+            f"CREATE TABLE {s}.positions (vehicle int4 NOT NULL, ts timestamptz NOT NULL,"
+            " lat float8 NOT NULL, lon float8 NOT NULL, speed float4 NOT NULL,"
+            " heading int2 NOT NULL, alt int2 NOT NULL, acc bool NOT NULL,"
+            " alarm_bits int8 NOT NULL, status_bits int8 NOT NULL, mileage float4 NOT NULL,"
+            " backfill bool NOT NULL, recv_ts timestamptz NOT NULL, PRIMARY KEY (vehicle, ts))"
+            " PARTITION BY RANGE (ts)"
+        )
+    reg = make_registry(N_VEHICLES)
+    store = PostgresHistory(pg_config.model_copy(update={"pack_max_days_per_run": 10}))
+    await store.open(reg)
+    now = time.time_ns() // 1_000_000
+    first_day = now // DAY_MS - 6
+    await store.write_positions(
+        _random_batch(np.random.default_rng(5), first_day * DAY_MS, 2, 3000)
+    )
+    before = await _read_all(store, reg, first_day, 2)
+    assert (await store.apply_retention(now))["days_packed"] == 2
+    assert await _read_all(store, reg, first_day, 2) == before
+    # A late row of a packed day goes to positions_late (made LIKE the old table).
+    late = _random_batch(np.random.default_rng(6), first_day * DAY_MS, 1, 10)
+    assert await store.write_positions(late) == 10
+    assert await _count(pg_config, "positions_late") == 10
+    await store.close()
