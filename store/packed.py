@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -242,8 +242,11 @@ def encode_chunk(columns: Mapping[str, npt.NDArray[Any]]) -> bytes:
     return MAGIC + struct.pack("<I", len(body)) + zlib.compress(body, ZLIB_LEVEL)
 
 
-def decode_chunk(blob: bytes | bytearray | memoryview) -> dict[str, npt.NDArray[Any]]:
-    """The columns of :data:`COLUMNS` (native dtypes) a blob of :func:`encode_chunk` holds."""
+def decode_chunk(
+    blob: bytes | bytearray | memoryview, names: Collection[str] | None = None
+) -> dict[str, npt.NDArray[Any]]:
+    """The columns of :data:`COLUMNS` (native dtypes) a blob of :func:`encode_chunk` holds;
+    only ``names`` (and ``ts``) when given — the board's figures need six of thirteen."""
     raw = bytes(blob)
     if raw[:4] != MAGIC or len(raw) < 8:
         raise PackError("not a packed positions chunk")
@@ -269,13 +272,16 @@ def decode_chunk(blob: bytes | bytearray | memoryview) -> dict[str, npt.NDArray[
         pos += plen
         if name not in COLUMNS:
             raise PackError(f"packed chunk has an unknown column {name!r}")
+        if names is not None and name != "ts" and name not in names:
+            continue
         out[name] = _decode_column(
             kind, flags, width, scale, payload, COLUMNS[name], n, out.get("ts")
         )
-    missing = set(COLUMNS) - set(out)
+    wanted = [n for n in COLUMNS if names is None or n == "ts" or n in names]
+    missing = set(wanted) - set(out)
     if missing:
         raise PackError(f"packed chunk lacks {sorted(missing)}")
-    return {name: out[name] for name in COLUMNS}
+    return {name: out[name] for name in wanted}
 
 
 def merge_first_wins(

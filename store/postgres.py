@@ -804,7 +804,7 @@ class PostgresHistory:
         lo, hi = pgcopy.ms_to_pg(np.array([from_ms, to_ms]))
         parts: list[dict[str, npt.NDArray[Any]]] = []
         for key, blob in chunks:
-            cols = packed.decode_chunk(blob)
+            cols = packed.decode_chunk(blob, wire)
             sel = (cols["ts"] >= lo) & (cols["ts"] < hi)
             part = {n: cols[n][sel] for n in wire if n != "vehicle"}
             part["vehicle"] = np.full(int(sel.sum()), key, dtype=np.int32)

@@ -114,3 +114,10 @@ def test_merge_keeps_the_first_source() -> None:
     assert m["vehicle"].tolist() == [0, 1, 1, 1]
     assert m["ts"].tolist() == [5, 10, 20, 30]
     assert m["lat"].tolist() == [3.0, 1.0, 2.0, 4.0]  # (1, 20) from the first source
+
+
+def test_decode_only_some_columns() -> None:
+    cols = _columns(np.random.default_rng(9), 100, quantized=True)
+    some = packed.decode_chunk(packed.encode_chunk(cols), {"lat", "recv_ts"})
+    assert set(some) == {"ts", "lat", "recv_ts"}
+    assert some["recv_ts"].tobytes() == cols["recv_ts"].tobytes()  # stored relative to ts

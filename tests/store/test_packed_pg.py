@@ -253,3 +253,42 @@ async def test_a_database_of_an_earlier_version_works_and_packs(pg_config: Store
     assert await store.write_positions(late) == 10
     assert await _count(pg_config, "positions_late") == 10
     await store.close()
+
+
+async def test_a_packed_row_wins_over_a_hot_one_and_repacking_keeps_it(
+    pg_config: StoreConfig,
+) -> None:
+    """The same (vehicle, ts) packed and in a partition made again for the packed day (only
+    a writer that ignored the mark could do that): the packed row — stored first — is the
+    one every reader returns, and the next run packs the other rows of the partition."""
+    reg = make_registry(N_VEHICLES)
+    store = PostgresHistory(pg_config)
+    await store.open(reg)
+    now = time.time_ns() // 1_000_000
+    day = now // DAY_MS - 5
+    batch = _random_batch(np.random.default_rng(8), day * DAY_MS, 1, 500)
+    await store.write_positions(batch)
+    assert await store.pack_closed_days(now) == [day]
+    before = await _read_all(store, reg, day, 1)
+    key = int(store._keys[int(batch.vehicle[0])])
+    ts = dt.datetime.fromtimestamp(int(batch.ts[0]) / 1000, dt.UTC)
+    part = f"positions_p{(dt.date(1970, 1, 1) + dt.timedelta(days=day)):%Y%m%d}"
+    with psycopg.connect(SHARED_DSN, autocommit=True) as conn:
+        s = pg_config.postgres_schema
+        lo = dt.datetime.fromtimestamp(day * 86_400, dt.UTC).isoformat()
+        hi = dt.datetime.fromtimestamp((day + 1) * 86_400, dt.UTC).isoformat()
+        conn.execute(
+            f"CREATE TABLE {s}.{part} PARTITION OF {s}.positions"
+            f" FOR VALUES FROM ('{lo}') TO ('{hi}')"
+        )
+        conn.execute(
+            f"INSERT INTO {s}.positions (vehicle, ts, lat, lon, speed, heading, alt, acc,"
+            " alarm_bits, status_bits, mileage, backfill, recv_ts) VALUES"
+            " (%s, %s, 1.5, 2.5, 0, 0, 0, false, 0, 0, 'NaN', false, %s)",
+            (key, ts, ts),
+        )
+    assert await _read_all(store, reg, day, 1) == before
+    assert await store.pack_closed_days(now) == [day]
+    assert part not in await store.partitions()
+    assert await _read_all(store, reg, day, 1) == before
+    await store.close()
