@@ -318,6 +318,17 @@ async def _footprint(cfg: StoreConfig, vehicles: int) -> dict[str, Any]:
         t = time.perf_counter()
         tr = await store.track(reg.ids[0], day * DAY_MS, (day + 1) * DAY_MS)
         track_hot.append((time.perf_counter() - t) * 1000)
+    day_wire = {
+        n: pgcopy.POSITION_COLUMNS[n] for n in ("vehicle", "ts", "lat", "lon", "speed", "acc")
+    }
+
+    async def day_read() -> float:
+        t = time.perf_counter()
+        got = await store.positions_between(day * DAY_MS, (day + 1) * DAY_MS, day_wire)
+        assert got["ts"].size == len(rows)
+        return (time.perf_counter() - t) * 1000
+
+    day_hot = [await day_read() for _ in range(3)]
     t = time.perf_counter()
     packed_days = await store.pack_closed_days(now)
     pack_s = time.perf_counter() - t
@@ -330,6 +341,7 @@ async def _footprint(cfg: StoreConfig, vehicles: int) -> dict[str, Any]:
         tp = await store.track(reg.ids[0], day * DAY_MS, (day + 1) * DAY_MS)
         track_packed.append((time.perf_counter() - t) * 1000)
     assert all(np.array_equal(tr[k], tp[k], equal_nan=True) for k in tr)
+    day_packed = [await day_read() for _ in range(3)]
     # The next day at 30 s: larger steps between reports, so more bytes per packed position.
     rows30 = _fleet_day(vehicles, (day + 1) * DAY_MS, 30_000, seed=12)
     for b in _split(rows30, 50_000):
@@ -372,6 +384,9 @@ async def _footprint(cfg: StoreConfig, vehicles: int) -> dict[str, Any]:
         "pack_seconds": round(pack_s, 2),
         "track_ms_hot": round(statistics.median(track_hot), 2),
         "track_ms_packed": round(statistics.median(track_packed), 2),
+        # The whole fleet's day, six columns (what the board's figures and the rollup read).
+        "fleet_day_read_ms_hot": round(statistics.median(day_hot), 1),
+        "fleet_day_read_ms_packed": round(statistics.median(day_packed), 1),
         "timescaledb_compression_estimate": {
             "bytes_per_position": round(ts_b, 1),
             "ratio_assumed": TIMESCALE_RATIO,

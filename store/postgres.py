@@ -96,7 +96,8 @@ _COLUMNS_DDL = """
 """
 
 # Packed closed days (store/packed.py): one row per vehicle per UTC day. ``data`` is already
-# compressed, so TOAST stores it out of line without trying pglz again (STORAGE EXTERNAL).
+# compressed, so TOAST stores it out of line without trying pglz again (STORAGE EXTERNAL,
+# set in _setup).
 # ``positions_packed_days`` marks the days being or been packed: from that mark on, writers
 # send positions of that day to ``positions_late`` instead of its partition (see
 # PostgresHistory.write_positions), so the packer reads a partition nobody writes any more.
@@ -108,7 +109,6 @@ CREATE TABLE IF NOT EXISTS {s}.positions_packed (
     data bytea NOT NULL,
     PRIMARY KEY (vehicle, day)
 );
-ALTER TABLE {s}.positions_packed ALTER COLUMN data SET STORAGE EXTERNAL;
 CREATE TABLE IF NOT EXISTS {s}.positions_packed_days (
     day int4 PRIMARY KEY,
     marked_at int8 NOT NULL
@@ -364,6 +364,19 @@ class PostgresHistory:
             for stmt in timescale.setup_statements(self.config):
                 await cur.execute(stmt)
         await cur.execute(sql.SQL(_PACKED_DDL).format(s=s))
+        await cur.execute(
+            "SELECT a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'positions_packed' AND a.attname = 'data'",
+            (self.schema,),
+        )
+        storage = await cur.fetchone()
+        if storage is not None and storage[0] != "e":  # once: ALTER takes a strong lock
+            await cur.execute(
+                sql.SQL(
+                    "ALTER TABLE {}.positions_packed ALTER COLUMN data SET STORAGE EXTERNAL"
+                ).format(s)
+            )
         await cur.execute(
             "SELECT a.attnum FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
