@@ -47,6 +47,31 @@ class StoreConfig(_Frozen):
         ge=100,
         description="SQLite: rows deleted per transaction (writes wait for one chunk at most)",
     )
+    # Packing (PostgreSQL, native partitions): closed UTC days become one row per vehicle-day
+    # of compressed columns (store/packed.py, docs/storage.md), ~10 B/position instead of ~150.
+    pack_after_days: int = Field(
+        default=2,
+        ge=0,
+        le=3650,
+        description="PostgreSQL: UTC days that ended more than this many days ago are packed"
+        " (after the nightly rollup read them); 0: never pack",
+    )
+    pack_margin_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=86_400,
+        description="packing waits this long past pack_after_days (clock skew between nodes)",
+    )
+    pack_max_days_per_run: int = Field(
+        default=3, ge=1, le=366, description="days packed by one maintenance run at most"
+    )
+    pack_vehicles_per_txn: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="vehicles packed per transaction (bounds the packer's memory: ~60 MB"
+        " per 100 vehicles at 10 s)",
+    )
     # Degradation: while PostgreSQL is down, positions spool to local files (in order).
     spool_dir: str = "spool"
     spool_max_rows: int = Field(

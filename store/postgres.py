@@ -30,7 +30,8 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -45,7 +46,7 @@ from fleet.registry import Registry
 from fleet.vehicle_state import VehicleStateConfig
 from notify.outbox import enqueue_postgres, outbox_ddl_postgres
 from notify.routing import Router
-from store import pgcopy, timescale
+from store import packed, pgcopy, timescale
 from store.config import StoreConfig
 from store.figures import project_m, simplify
 from store.history import (
@@ -72,22 +73,48 @@ __all__ = ["PostgresHistory"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Widest columns first: PostgreSQL aligns each 8-byte column to 8 bytes, and the order
+# below has no padding (70 B of data, a 96 B tuple; the old order, vehicle first, pads to
+# 84 B of data, a 112 B tuple). Every statement names its columns, so a table made by an
+# earlier version (the old order) works unchanged; only new databases get the narrow row.
 _COLUMNS_DDL = """
-    vehicle int4 NOT NULL,
     ts timestamptz NOT NULL,
     lat float8 NOT NULL,
     lon float8 NOT NULL,
+    alarm_bits int8 NOT NULL,
+    status_bits int8 NOT NULL,
+    recv_ts timestamptz NOT NULL,
+    vehicle int4 NOT NULL,
     speed float4 NOT NULL,
+    mileage float4 NOT NULL,
+    fuel float4 NOT NULL DEFAULT 'NaN',
     heading int2 NOT NULL,
     alt int2 NOT NULL,
     acc bool NOT NULL,
-    alarm_bits int8 NOT NULL,
-    status_bits int8 NOT NULL,
-    mileage float4 NOT NULL,
     backfill bool NOT NULL,
-    recv_ts timestamptz NOT NULL,
-    fuel float4 NOT NULL DEFAULT 'NaN',
     PRIMARY KEY (vehicle, ts)
+"""
+
+# Packed closed days (store/packed.py): one row per vehicle per UTC day. ``data`` is already
+# compressed, so TOAST stores it out of line without trying pglz again (STORAGE EXTERNAL,
+# set in _setup).
+# ``positions_packed_days`` marks the days being or been packed: from that mark on, writers
+# send positions of that day to ``positions_late`` instead of its partition (see
+# PostgresHistory.write_positions), so the packer reads a partition nobody writes any more.
+_PACKED_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.positions_packed (
+    vehicle int4 NOT NULL,
+    day int4 NOT NULL,
+    n int4 NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (vehicle, day)
+);
+CREATE TABLE IF NOT EXISTS {s}.positions_packed_days (
+    day int4 PRIMARY KEY,
+    marked_at int8 NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {s}.positions_late
+    (LIKE {s}.positions INCLUDING DEFAULTS INCLUDING INDEXES);
 """
 
 _TABLES_DDL = """
@@ -135,7 +162,8 @@ CREATE TABLE IF NOT EXISTS {s}.rule_state (
 """
 
 _POS_NAMES = tuple(pgcopy.POSITION_COLUMNS)
-_TRACK_WIRE = {name: pgcopy.POSITION_COLUMNS[name] for name in TRACK_FIELDS}
+_COLS = sql.SQL(", ").join(sql.Identifier(n) for n in _POS_NAMES)
+_TRACK_WIRE = {name: pgcopy.POSITION_COLUMNS[name] for name in ("vehicle", *TRACK_FIELDS)}
 _STATS_WIRE = {
     n: pgcopy.POSITION_COLUMNS[n] for n in ("vehicle", "ts", "lat", "lon", "speed", "acc")
 }
@@ -157,8 +185,24 @@ def _day_name(day: int) -> str:
     return "positions_p" + (dt.date(1970, 1, 1) + dt.timedelta(days=day)).strftime("%Y%m%d")
 
 
+def _advisory_key(schema: str) -> int:
+    """The first half of the advisory lock keys of this schema's packing (a signed int4)."""
+    k = zlib.crc32(b"fleetwatch.pack:" + schema.encode())
+    return k - (1 << 32) if k >= 1 << 31 else k
+
+
 def _ts_literal(ms: int) -> sql.Literal:
     return sql.Literal(dt.datetime.fromtimestamp(ms / 1000, dt.UTC))
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], query: sql.Composable) -> list[bytes]:
+    chunks: list[bytes] = []
+    async with conn.cursor().copy(
+        sql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(query)
+    ) as copy:
+        async for data in copy:
+            chunks.append(bytes(data))
+    return chunks
 
 
 # The comparisons AlarmQuery.conditions() names, as SQL over one column.
@@ -194,6 +238,10 @@ class PostgresHistory:
         self._keys = np.empty(0, dtype=np.int32)
         self._dense_by_key: dict[int, int] = {}
         self._partitions: set[int] = set()  # UTC day numbers that have a partition
+        # UTC days marked for packing: their positions go to positions_late (never unmarked
+        # but by retention, so a cached mark is never wrong).
+        self._frozen: set[int] = set()
+        self._lock_key = _advisory_key(self.schema)
         self.refused_rows = 0  # positions dated outside partition_window(), since start
         # When set, alarm events to notify are queued in the alarm write's own transaction.
         self.notify_router = notify_router
@@ -315,6 +363,37 @@ class PostgresHistory:
         if available:
             for stmt in timescale.setup_statements(self.config):
                 await cur.execute(stmt)
+        await cur.execute(sql.SQL(_PACKED_DDL).format(s=s))
+        await cur.execute(
+            "SELECT a.attstorage FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'positions_packed' AND a.attname = 'data'",
+            (self.schema,),
+        )
+        storage = await cur.fetchone()
+        if storage is not None and storage[0] != "e":  # once: ALTER takes a strong lock
+            await cur.execute(
+                sql.SQL(
+                    "ALTER TABLE {}.positions_packed ALTER COLUMN data SET STORAGE EXTERNAL"
+                ).format(s)
+            )
+        await cur.execute(
+            "SELECT a.attnum FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relname = 'positions' AND a.attname = 'vehicle'",
+            (self.schema,),
+        )
+        first = await cur.fetchone()
+        if first is not None and int(first[0]) == 1:
+            log.info(
+                "history store: %s.positions has the column order of earlier versions"
+                " (112-byte tuples; new databases: 96). It works unchanged; with packing"
+                " only the hot days pay the difference (docs/storage.md, 'Why one row per"
+                " position cannot get under 60 B').",
+                self.schema,
+            )
+        await cur.execute(sql.SQL("SELECT day FROM {}.positions_packed_days").format(s))
+        self._frozen = {int(d) for (d,) in await cur.fetchall()}
         await cur.execute(
             sql.SQL(
                 "INSERT INTO {}.vehicles (id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING"
@@ -448,8 +527,9 @@ class PostgresHistory:
         if len(b) == 0:
             return 0
         payload = self._encode(b)
-        days = np.unique(b.ts // DAY_MS).tolist()
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _POS_NAMES)
+        day_of = b.ts // DAY_MS
+        days = np.unique(day_of).tolist()
+        today = _now_ms() // DAY_MS
         s = self._s
 
         async def write(conn: psycopg.AsyncConnection[Any]) -> int:
@@ -461,20 +541,51 @@ class PostgresHistory:
                 self._partitions.clear()
                 return await write_once(conn)
 
+        async def route(conn: psycopg.AsyncConnection[Any]) -> list[tuple[str, bytes | bytearray]]:
+            """(table, payload) pairs: the hot partitions, and positions_late for the rows of
+            days marked for packing. Runs inside the write's transaction."""
+            check = [d for d in days if d < today and d not in self._frozen]
+            if check and not self.timescale:
+                # Shared lock first, then read the marks in a NEW statement (a snapshot taken
+                # after the lock): the packer marks a day under the exclusive lock, so either
+                # it waits for this transaction (and then reads these rows from the
+                # partition) or this statement sees its mark.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(%s, d) FROM unnest(%s::int4[]) AS d",
+                    (self._lock_key, check),
+                )
+                cur = await conn.execute(
+                    sql.SQL(
+                        "SELECT day FROM {}.positions_packed_days WHERE day = ANY(%s::int4[])"
+                    ).format(s),
+                    (check,),
+                )
+                self._frozen |= {int(d) for (d,) in await cur.fetchall()}
+            if not self._frozen or not any(d in self._frozen for d in days):
+                return [("positions", payload)]
+            late = np.isin(day_of, np.array(sorted(self._frozen), dtype=np.int64))
+            out: list[tuple[str, bytes | bytearray]] = []
+            if not late.all():
+                out.append(("positions", self._encode(b.take(np.flatnonzero(~late)))))
+            out.append(("positions_late", self._encode(b.take(np.flatnonzero(late)))))
+            return out
+
         async def write_once(conn: psycopg.AsyncConnection[Any]) -> int:
             if not self.timescale:
-                await self._ensure_partitions(conn, days)
+                await self._ensure_partitions(conn, [d for d in days if d not in self._frozen])
             try:
-                async with (
-                    conn.transaction(),
-                    conn.cursor().copy(
-                        sql.SQL("COPY {}.positions ({}) FROM STDIN (FORMAT BINARY)").format(s, cols)
-                    ) as copy,
-                ):
-                    await copy.write(payload)
+                async with conn.transaction():
+                    for table, data in await route(conn):
+                        async with conn.cursor().copy(
+                            sql.SQL("COPY {}.{} ({}) FROM STDIN (FORMAT BINARY)").format(
+                                s, sql.Identifier(table), _COLS
+                            )
+                        ) as copy:
+                            await copy.write(data)
                 return len(b)
             except psycopg.errors.UniqueViolation:
                 pass  # a redelivery: take the idempotent path
+            stored = 0
             async with conn.transaction():
                 cur = conn.cursor()
                 await cur.execute(
@@ -483,19 +594,22 @@ class PostgresHistory:
                         " (LIKE {}.positions) ON COMMIT DELETE ROWS"
                     ).format(s)
                 )
-                async with cur.copy(
-                    sql.SQL("COPY fw_positions_staging ({}) FROM STDIN (FORMAT BINARY)").format(
-                        cols
+                for table, data in await route(conn):
+                    await cur.execute("TRUNCATE fw_positions_staging")
+                    async with cur.copy(
+                        sql.SQL("COPY fw_positions_staging ({}) FROM STDIN (FORMAT BINARY)").format(
+                            _COLS
+                        )
+                    ) as copy:
+                        await copy.write(data)
+                    await cur.execute(
+                        sql.SQL(
+                            "INSERT INTO {}.{} ({}) SELECT {} FROM fw_positions_staging"
+                            " ON CONFLICT DO NOTHING"
+                        ).format(s, sql.Identifier(table), _COLS, _COLS)
                     )
-                ) as copy:
-                    await copy.write(payload)
-                await cur.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.positions ({}) SELECT {} FROM fw_positions_staging"
-                        " ON CONFLICT DO NOTHING"
-                    ).format(s, cols, cols)
-                )
-                return max(cur.rowcount, 0)
+                    stored += max(cur.rowcount, 0)
+            return stored
 
         return await self._on("write", write)
 
@@ -644,27 +758,111 @@ class PostgresHistory:
 
         return await self._on("read", read)
 
+    def _agg_query(
+        self,
+        table: sql.Composable,
+        wire: Mapping[str, str],
+        from_ms: int,
+        to_ms: int,
+        keys: Sequence[int] | None,
+    ) -> sql.Composed:
+        """One row of arrays per vehicle (see pgcopy.decode_arrays): a vehicle-day arrives
+        in a few large fields. array_agg keeps the order of a sorted subquery (5x cheaper
+        than an ORDER BY inside each aggregate); the readers sort again all the same."""
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in wire)
+        aggs = sql.SQL(", ").join(sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in wire)
+        cond: sql.Composable = sql.SQL("")
+        if keys is not None:
+            cond = sql.SQL(" AND vehicle = ANY({}::int4[])").format(sql.Literal(list(keys)))
+        return sql.SQL(
+            "SELECT {} FROM (SELECT {} FROM {} WHERE ts >= {} AND ts < {}{}"
+            " ORDER BY vehicle, ts) AS p GROUP BY vehicle"
+        ).format(aggs, cols, table, _ts_literal(from_ms), _ts_literal(to_ms), cond)
+
+    async def positions_between(
+        self,
+        from_ms: int,
+        to_ms: int,
+        wire: Mapping[str, str],
+        *,
+        keys: Sequence[int] | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """The stored positions with ``from_ms <= ts < to_ms`` (of the vehicles ``keys``, by
+        persistent key; None: all), the columns ``wire`` (names of
+        :data:`pgcopy.POSITION_COLUMNS`, ``vehicle`` and ``ts`` among them) as the binary COPY
+        decoder gives them (``ts`` in PostgreSQL microseconds), sorted by (vehicle, ts).
+
+        THE reader of positions: the hot partitions, the late table and the packed days are
+        read in that order and merged, one row per (vehicle, ts), the packed row first, then
+        the hot one (see :func:`store.packed.merge_first_wins`). That order is what makes a
+        packing run in between invisible: a row moves from hot (or late) to packed in one
+        commit, so whichever side of it each read falls on, the row is seen at least once.
+        """
+        if "vehicle" not in wire or "ts" not in wire:
+            raise Misuse("positions_between needs the vehicle and ts columns")
+        s = self._s
+        hot = pgcopy.decode_arrays(
+            wire,
+            await self._copy_out(
+                self._agg_query(sql.SQL("{}.positions").format(s), wire, from_ms, to_ms, keys)
+            ),
+        )
+        late = pgcopy.decode_arrays(
+            wire,
+            await self._copy_out(
+                self._agg_query(sql.SQL("{}.positions_late").format(s), wire, from_ms, to_ms, keys)
+            ),
+        )
+        chunks = await self._packed_rows(from_ms // DAY_MS, (to_ms - 1) // DAY_MS, keys)
+        lo, hi = pgcopy.ms_to_pg(np.array([from_ms, to_ms]))
+        parts: list[dict[str, npt.NDArray[Any]]] = []
+        for key, blob in chunks:
+            cols = packed.decode_chunk(blob, wire)
+            sel = (cols["ts"] >= lo) & (cols["ts"] < hi)
+            part = {n: cols[n][sel] for n in wire if n != "vehicle"}
+            part["vehicle"] = np.full(int(sel.sum()), key, dtype=np.int32)
+            parts.append(part)
+        pk: dict[str, npt.NDArray[Any]] = (
+            {n: np.concatenate([p[n] for p in parts]) for n in wire} if parts else {}
+        )
+        sources = [x for x in (pk, hot, late) if x and x["ts"].size]
+        if len(sources) == 1:
+            one = sources[0]
+            v, t = one["vehicle"], one["ts"]
+            ordered = v.size < 2 or bool(
+                np.all((v[1:] > v[:-1]) | ((v[1:] == v[:-1]) & (t[1:] > t[:-1])))
+            )
+            if ordered:
+                return {n: one[n] for n in wire}
+        if not sources:
+            return {n: hot[n] for n in wire}
+        return packed.merge_first_wins(sources, list(wire))
+
+    async def _packed_rows(
+        self, first_day: int, last_day: int, keys: Sequence[int] | None
+    ) -> list[tuple[int, bytes]]:
+        cond = "" if keys is None else " AND vehicle = ANY(%s::int4[])"
+        stmt = sql.SQL(
+            "SELECT vehicle, data FROM {}.positions_packed WHERE day >= %s AND day <= %s" + cond
+        ).format(self._s)
+        params: list[Any] = [first_day, last_day]
+        if keys is not None:
+            params.append(list(keys))
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[int, bytes]]:
+            cur = conn.cursor(binary=True)
+            await cur.execute(stmt, params)
+            return [(int(k), bytes(d)) for k, d in await cur.fetchall()]
+
+        return await self._on("read", read)
+
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
     ) -> dict[str, npt.NDArray[Any]]:
         key = await self._key_of(vehicle_id)
         if key is None:
             return {name: np.empty(0, dtype=d) for name, d in TRACK_FIELDS.items()}
-        # One row of arrays (see pgcopy.decode_arrays): a vehicle-day in a few large fields.
-        # array_agg keeps the order of a sorted subquery (5x cheaper than an ORDER BY inside
-        # each of the 11 aggregates); the order is checked below all the same.
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _TRACK_WIRE)
-        aggs = sql.SQL(", ").join(
-            sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in _TRACK_WIRE
-        )
-        query = sql.SQL(
-            "SELECT {} FROM (SELECT {} FROM {}.positions"
-            " WHERE vehicle = {} AND ts >= {} AND ts < {} ORDER BY ts) AS p"
-        ).format(aggs, cols, self._s, sql.Literal(key), _ts_literal(from_ms), _ts_literal(to_ms))
-        raw = pgcopy.decode_arrays(_TRACK_WIRE, await self._copy_out(query))
-        if raw["ts"].size > 1 and not bool(np.all(raw["ts"][1:] > raw["ts"][:-1])):
-            order = np.argsort(raw["ts"], kind="stable")
-            raw = {k: v[order] for k, v in raw.items()}
+        raw = await self.positions_between(from_ms, to_ms, _TRACK_WIRE, keys=[key])
         raw["ts"] = pgcopy.pg_to_ms(raw["ts"])
         out = {
             name: np.asarray(raw[name]).astype(d, copy=False) for name, d in TRACK_FIELDS.items()
@@ -752,22 +950,11 @@ class PostgresHistory:
         start, end = day_bounds_ms(day, tz)
         await self.follow_registry()
         reg = self.registry
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _STATS_WIRE)
-        aggs = sql.SQL(", ").join(
-            sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in _STATS_WIRE
-        )
-        cond: sql.Composable = sql.SQL("")
+        keys: list[int] | None = None
         if orgs is not None:
             wanted = set(orgs)
             keys = [int(self._keys[i]) for i in range(len(reg)) if reg.org_of(i) in wanted]
-            cond = sql.SQL(" AND vehicle = ANY({}::int4[])").format(sql.Literal(keys))
-        # One row of arrays per vehicle (see pgcopy.decode_arrays); stats_from_keys sorts
-        # by (vehicle, ts) again, so the figures never depend on the aggregate's order.
-        query = sql.SQL(
-            "SELECT {} FROM (SELECT {} FROM {}.positions WHERE ts >= {} AND ts < {}{}"
-            " ORDER BY vehicle, ts) AS p GROUP BY vehicle"
-        ).format(aggs, cols, self._s, _ts_literal(start), _ts_literal(end), cond)
-        raw = pgcopy.decode_arrays(_STATS_WIRE, await self._copy_out(query))
+        raw = await self.positions_between(start, end, _STATS_WIRE, keys=keys)
 
         async def read(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cur = await conn.execute(
@@ -846,9 +1033,22 @@ class PostgresHistory:
                     for d in sorted(await self._existing_partitions(conn))
                     if (d + 1) * DAY_MS <= pos_cut  # the whole day is past retention
                 ]
+            # Packed and late positions go by whole UTC day, like the partitions.
+            cut_day = pos_cut // DAY_MS
+            late_cut = _ts_literal(cut_day * DAY_MS)
             if dry_run:
+                late_cur = await conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.positions_late WHERE ts < {}").format(
+                        s, late_cut
+                    )
+                )
+                late_row = await late_cur.fetchone()
                 return {
                     "position_partitions": len(old_days),
+                    "packed_vehicle_days": await count(
+                        conn, "positions_packed", "day < %s", cut_day
+                    ),
+                    "late_positions": int(late_row[0]) if late_row else 0,
                     "alarms": await count(conn, "alarms", alarms_where, alarm_cut),
                     "dead_letters": await count(conn, "dead_letters", "ts < %s", dead_cut),
                 }
@@ -857,6 +1057,17 @@ class PostgresHistory:
                     sql.SQL("DROP TABLE IF EXISTS {}.{}").format(s, sql.Identifier(_day_name(d)))
                 )
                 self._partitions.discard(d)
+            pk = await conn.execute(
+                sql.SQL("DELETE FROM {}.positions_packed WHERE day < %s").format(s), (cut_day,)
+            )
+            lt = await conn.execute(
+                sql.SQL("DELETE FROM {}.positions_late WHERE ts < {}").format(s, late_cut)
+            )
+            await conn.execute(
+                sql.SQL("DELETE FROM {}.positions_packed_days WHERE day < %s").format(s),
+                (cut_day,),
+            )
+            self._frozen = {d for d in self._frozen if d >= cut_day}
             a = await conn.execute(
                 sql.SQL("DELETE FROM {}.alarms WHERE " + alarms_where).format(s), (alarm_cut,)
             )
@@ -865,8 +1076,160 @@ class PostgresHistory:
             )
             return {
                 "position_partitions": len(old_days),
+                "packed_vehicle_days": max(pk.rowcount, 0),
+                "late_positions": max(lt.rowcount, 0),
                 "alarms": max(a.rowcount, 0),
                 "dead_letters": max(dl.rowcount, 0),
             }
 
-        return await self._on("write", write)
+        removed = await self._on("write", write)
+        # Then pack (never a day retention is about to drop: retention went first).
+        removed["days_packed"] = len(await self.pack_closed_days(now_ms, dry_run=dry_run))
+        return removed
+
+    # -- packing ----------------------------------------------------------------------------
+    def packable_before(self, now_ms: int) -> int:
+        """UTC day number: the days before it may be packed at ``now_ms`` (those that ended
+        ``pack_after_days`` days and ``pack_margin_s`` ago). 0 when packing is off."""
+        c = self.config
+        if c.pack_after_days == 0 or self.timescale:
+            return 0  # TimescaleDB compresses its own chunks (store/timescale.py)
+        return (now_ms - int(c.pack_margin_s * 1000)) // DAY_MS - c.pack_after_days
+
+    async def pack_closed_days(self, now_ms: int, *, dry_run: bool = False) -> list[int]:
+        """Pack up to ``pack_max_days_per_run`` closed UTC days, oldest first; returns them.
+
+        One packer at a time over all nodes (a session advisory lock; a second node skips).
+        Runs on a connection of its own, so writes and reads are not held up behind it.
+        Per day: (1) mark it, under the day's exclusive advisory lock, so writers send its
+        late positions to ``positions_late`` from then on; (2) per ``pack_vehicles_per_txn``
+        vehicles, in one transaction: the day's rows from its partition, the late rows
+        (deleted as they are read), the packed rows already there, merged (first stored
+        wins), encoded, upserted; (3) drop the partition. A run that stops half-way leaves
+        rows both packed and hot, which readers merge; the next run does the day again.
+        """
+        before = self.packable_before(now_ms)
+        if before <= 0:
+            return []
+        cut_day = (now_ms - self.config.positions_retention_days * DAY_MS) // DAY_MS
+        s = self._s
+        conn = await self._connect()
+        try:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, -1)", (self._lock_key,))
+            got = await cur.fetchone()
+            if not got or not got[0]:
+                log.info("packing: another node is packing schema %s; skipped", self.schema)
+                return []
+            hot_days = {d for d in await self._existing_partitions(conn) if cut_day <= d < before}
+            cur = await conn.execute(
+                sql.SQL(
+                    "SELECT DISTINCT floor(extract(epoch FROM ts) / 86400)::int8"
+                    " FROM {}.positions_late WHERE ts < {}"
+                ).format(s, _ts_literal(before * DAY_MS))
+            )
+            late_days = {int(d) for (d,) in await cur.fetchall() if int(d) >= cut_day}
+            todo = sorted(hot_days | late_days)[: self.config.pack_max_days_per_run]
+            if dry_run:
+                return todo
+            cur = await conn.execute(sql.SQL("SELECT key FROM {}.vehicles ORDER BY key").format(s))
+            keys = [int(k) for (k,) in await cur.fetchall()]
+            for d in todo:
+                await self._pack_day(conn, d, keys, d in hot_days)
+            return todo
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("postgresql", str(exc)) from exc
+        finally:
+            with contextlib.suppress(*_UNAVAILABLE):
+                await conn.close()  # also releases the session advisory lock
+
+    async def _pack_day(
+        self, conn: psycopg.AsyncConnection[Any], day: int, keys: list[int], has_partition: bool
+    ) -> None:
+        s = self._s
+        t0 = time.perf_counter()
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self._lock_key, day))
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.positions_packed_days (day, marked_at) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING"
+                ).format(s),
+                (day, _now_ms()),
+            )
+        self._frozen.add(day)
+        lo, hi = day * DAY_MS, (day + 1) * DAY_MS
+        part = sql.SQL("{}.{}").format(s, sql.Identifier(_day_name(day)))
+        cols = sql.SQL(", ").join(sql.Identifier(n) for n in _POS_NAMES)
+        names = list(_POS_NAMES)
+        step = self.config.pack_vehicles_per_txn
+        rows = chunks = 0
+        for i in range(0, len(keys), step):
+            group = keys[i : i + step]
+            async with conn.transaction():
+                hot: dict[str, npt.NDArray[Any]] = {}
+                if has_partition:
+                    hot = pgcopy.decode_arrays(
+                        pgcopy.POSITION_COLUMNS,
+                        await _copy(
+                            conn, self._agg_query(part, pgcopy.POSITION_COLUMNS, lo, hi, group)
+                        ),
+                    )
+                moved = sql.SQL(
+                    "WITH moved AS (DELETE FROM {}.positions_late WHERE vehicle = ANY({}::int4[])"
+                    " AND ts >= {} AND ts < {} RETURNING {}) {}"
+                ).format(
+                    s,
+                    sql.Literal(group),
+                    _ts_literal(lo),
+                    _ts_literal(hi),
+                    cols,
+                    self._agg_query(sql.SQL("moved"), pgcopy.POSITION_COLUMNS, lo, hi, None),
+                )
+                late = pgcopy.decode_arrays(pgcopy.POSITION_COLUMNS, await _copy(conn, moved))
+                cur = conn.cursor(binary=True)
+                await cur.execute(
+                    sql.SQL(
+                        "SELECT vehicle, data FROM {}.positions_packed"
+                        " WHERE day = %s AND vehicle = ANY(%s::int4[]) FOR UPDATE"
+                    ).format(s),
+                    (day, group),
+                )
+                old = []
+                for key, blob in await cur.fetchall():
+                    c = packed.decode_chunk(bytes(blob))
+                    c["vehicle"] = np.full(c["ts"].size, int(key), dtype=np.int32)
+                    old.append(c)
+                prev = {n: np.concatenate([o[n] for o in old]) for n in names} if old else {}
+                sources = [x for x in (prev, hot, late) if x and x["ts"].size]
+                if not sources:
+                    continue
+                merged = packed.merge_first_wins(sources, names)
+                v = merged["vehicle"]
+                bounds = np.flatnonzero(np.diff(v)) + 1
+                params = []
+                for a, b in zip(
+                    np.concatenate([[0], bounds]), np.concatenate([bounds, [v.size]]), strict=True
+                ):
+                    blob = packed.encode_chunk({n: merged[n][a:b] for n in packed.COLUMNS})
+                    params.append((int(v[a]), day, int(b - a), blob))
+                await cur.executemany(
+                    sql.SQL(
+                        "INSERT INTO {}.positions_packed (vehicle, day, n, data)"
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT (vehicle, day)"
+                        " DO UPDATE SET n = excluded.n, data = excluded.data"
+                    ).format(s),
+                    params,
+                )
+                rows += int(v.size)
+                chunks += len(params)
+        if has_partition:
+            # Nobody writes into it since the mark; every row of it is packed now.
+            await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(part))
+            self._partitions.discard(day)
+        log.info(
+            "packing: %s: %d positions of %d vehicles in %.1f s",
+            _day_name(day)[11:],
+            rows,
+            chunks,
+            time.perf_counter() - t0,
+        )

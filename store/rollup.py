@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from psycopg import sql
 
 from fleet.errors import Misuse
 from store import pgcopy
-from store.postgres import PostgresHistory, _ts_literal
+from store.postgres import PostgresHistory
 from store.spool import SpoolingWriter
 from store.sqlite import SQLiteHistory
 
@@ -560,13 +559,8 @@ class PostgresRollup(RollupStore):
         wire = {
             n: pgcopy.POSITION_COLUMNS[n] for n in ("vehicle", "ts", "lat", "lon", "speed", "acc")
         }
-        cols = sql.SQL(", ").join(sql.Identifier(n) for n in wire)
-        aggs = sql.SQL(", ").join(sql.SQL("array_agg({})").format(sql.Identifier(n)) for n in wire)
-        query = sql.SQL(
-            "SELECT {} FROM (SELECT {} FROM {}.positions WHERE ts >= {} AND ts < {}"
-            " ORDER BY vehicle, ts) AS p GROUP BY vehicle"
-        ).format(aggs, cols, sql.Identifier(h.schema), _ts_literal(start_ms), _ts_literal(end_ms))
-        raw = pgcopy.decode_arrays(wire, await h._copy_out(query))
+        # Through the store's one reader of positions: hot, late and packed days alike.
+        raw = await h.positions_between(start_ms, end_ms, wire)
         return _to_dense(
             h._dense_by_key,
             raw["vehicle"],

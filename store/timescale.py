@@ -6,7 +6,8 @@ a hypertable with one-day chunks; chunks older than
 ``timescale_compress_after_days`` are compressed (segmented by vehicle,
 ordered by time: the layout of a track playback) and a retention policy drops
 chunks past ``positions_retention_days``. Everything else — writes, reads,
-alarms — is the same code as the native-partition path.
+alarms — is the same code as the native-partition path, except packing (store/packed.py):
+with TimescaleDB the store does not pack closed days, its compression policy does that job.
 
 This path cannot be exercised on the development machine (no TimescaleDB
 package); the statements below follow the TimescaleDB 2.x API.
