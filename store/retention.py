@@ -41,6 +41,11 @@ class RetentionMetrics:
             ["what"],
             registry=registry,
         )
+        self.packed = Counter(
+            "fleetwatch_retention_packed_days_total",
+            "closed days packed into the columnar history by the retention run",
+            registry=registry,
+        )
         self.runs = Counter(
             "fleetwatch_retention_runs_total", "retention runs that finished", registry=registry
         )
@@ -72,7 +77,10 @@ async def run_retention(
     log.info("retention%s: %s", " (dry run, nothing removed)" if dry_run else "", what)
     if metrics is not None and not dry_run:
         for k, v in removed.items():
-            metrics.removed.labels(k).inc(v)
+            if k == PACKED_KEY:
+                metrics.packed.inc(v)
+            else:
+                metrics.removed.labels(k).inc(v)
         metrics.runs.inc()
         metrics.last_run.set(now_ms / 1000)
     return removed
@@ -109,13 +117,22 @@ _WHAT_ZH = {
     "position_partitions": "位置日分区",
     "alarms": "已结束报警",
     "dead_letters": "死信",
+    "packed_vehicle_days": "已打包的车辆日",
+    "late_positions": "迟到位置点",
 }
+# Not a removal: closed days packed into the columnar history (docs/storage.md).
+PACKED_KEY = "days_packed"
 
 
 def describe(removed: dict[str, int], *, dry_run: bool) -> str:
     """What a run removed (or would remove), in Chinese, then English."""
-    zh = "，".join(f"{_WHAT_ZH.get(k, k)} {v}" for k, v in removed.items())
-    en = ", ".join(f"{k} {v}" for k, v in removed.items())
+    gone = {k: v for k, v in removed.items() if k != PACKED_KEY}
+    zh = "，".join(f"{_WHAT_ZH.get(k, k)} {v}" for k, v in gone.items())
+    en = ", ".join(f"{k} {v}" for k, v in gone.items())
+    if PACKED_KEY in removed:
+        n = removed[PACKED_KEY]
+        zh += f"；{'将打包' if dry_run else '已打包'} {n} 个已结束的日"
+        en += f"; {'would pack' if dry_run else 'packed'} {n} closed day(s)"
     if dry_run:
         return f"试运行，未删除任何数据。将删除：{zh}\ndry run, nothing removed. Would remove: {en}"
     return f"已删除：{zh}\nremoved: {en}"

@@ -98,3 +98,28 @@ async def test_sqlite_deletes_in_bounded_chunks(registry: Registry) -> None:
     assert (await store.apply_retention(now))["positions"] == 250  # 100 + 100 + 50
     assert (await store.track(registry.ids[1], 0, now))["ts"].size == 5
     await store.close()
+
+
+def test_packed_days_are_not_called_removed() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from store.retention import RetentionMetrics, describe, run_retention
+
+    text = describe({"alarms": 2, "days_packed": 3}, dry_run=False)
+    assert text.startswith("已删除：已结束报警 2；已打包 3 个已结束的日")
+    assert "days_packed" not in text
+
+    class _History:
+        async def apply_retention(self, now_ms: int, *, dry_run: bool) -> dict[str, int]:
+            return {"alarms": 2, "days_packed": 3}
+
+    reg = CollectorRegistry()
+    m = RetentionMetrics(reg)
+    import asyncio
+
+    asyncio.run(run_retention(_History(), 0, metrics=m))
+    assert reg.get_sample_value("fleetwatch_retention_packed_days_total") == 3
+    assert (
+        reg.get_sample_value("fleetwatch_retention_removed_total", {"what": "days_packed"}) is None
+    )
+    assert reg.get_sample_value("fleetwatch_retention_removed_total", {"what": "alarms"}) == 2
