@@ -200,6 +200,8 @@ class Ownership:
                 out.append(Stop(k, "owner key gone" if o is None else f"owned by {o.node}"))
         if not self.has_lease:
             return out  # no claim without a lease that is known alive
+        if any(s in (S.RELEASING, S.FENCED) for s in self.state):
+            return out  # finish letting go first (one release at a time)
         share = fair_share(self.partitions, self.live_nodes)
         mine = [k for k, s in enumerate(self.state) if s in (S.OWNED, S.CLAIMING)]
         if len(mine) > share:
@@ -210,8 +212,6 @@ class Ownership:
                 out.append(Release(k, self.epoch[k]))
             return out
         room = share - len(mine)
-        if any(s in (S.RELEASING, S.FENCED) for s in self.state):
-            return out  # finish letting go first
         for k in range(self.partitions):
             if room <= 0:
                 break

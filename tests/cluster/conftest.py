@@ -40,6 +40,7 @@ class Etcd:
     def __init__(self, folder: Path) -> None:
         self.port, self.peer = own_port(), own_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._log = (folder / "etcd.log").open("wb")
         self.proc = subprocess.Popen(
             [
                 "etcd",
@@ -51,7 +52,7 @@ class Etcd:
                 "--initial-cluster", f"default=http://127.0.0.1:{self.peer}",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=(folder / "etcd.log").open("wb"),
+            stderr=self._log,
         )  # fmt: skip
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port, 0.2):
@@ -62,6 +63,7 @@ class Etcd:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        self._log.close()
 
 
 @pytest.fixture

@@ -82,9 +82,7 @@ def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def engine(config: Path, node: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    return spawn(
-        ["engine", "--config", str(config), "--node", node, "--http-port", str(port)], log
-    )
+    return spawn(["engine", "--config", str(config), "--node", node, "--http-port", str(port)], log)
 
 
 def health(port: int, path: str = "/health") -> dict[str, Any]:
