@@ -75,6 +75,9 @@ class EtcdCluster:
             port=u.port or 2379,
             protocol=u.scheme or "http",
             timeout=self.timeout_s,
+            # etcd ≥ 3.4 serves /v3/; without it etcd3gw asks /version on first use, a
+            # blocking request outside our worker threads
+            api_path="/v3/",
         )
 
     async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -85,6 +88,10 @@ class EtcdCluster:
             self._i = (self._i + 1) % len(self.endpoints)
             self._client = self._make(self._i)
             raise ServiceUnavailable("etcd", str(exc) or type(exc).__name__) from exc
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        c = self._client
+        return c.post(c.get_url(path), json=body)
 
     def node_key(self, node: str) -> str:
         return f"{self.prefix}/nodes/{node}"
@@ -106,8 +113,7 @@ class EtcdCluster:
         """True while the lease lives; False when etcd says it expired."""
         if self.lease_id is None:
             return False
-        c = self._client
-        res = await self._call(c.post, c.get_url("/lease/keepalive"), json={"ID": self.lease_id})
+        res = await self._call(self._post, "/lease/keepalive", {"ID": self.lease_id})
         ttl = int(res.get("result", {}).get("TTL", -1))
         return ttl > 0
 
@@ -115,9 +121,8 @@ class EtcdCluster:
         """Drop the lease: every key under it (node, owned partitions) goes at once."""
         if self.lease_id is None:
             return
-        c = self._client
         lease_id, self.lease_id = self.lease_id, None
-        await self._call(c.post, c.get_url("/kv/lease/revoke"), json={"ID": lease_id})
+        await self._call(self._post, "/kv/lease/revoke", {"ID": lease_id})
 
     # -- partitions -----------------------------------------------------------------------
 
@@ -175,12 +180,9 @@ class EtcdCluster:
 
     async def snapshot(self) -> Snapshot:
         """Live nodes and partition owners, in one read (one revision)."""
-        c = self._client
         pre = self.prefix + "/"
         res = await self._call(
-            c.post,
-            c.get_url("/kv/range"),
-            json={"key": _b64(pre), "range_end": _b64(_prefix_end(pre))},
+            self._post, "/kv/range", {"key": _b64(pre), "range_end": _b64(_prefix_end(pre))}
         )
         nodes: set[str] = set()
         owners: dict[int, Owner] = {}

@@ -386,6 +386,8 @@ async def run_engine(
                     await execute(machine.observe(clock(), snap.nodes, snap.owners))
             except ServiceUnavailable as exc:
                 log.warning("node %s: etcd: %s", name, exc)
+            except Exception:  # keep the control loop; the watchdog fences regardless
+                log.exception("node %s: control loop", name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(leaving.wait(), max(0.05, cc.renew_every_s - (clock() - t0)))
 

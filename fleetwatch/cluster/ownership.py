@@ -153,8 +153,10 @@ class Ownership:
         self._renewed_sent = sent_at
 
     def renewed(self, sent_at: float) -> None:
-        """A keep-alive sent at ``sent_at`` came back with the lease alive."""
-        if self._renewed_sent is None or sent_at > self._renewed_sent:
+        """A keep-alive sent at ``sent_at`` came back with the lease alive. Ignored after a
+        step-down: that lease is given up (its keys go when the adapter revokes it or it
+        expires) and only :meth:`lease_granted` brings a lease back."""
+        if self._renewed_sent is not None and sent_at > self._renewed_sent:
             self._renewed_sent = sent_at
 
     def lease_lost(self) -> list[Action]:

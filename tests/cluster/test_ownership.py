@@ -164,3 +164,14 @@ def test_every_state_can_come_back_to_standby() -> None:
                 reach.add(src)
                 changed = True
     assert reach == set(PartitionState)
+
+
+def test_a_keep_alive_answered_after_the_step_down_does_not_revive_the_lease() -> None:
+    m = machine()
+    own_all(m, 0.1, {"a"})
+    m.tick(TTL)  # stepped down while a keep-alive hung
+    m.renewed(TTL - 0.5)  # ... and then it came back
+    assert not m.has_lease
+    for k in range(4):
+        m.stopped(k)
+    assert m.observe(TTL + 0.1, {"a"}, {}) == []  # no claim before a new lease
