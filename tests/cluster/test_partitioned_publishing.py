@@ -33,5 +33,5 @@ def test_unpartitioned_and_prefixed_topics() -> None:
 
 def test_serve_says_what_to_run_for_a_cluster() -> None:
     cfg = Config.model_validate({"cluster": {"partitions": 4}})
-    with pytest.raises(ConfigError, match="fleetwatch engine .*fleetwatch web"):
+    with pytest.raises(ConfigError, match=r"fleetwatch engine .*fleetwatch web"):
         serve_forever(cfg)
