@@ -308,7 +308,20 @@ async def run_engine(
         rules.engines[k] = part.engine
         en.takeovers += 1
         log.info("node %s: partition %d owned (epoch %d)", name, k, epoch)
-        part.start()
+        task = part.start()
+
+        def ended(t: asyncio.Task[None]) -> None:
+            # a partition's pipeline that stops by itself (not by stop()) failed: say so and
+            # hand the partition over instead of holding a key with nobody consuming
+            if t.cancelled() or en.parts.get(k) is not part or part.stopping:
+                return
+            exc = t.exception()
+            log.error("node %s: partition %d failed: %r; releasing it", name, k, exc)
+            acts = machine.give_up(k)
+            if acts:
+                asyncio.get_running_loop().create_task(execute(acts))
+
+        task.add_done_callback(ended)
 
     async def end_partition(k: int, clean: bool) -> None:
         part = en.parts.get(k)

@@ -245,6 +245,13 @@ class Ownership:
         self._go(k, "lost")
         return [Stop(k, reason)]
 
+    def give_up(self, k: int) -> list[Action]:
+        """The partition's pipeline failed on this node: release it for another node."""
+        if self.state[k] is not S.OWNED:
+            return []
+        self._go(k, "release")
+        return [Release(k, self.epoch[k])]
+
     def released(self, k: int) -> None:
         if self.state[k] is S.RELEASING:
             self._go(k, "released")

@@ -157,6 +157,7 @@ class Partition:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.saves_refused = 0
+        self.stopping = False  # stop() was called: the task's end is expected
 
     # -- the seams given to the pipeline ----------------------------------------------------
 
@@ -249,8 +250,23 @@ class Partition:
             if not self._stop.is_set():
                 await self.pipeline.save_state(self._save)
 
+    async def _restore_retrying(self) -> None:
+        """The database may be failing over: retry the restore (0.5 s doubling to 5 s);
+        the partition does not consume before it is restored."""
+        delay = 0.5
+        while True:
+            try:
+                await self._restore()
+                return
+            except ServiceUnavailable as exc:
+                log.warning(
+                    "partition %d: restore failed (%s); again in %.1f s", self.k, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def _run(self) -> None:
-        await self._restore()
+        await self._restore_retrying()
         # The first save marks the takeover: a lower epoch's save is refused from now on.
         await self._save(self.engine.state_bytes())
         async with asyncio.TaskGroup() as tg:
@@ -272,6 +288,7 @@ class Partition:
         task = self._task
         if task is None:
             return
+        self.stopping = True
         if not clean:
             self._acking = False
             task.cancel()
@@ -287,6 +304,8 @@ class Partition:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        except Exception as exc:  # the partition had failed already (logged by its node)
+            log.debug("partition %d ended with %r", self.k, exc)
 
     @property
     def positions_processed(self) -> int:

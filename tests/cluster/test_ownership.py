@@ -175,3 +175,13 @@ def test_a_keep_alive_answered_after_the_step_down_does_not_revive_the_lease() -
     for k in range(4):
         m.stopped(k)
     assert m.observe(TTL + 0.1, {"a"}, {}) == []  # no claim before a new lease
+
+
+def test_a_failed_partition_is_given_up_and_can_be_claimed_again() -> None:
+    m = machine()
+    owners = own_all(m, 0.1, {"a"})
+    assert m.give_up(1) == [Release(1, 11)]
+    assert m.give_up(1) == []
+    m.released(1)
+    del owners[1]
+    assert m.observe(1.0, {"a"}, owners) == [Claim(1)]
