@@ -36,6 +36,7 @@ def write_config(
     vehicles: int,
     partitions: int = 2,
     web_port: int = 0,
+    client: str = "aiomqtt",
 ) -> Path:
     doc: dict[str, Any] = {
         "mqtt": {
@@ -44,6 +45,7 @@ def write_config(
             "ack": "after_store",
             "protocol": "5",
             "persistent_session": True,
+            "client": client,
         },
         "store": {
             "kind": "postgres",

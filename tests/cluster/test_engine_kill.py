@@ -48,6 +48,7 @@ def test_kill_9_of_the_owner_under_load_loses_nothing_and_keeps_the_episode(
         etcd_url=etcd.url,
         schema=schema,
         vehicles=VEHICLES,
+        client=os.environ.get("FW_CLUSTER_MQTT_CLIENT", "aiomqtt"),  # the others: by hand
     )
     logs = {n: tmp_path / f"{n}.log" for n in ("a", "b", "web")}
     ports = {n: own_port() for n in logs}
