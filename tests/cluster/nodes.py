@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import paho.mqtt.client as paho
 import psycopg
+import websockets.sync.client
 
 from fleet.cluster import partition_of, partition_topic
 from simulator.toml import dumps
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
+FEED_TOKEN = "cluster-room-token-1234"
 
 
 def terminal(i: int) -> str:
@@ -61,7 +64,11 @@ def write_config(
             "renew_every_s": 0.5,
             "step_down_margin_s": 1.5,
         },
-        "web": {"port": web_port},
+        "web": {
+            "port": web_port,
+            "feed_interval_ms": 100,
+            "tokens": [{"token": FEED_TOKEN, "org": "c", "role": "operator"}],
+        },
         "orgs": [{"id": "c", "name": "City"}],
         "vehicles": [
             {"id": f"v{i}", "plate": f"川X{i:05d}", "terminal": terminal(i), "org": "c"}
@@ -188,3 +195,41 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int | None:
             proc.wait(10)
             return None
     return proc.returncode
+
+
+class FeedWatcher(threading.Thread):
+    """A page on a web node's /ws/live: when each plate was last seen in a positions frame,
+    and the alarm frames."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"ws://127.0.0.1:{port}/ws/live?token={FEED_TOKEN}"
+        self.seen: list[tuple[float, str]] = []  # (monotonic, plate)
+        self.alarms: list[dict[str, Any]] = []
+        self.halt = threading.Event()
+        self.connected = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # seen by the test (a closed feed while watching fails it)
+            self.error = exc
+
+    def _run(self) -> None:
+        with websockets.sync.client.connect(self.url, open_timeout=10) as ws:
+            self.connected.set()
+            while not self.halt.is_set():
+                try:
+                    raw = ws.recv(timeout=0.5)
+                except TimeoutError:
+                    continue
+                f = orjson.loads(raw)
+                now = time.monotonic()
+                if f.get("type") == "positions":
+                    self.seen += [(now, str(i.get("plate"))) for i in f.get("items", [])]
+                elif f.get("type") == "alarm":
+                    self.alarms.append(f["alarm"])
+
+    def first_after(self, t: float, plates: set[str]) -> float | None:
+        return next((at for at, p in self.seen if at > t and p in plates), None)

@@ -69,6 +69,10 @@ def test_kill_9_of_the_owner_under_load_loses_nothing_and_keeps_the_episode(
             } == {1}
 
         N.wait_for("one partition each", split, 30, every)
+        N.wait_for("web node up", lambda: N.health(ports["web"], "/healthz").get("ok"), 30, every)
+        page = N.FeedWatcher(ports["web"])
+        page.start()
+        assert page.connected.wait(10)
         t0 = int(time.time() * 1000) - (ROUNDS + 10) * 1000
         pub = N.Publisher(own_broker.port, VEHICLES, ROUNDS, 2, t0, 0.25)
         pub.start()
@@ -107,7 +111,24 @@ def test_kill_9_of_the_owner_under_load_loses_nothing_and_keeps_the_episode(
         twice = {key: n for key, n in Counter((v, kd) for _, v, kd, _ in eps).items() if n > 1}
         assert not twice, twice  # continuous driving: one episode per vehicle and kind
         assert N.health(ports["web"], "/healthz").get("ok") is True
-        print(f"takeover after kill -9: {takeover_s:.2f} s; stored at kill {stored_at_kill}")
+        # the page on the web node: the victim's vehicles move again on the map
+        plates = {f"川X{i:05d}" for i in range(VEHICLES) if partition_of(N.terminal(i), 2) == k}
+        live_at = page.first_after(killed, plates)
+        assert live_at is not None, "the web node's page never saw the partition again"
+        live_s = live_at - killed
+        ids = {
+            a["id"]
+            for a in page.alarms
+            if a.get("kind") == "speeding" and a.get("plate") == "川X00000"
+        }
+        assert ids <= set(before), ids  # the page saw one speeding episode of v0, not two
+        page.halt.set()
+        page.join(5)
+        assert page.error is None, repr(page.error)
+        print(
+            f"takeover after kill -9: {takeover_s:.2f} s; map live again on the web node after"
+            f" {live_s:.2f} s; stored at kill {stored_at_kill}"
+        )
 
         assert N.stop(procs[survivor]) == 0, logs[survivor].read_text()[-3000:]
         client = etcd3gw.client(port=etcd.port)
