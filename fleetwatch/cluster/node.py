@@ -271,6 +271,28 @@ async def run_engine(
         workday=lambda d: bool(rules.calendar.day(d).workday),
     )
     app = create_app(ctx)
+    from prometheus_client import Gauge
+
+    Gauge(
+        "fleetwatch_cluster_owned_partitions",
+        "partitions this engine node owns",
+        registry=metrics.registry,
+    ).set_function(lambda: float(len(machine.owned())))
+    Gauge(
+        "fleetwatch_cluster_step_downs",
+        "partitions stopped without a clean release (fenced)",
+        registry=metrics.registry,
+    ).set_function(lambda: float(en.step_downs))
+    Gauge(
+        "fleetwatch_cluster_takeovers",
+        "partitions this node started owning",
+        registry=metrics.registry,
+    ).set_function(lambda: float(en.takeovers))
+    Gauge(
+        "fleetwatch_cluster_etcd_failures",
+        "etcd calls that failed (time-out, refused)",
+        registry=metrics.registry,
+    ).set_function(lambda: float(etcd.calls_failed))
     from starlette.requests import Request
     from starlette.responses import JSONResponse
     from starlette.routing import Route

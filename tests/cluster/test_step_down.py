@@ -15,6 +15,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.brokers import Broker
@@ -66,6 +67,8 @@ def test_frozen_etcd_the_owner_steps_down_before_its_lease_can_expire(
         assert after >= TTL - MARGIN - RENEW - 1.0 - 0.01, after  # not before it had to
         h = N.health(port)
         assert h["step_downs"] >= 2
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert "fleetwatch_cluster_step_downs 2.0" in text, text[-2000:]
 
         def again() -> bool:
             h = N.health(port)
