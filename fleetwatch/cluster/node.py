@@ -224,7 +224,32 @@ async def run_engine(
         )
 
     rules = PartitionedRules(registry, cc.partitions, make_engine())
-    history = create_history(cfg.store, cfg.vehicle_state)
+    router = notifier = None
+    if cfg.notify.enabled:  # queued in the alarm write's transaction; workers share the outbox
+        from notify.routing import Router
+        from notify.worker import build_notifier
+
+        router = Router(
+            cfg.notify,
+            registry,
+            timezone=cfg.service.timezone,
+            public_url=cfg.service.public_url,
+            source=cfg.source,
+            fences=lambda: fences.index,
+            places=cfg.web.places,
+        )
+        notifier = build_notifier(cfg.notify, cfg.store)
+    history: Any
+    if cfg.store.kind == "postgres":
+        # No local spool on an engine node: a position is acknowledged only once it is in the
+        # shared database, where a new owner's replay finds it. With PostgreSQL away the
+        # partition's pipeline fails, the partition is released and claimed again, and its
+        # restore waits for the database; meanwhile the broker keeps the messages.
+        from store.postgres import PostgresHistory
+
+        history = PostgresHistory(cfg.store, vehicle_state=cfg.vehicle_state, notify_router=router)
+    else:
+        history = create_history(cfg.store, cfg.vehicle_state, notify_router=router)
     live = create_live(cfg.live, cfg.vehicle_state)
     feed = FeedCore(registry, vehicle_state=cfg.vehicle_state)  # Redis-down fallback only
     fanout = Fanout(cfg.live.redis_url, cfg.live.key_prefix)
@@ -268,6 +293,7 @@ async def run_engine(
         relay=relay,
         commands=commands,
         vehicle_records=records,
+        notifier=notifier,
         workday=lambda d: bool(rules.calendar.day(d).workday),
     )
     app = create_app(ctx)
@@ -361,7 +387,7 @@ async def run_engine(
                 await end_partition(a.partition, clean=False)
                 machine.stopped(a.partition)
             elif isinstance(a, Release):
-                log.info("node %s: releasing partition %d (fair share)", name, a.partition)
+                log.info("node %s: releasing partition %d", name, a.partition)
                 await end_partition(a.partition, clean=True)
                 with contextlib.suppress(ServiceUnavailable):
                     await etcd.release(a.partition, a.epoch)
@@ -466,6 +492,7 @@ async def run_engine(
             ]
             while not server.started and not web.done():
                 await asyncio.sleep(0.02)  # the app's lifespan (orders, fences) is done
+            notify_task = tg.create_task(notifier.run()) if notifier is not None else None
             dog = tg.create_task(watchdog())
             ctl = tg.create_task(control())
             log.info("engine node %s: http://%s:%s/health", name, cfg.web.host, http_port)
@@ -485,6 +512,8 @@ async def run_engine(
             await relay.drained(5.0)
             for t in relay_tasks:
                 t.cancel()
+            if notifier is not None and notify_task is not None:
+                notifier.stop()
             server.should_exit = True
     finally:
         await fanout.close()

@@ -40,6 +40,7 @@ def write_config(
     partitions: int = 2,
     web_port: int = 0,
     client: str = "aiomqtt",
+    postgres_dsn: str = PG,
 ) -> Path:
     doc: dict[str, Any] = {
         "mqtt": {
@@ -53,6 +54,7 @@ def write_config(
         "store": {
             "kind": "postgres",
             "postgres_schema": schema,
+            "postgres_dsn": postgres_dsn,
             "spool_dir": str(tmp_path / "spool"),
         },
         "live": {"kind": "redis", "key_prefix": f"fwc{unique}:"},
@@ -159,8 +161,8 @@ class Publisher(threading.Thread):
         self.done.set()
 
 
-def stored(schema: str) -> tuple[int, int]:
-    with psycopg.connect(PG) as conn:
+def stored(schema: str, dsn: str = PG) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
         row = conn.execute(
             f"SELECT count(*), count(DISTINCT (vehicle, ts)) FROM {schema}.positions"
         ).fetchone()
