@@ -57,13 +57,17 @@ class Etcd:
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port, 0.2):
             if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError("etcd did not start: " + (folder / "etcd.log").read_text())
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._log.close()
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                self.proc.wait(10)
+        finally:
+            self._log.close()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.private_services import PG_BIN, PrivatePostgres
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-VEHICLES, ROUNDS = 60, 40
+VEHICLES, ROUNDS = 60, 30
 
 
 def test_database_outage_under_load_loses_nothing(

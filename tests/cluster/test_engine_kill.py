@@ -28,7 +28,7 @@ from tests.cluster.conftest import Etcd, own_port
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 VEHICLES = 120
-ROUNDS = 60
+ROUNDS = 48
 TOTAL = VEHICLES * ROUNDS
 
 
