@@ -121,9 +121,7 @@ class Fanout:
         if not items:
             return 0
         try:
-            return int(
-                await self.redis.publish(self.channels["positions"], orjson.dumps(items))
-            )
+            return int(await self.redis.publish(self.channels["positions"], orjson.dumps(items)))
         except _REDIS_DOWN as exc:
             raise ServiceUnavailable("redis", str(exc)) from exc
 
@@ -164,7 +162,8 @@ class Fanout:
             res = await self.redis.xread({self.stream: after}, count=count, block=block_ms)
         except _REDIS_DOWN as exc:
             raise ServiceUnavailable("redis", str(exc)) from exc
-        return [e for _, rows in res or () for e in self._entries(rows)]
+        streams = res.items() if isinstance(res, dict) else (res or ())  # RESP3 | RESP2
+        return [e for _, rows in streams for e in self._entries(rows)]
 
     async def alarm_tail(self, n: int) -> list[AlarmEntry]:
         """The last ``n`` entries, oldest first."""

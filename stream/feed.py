@@ -407,6 +407,11 @@ class FeedCore:
         frame = self._alarm_frame(self.seq, gid, item)
         self._ring_add(_RingEntry(self.seq, event.vehicle, frame, self._take_gid(gid)))
 
+    def note_gid(self, gid: str) -> None:
+        """A global id was taken in without a frame here (an acknowledgement this node
+        already showed): the snapshot's ``gid`` moves past it."""
+        self._take_gid(gid)
+
     def start_history(self, floor: str) -> None:
         """The ring is complete for the gids after ``floor`` from now on (the relay read the
         Stream from there, or found it trimmed to there)."""
@@ -574,6 +579,11 @@ class FeedCore:
         self.stats.replies += 1
         self._push(client, c, "reply", self.seq, frame)
         return client in self._clients
+
+    @property
+    def ring_size(self) -> int:
+        """How many alarm frames the ring keeps (``alarm_ring``)."""
+        return self._ring.maxlen or 0
 
     @property
     def cached_filters(self) -> int:
