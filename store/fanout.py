@@ -73,14 +73,25 @@ class AlarmEntry:
 
 @dataclass(frozen=True, slots=True)
 class AlarmHorizon:
-    """What the Stream holds now: ``first``/``last`` entry ids (None if empty) and
-    ``trimmed`` — the greatest id ever removed ("0-0" if none): a reader whose last gid
-    is below it may have lost entries."""
+    """What the Stream holds now: ``first``/``last`` entry ids (None if empty),
+    ``deleted`` — the greatest id removed by XDEL ("0-0" if none; MAXLEN trimming does
+    not move it) — and ``removed``, how many entries ever added are gone (trimmed or
+    deleted)."""
 
     first: str | None
     last: str | None
-    trimmed: str
+    deleted: str
     length: int
+    removed: int = 0
+
+    def missing_after(self, gid: str) -> bool:
+        """Whether entries after ``gid`` may be gone: the Stream now starts after it with
+        older entries removed, or an entry after it was deleted. Errs on the side of yes
+        when the first entry held is exactly the one after ``gid``."""
+        key = gid_key(gid)
+        if self.deleted != "0-0" and gid_key(self.deleted) > key:
+            return True
+        return self.removed > 0 and self.first is not None and gid_key(self.first) > key
 
 
 def _s(v: Any) -> str:
@@ -180,14 +191,15 @@ class Fanout:
             raise ServiceUnavailable("redis", str(exc)) from exc
         except Exception as exc:  # no such key: nothing was ever published
             if "no such key" in str(exc).lower():
-                return AlarmHorizon(None, None, "0-0", 0)
+                return AlarmHorizon(None, None, "0-0", 0, 0)
             raise
         first, last = info.get("first-entry"), info.get("last-entry")
         return AlarmHorizon(
             first=_s(first[0]) if first else None,
             last=_s(last[0]) if last else None,
-            trimmed=_s(info.get("max-deleted-entry-id", "0-0")),
+            deleted=_s(info.get("max-deleted-entry-id", "0-0")),
             length=int(info.get("length", 0)),
+            removed=int(info.get("entries-added", 0)) - int(info.get("length", 0)),
         )
 
     @staticmethod

@@ -99,6 +99,19 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _cancel_check() -> None:
+    """Raise CancelledError if this task was asked to stop and the request got lost.
+
+    On Python 3.11 ``asyncio.wait_for`` returns normally when a cancel arrives just as
+    the awaited operation finishes, and redis-py wraps every socket write in it (with a
+    ``socket_timeout``): a cancel can vanish inside any Redis call, and a loop around
+    Redis calls then never stops. Every loop here checks after each call.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass
 class RelayStats:
     """Counters for /metrics (monotonic except ``alarms_waiting`` and ``degraded``)."""
@@ -246,6 +259,7 @@ class RelayOut:
                 await self._wake.wait()
             self._wake.clear()
             await self._drain()
+            _cancel_check()
             if not self._pos and not self._out:
                 self._idle.set()
 
@@ -531,6 +545,7 @@ class RelayIn:
             finally:
                 with contextlib.suppress(*_REDIS_DOWN):
                     await pubsub.aclose()
+            _cancel_check()
             await asyncio.sleep(self.retry_s)
 
     async def _pump(self, pubsub: Any) -> None:
@@ -539,13 +554,16 @@ class RelayIn:
         async def positions() -> None:
             while True:
                 msg = await pubsub.get_message(timeout=1.0)
+                _cancel_check()
                 if msg is not None and msg.get("type") == "message":
                     self._apply(msg["channel"], msg["data"])
 
         async def alarms() -> None:
             while True:
                 after = self.last_gid or "0-0"
-                for entry in await self.fanout.read_alarms(after, block_ms=self.block_ms):
+                entries = await self.fanout.read_alarms(after, block_ms=self.block_ms)
+                _cancel_check()
+                for entry in entries:
                     self.apply_alarm(entry)
 
         tasks = [asyncio.create_task(positions()), asyncio.create_task(alarms())]
@@ -557,6 +575,7 @@ class RelayIn:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            _cancel_check()
 
     async def catch_up(self) -> None:
         """Reload positions from the live state, read the alarms missed from the Stream (the
@@ -596,27 +615,29 @@ class RelayIn:
             # still open come from the live state.
             entries = await fan.alarm_tail(self.ring_fill + 1) if self.ring_fill else []
             if not self.ring_fill:
-                floor = horizon.last or horizon.trimmed
+                floor = horizon.last or "0-0"
             elif len(entries) > self.ring_fill:
                 floor, entries = entries[0].gid, entries[1:]
+            elif horizon.removed and entries:
+                floor = entries[0].gid  # all it holds; what was before it is gone
             else:
-                floor = horizon.trimmed  # the whole Stream is read
+                floor = "0-0"  # the whole history of the Stream
             self.feed.start_history(floor)
             self.last_gid = floor
             for e in entries:
                 seen.add(str(e.payload.get("id")))
                 self.apply_alarm(e)
             return True, seen
-        gap = horizon.trimmed != "0-0" and gid_key(horizon.trimmed) > gid_key(self.last_gid)
+        gap = horizon.missing_after(self.last_gid)
         if gap:
             self.stats.alarm_gaps += 1
             log.warning(
-                "alarm Stream trimmed past %s (to %s) while this node was away: open alarms"
-                " reloaded from the live state",
+                "alarm Stream trimmed past %s (now from %s) while this node was away: open"
+                " alarms reloaded from the live state",
                 self.last_gid,
-                horizon.trimmed,
+                horizon.first,
             )
-            self.feed.start_history(horizon.trimmed)
+            self.feed.start_history(horizon.first or horizon.deleted)
         if horizon.last is None or gid_key(horizon.last) < gid_key(self.last_gid):
             # The Stream went back (a failover lost its newest entries, or it was reset):
             # read on from what it holds, or the next entries might be skipped.
