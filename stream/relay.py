@@ -276,14 +276,17 @@ class RelayOut:
             merged = self._conflate()
             self._pos, self._pos_rows = [], 0
             await self._send_positions(merged)
-        if self._recheck and not self.stats.degraded:
-            await self._recheck_at_risk()
-        while self._out:
-            if self._out[0].local_done and self.clock() < self._hold_until:
-                break  # let the other nodes resubscribe before what they missed goes out
-            if not await self._send(self._out[0]):
+        for _ in range(2):  # a send may end an outage: then the recheck, then its output
+            if self._recheck and not self.stats.degraded:
+                await self._recheck_at_risk()
+            while self._out:
+                if self._out[0].local_done and self.clock() < self._hold_until:
+                    break  # let the other nodes resubscribe before what they missed goes out
+                if not await self._send(self._out[0]):
+                    break
+                self._out.popleft()
+            if not self._recheck:
                 break
-            self._out.popleft()
         self.stats.alarms_waiting = len(self._out)
         if self.stats.degraded:
             self._deliver_locally()
