@@ -124,6 +124,17 @@ class Fanout:
         self.wait_ms = wait_ms
         self._kind_of = {v.encode(): k for k, v in self.channels.items()}
 
+    @classmethod
+    def from_config(cls, live: Any) -> Fanout:
+        """From ``[live]`` (``store.config.LiveConfig``): URL, prefix, Stream limit, WAIT."""
+        return cls(
+            live.redis_url,
+            live.key_prefix,
+            stream_maxlen=live.alarm_stream_maxlen,
+            wait_replicas=live.alarm_wait_replicas,
+            wait_ms=live.alarm_wait_ms,
+        )
+
     async def close(self) -> None:
         await self.redis.aclose()
 

@@ -240,3 +240,19 @@ async def test_an_alarm_the_new_master_lacks_is_published_again(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await fan.close()
+
+
+async def test_fanout_from_config_takes_the_limits() -> None:
+    from store.config import LiveConfig
+
+    live = LiveConfig(
+        kind="redis",
+        redis_url=f"redis+sentinel://127.0.0.1:{SENTINEL}/fleet/1",
+        alarm_stream_maxlen=500,
+        alarm_wait_replicas=1,
+        alarm_wait_ms=50,
+    )
+    fan = Fanout.from_config(live)
+    assert (fan.stream_maxlen, fan.wait_replicas, fan.wait_ms) == (500, 1, 50)
+    assert fan.stream == "fw:live:alarms"
+    await fan.close()
