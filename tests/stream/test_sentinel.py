@@ -165,6 +165,8 @@ async def test_master_killed_no_alarm_lost_on_the_page(
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the sentinel never saw the replica")
+    await probe.set("s:probe", "1")
+    assert await probe.wait(1, 5000) == 1, "the replica does not acknowledge writes"
     out_fan = Fanout(url, "s:", wait_replicas=1, wait_ms=300)
     in_fan = Fanout(url, "s:")
     out = RelayOut(out_fan, registry, node="engine", retry_s=0.2, settle_s=0)
