@@ -52,8 +52,10 @@ class RedisCommands:
         client: aioredis.Redis | None = None,
     ) -> None:
         # plain or Sentinel URL (store.redisconn): after a failover the listener's
-        # reconnect reaches the promoted master
-        self.redis = client or redis_client(redis_url)
+        # reconnect reaches the promoted master. No reply time-out, as before: with one,
+        # redis-py wraps each write in asyncio.wait_for, which on Python 3.11 can lose a
+        # cancel, and this listener loop would then outlive the service's shutdown.
+        self.redis = client or redis_client(redis_url, socket_timeout_s=None)
         self.channel = f"{prefix}web:commands"
         self.node = node or uuid.uuid4().hex[:12]
         self.retry_s = retry_s
