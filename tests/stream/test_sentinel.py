@@ -258,3 +258,44 @@ async def test_fanout_from_config_takes_the_limits() -> None:
     assert (fan.stream_maxlen, fan.wait_replicas, fan.wait_ms) == (500, 1, 50)
     assert fan.stream == "fw:live:alarms"
     await fan.close()
+
+
+@pytest.mark.services
+async def test_live_state_and_command_bus_through_sentinel(
+    registry: Registry, sentinel_set: SentinelSet
+) -> None:
+    from fleet.batch import PositionBatch
+    from store.config import LiveConfig
+    from store.live import RedisLiveState
+    from web.commands import RedisCommands
+
+    url = f"redis+sentinel://127.0.0.1:{SENTINEL}/fleet/3"
+    live = RedisLiveState(LiveConfig(kind="redis", redis_url=url, key_prefix="l:"))
+    await live.open(registry)
+    a, b = RedisCommands(url, "l:", node="a"), RedisCommands(url, "l:", node="b")
+    heard: list[dict[str, Any]] = []
+
+    async def hear(cmd: dict[str, Any]) -> None:
+        heard.append(cmd)
+
+    listener = asyncio.create_task(b.listen(hear))
+    try:
+        await live.update(
+            PositionBatch.from_columns(
+                vehicle=[0], ts=[T0], lat=[30.4], lon=[106.6], speed=[10.0], heading=[0]
+            )
+        )
+        assert not live.degraded
+        direct = redis_client(f"redis://127.0.0.1:{MASTER}/3")  # the data is on the master
+        assert await direct.hexists("l:veh", "V1")
+        await direct.aclose()
+        await asyncio.wait_for(b.listening.wait(), 5)
+        assert await a.publish("fences")
+        await until(lambda: bool(heard))
+        assert heard[0]["op"] == "fences" and heard[0]["node"] == "a"
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        for c in (a, b):
+            await c.close()
+        await live.close()
