@@ -241,7 +241,7 @@ def build_service(cfg: Config) -> Service:
         from stream.relay import RelayCollector, RelayOut
         from web.commands import RedisCommands
 
-        fanout = Fanout(cfg.live.redis_url, cfg.live.key_prefix)
+        fanout = Fanout.from_config(cfg.live)
         relay = RelayOut(fanout, registry, local=feed)
         commands = RedisCommands(cfg.live.redis_url, cfg.live.key_prefix, node=relay.node)
         metrics.registry.register(RelayCollector(relay.stats))

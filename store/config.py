@@ -89,3 +89,18 @@ class LiveConfig(_Frozen):
     retry_interval_s: float = Field(
         default=2.0, gt=0, description="how often a down Redis is retried"
     )
+    alarm_stream_maxlen: int = Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="alarm changes kept in the Redis Stream (how far back a page can resume)",
+    )
+    alarm_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="replicas that must confirm each alarm (WAIT); 1 with Sentinel (docs/feed.md)",
+    )
+    alarm_wait_ms: int = Field(
+        default=200, ge=1, le=10_000, description="how long one WAIT for replicas may take"
+    )

@@ -32,7 +32,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from fleet.batch import PositionBatch
 from fleet.errors import Misuse
@@ -42,12 +41,13 @@ from fleet.vehicle_state import VehicleStateConfig
 from store.config import LiveConfig
 from store.figures import haversine_m
 from store.latest import LatestPositions, vehicle_states
+from store.redisconn import REDIS_DOWN, redis_client
 
 __all__ = ["LiveState", "MemoryLiveState", "RedisLiveState", "live_alarm"]
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 
 def live_alarm(event: AlarmEvent, registry: Registry) -> dict[str, Any]:
@@ -193,9 +193,8 @@ class RedisLiveState:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.redis = client or aioredis.Redis.from_url(
-            config.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0
-        )
+        # plain or Sentinel URL (store.redisconn); a reply slower than 2 s is an outage
+        self.redis = client or redis_client(config.redis_url, socket_timeout_s=2.0)
         self.vehicle_state = vehicle_state or VehicleStateConfig()
         self.mirror = MemoryLiveState(config, self.vehicle_state)
         p = config.key_prefix

@@ -7,14 +7,24 @@ each client's outbox. :mod:`stream.server` is the asyncio adapter around it.
 Frames are JSON text, encoded once (orjson) and shared by every client that
 needs the same bytes — see ARCHITECTURE.md, "Live feed"::
 
-    {"type": "snapshot", "seq", "vehicles": [...], "alarms": [...]}
+    {"type": "snapshot", "seq", "node", "gid", "resume", "gap", "vehicles": [...], "alarms": [...]}
     {"type": "positions", "seq", "items": [...]}   latest per vehicle since the last frame
-    {"type": "alarm", "seq", "alarm": {...}}       never dropped, never conflated
+    {"type": "alarm", "seq", "gid", "alarm": {...}}  never dropped, never conflated
 
-``seq`` is one global counter: every accepted position batch, alarm change and
-state change (a vehicle going offline) takes the next value. A client that
-reconnects with the last ``seq`` it saw gets the alarm frames it missed, from a
-ring of recent alarm frames.
+``seq`` is this node's counter: every accepted position batch, alarm change and
+state change (a vehicle going offline) takes the next value. ``gid`` is the alarm's
+*global* id, the same on every web node: the Redis Stream entry id the alarm came
+in with (:mod:`stream.relay`; absent for an alarm this node showed on its own
+while Redis was down). Both index a ring of recent alarm frames.
+
+Resume (:meth:`FeedCore.connect`): a page reconnects with the ``node`` of its last
+snapshot, its ``last_seq`` and its ``last_gid``. Back on the same node, the ring
+frames after ``last_seq`` follow the snapshot (``resume: "seq"``); on another node
+(its own died, the load balancer moved it) the ring frames after ``last_gid``
+(``resume: "gid"``). The ring covers the gids after :attr:`FeedCore.gid_floor`;
+when ``last_gid`` is older than that — or the page brings no gid from another node
+— some alarm changes may be missing: the snapshot (which holds every open and every
+unacknowledged alarm) comes with ``gap: true``, and the page says so.
 
 Conflation: each vehicle carries the ``seq`` of its last change; each client the
 ``seq`` its last delivered frame was built at (its *basis*). The dirty set of a
@@ -183,6 +193,8 @@ class FeedStats:
     slow_disconnects: int = 0
     replies: int = 0
     refused_requests: int = 0
+    resumes: int = 0  # reconnects that got exactly the alarm frames they missed
+    resume_gaps: int = 0  # reconnects told that some may be missing (gap: true)
 
 
 @dataclass
@@ -202,6 +214,17 @@ class _RingEntry:
     seq: int
     vehicle: int
     frame: bytes
+    gid: tuple[int, int] | None = None
+
+
+def gid_key(gid: str) -> tuple[int, int]:
+    """A global alarm id (a Redis Stream id ``"<ms>-<n>"``) as a sortable pair.
+
+    Raises :class:`BadRecord` for anything else."""
+    ms, sep, n = gid.partition("-")
+    if not (ms.isdigit() and (not sep or n.isdigit())) or len(gid) > 41:
+        raise BadRecord("bad_gid", f"{gid[:48]!r} is not an alarm id like 1764034200000-0")
+    return int(ms), int(n or 0)
 
 
 class FeedCore:
@@ -225,6 +248,7 @@ class FeedCore:
         vehicle_state: VehicleStateConfig | None = None,
         closed_alarms_kept: int = 500,
         limits: FeedLimits | None = None,
+        node: str = "",
     ) -> None:
         if interval_ms <= 0 or client_buffer < 1 or alarm_ring < 1:
             raise Misuse("FeedCore needs interval_ms > 0, client_buffer >= 1, alarm_ring >= 1")
@@ -234,6 +258,13 @@ class FeedCore:
         self.vehicle_state = vehicle_state or VehicleStateConfig()
         self.limits = limits or FeedLimits()
         self.seq = 0
+        #: this node's name, sent in snapshots (the page brings it back to tell a resume
+        #: on the same node from a move); set by the adapter
+        self.node = node
+        #: the greatest global alarm id taken in, and the one below which the ring is not
+        #: complete (None: no alarm history known, every resume by gid is a gap)
+        self.last_gid: str | None = None
+        self.gid_floor: str | None = None
         self.stats = FeedStats()
         n = len(registry)
         self._n = n
@@ -333,11 +364,12 @@ class FeedCore:
         self.changed_seq[v] = self.seq
         return int(rows.shape[0])
 
-    def alarm(self, event: AlarmEvent) -> list[int]:
+    def alarm(self, event: AlarmEvent, gid: str | None = None) -> list[int]:
         """Take in one alarm change; queue its frame to every client that sees the vehicle.
 
-        Events found in back-fill are recorded elsewhere and never shown live.
-        Returns the clients whose outbox grew.
+        ``gid`` is its global id (Stream order: each greater than the last). Events found
+        in back-fill are recorded elsewhere and never shown live. Returns the clients
+        whose outbox grew.
         """
         self._sync()
         if event.backfill:
@@ -360,9 +392,38 @@ class FeedCore:
             if not was_open:
                 self.alarms_open[v] += 1
             self._hold(event.id, item)
-        return self._publish_alarm(v, item)
+        return self._publish_alarm(v, item, gid)
 
-    def acknowledge(self, alarm_id: str, entry: dict[str, Any]) -> list[int]:
+    def remember(self, event: AlarmEvent, gid: str) -> None:
+        """Put an alarm this node already showed (without gid, Redis being down) into the
+        ring under the gid it later got, so a page moving here from another node still
+        gets it; its state and the clients are not touched."""
+        self._sync()
+        if event.backfill or not 0 <= event.vehicle < self._n:
+            return
+        held = self._alarms.get(event.id)
+        item = held if held is not None else self._alarm_item(event)
+        self.seq += 1
+        frame = self._alarm_frame(self.seq, gid, item)
+        self._ring_add(_RingEntry(self.seq, event.vehicle, frame, self._take_gid(gid)))
+
+    def note_gid(self, gid: str) -> None:
+        """A global id was taken in without a frame here (an acknowledgement this node
+        already showed): the snapshot's ``gid`` moves past it."""
+        self._take_gid(gid)
+
+    def start_history(self, floor: str) -> None:
+        """The ring is complete for the gids after ``floor`` from now on (the relay read the
+        Stream from there, or found it trimmed to there)."""
+        key = gid_key(floor)
+        if self.gid_floor is None or key > gid_key(self.gid_floor):
+            self.gid_floor = floor
+        if self.last_gid is None or key > gid_key(self.last_gid):
+            self.last_gid = floor
+
+    def acknowledge(
+        self, alarm_id: str, entry: dict[str, Any], gid: str | None = None
+    ) -> list[int]:
         """Add one entry to an alarm's handling record and tell every desk.
 
         ``entry`` is ``{"user", "note", "at", "action"}`` (action ``ack | close |
@@ -381,6 +442,8 @@ class FeedCore:
             self._trim_acks_done()
         record.append(e)
         if held is None:
+            if gid is not None:
+                self._take_gid(gid)
             return []
         item = {**held, "ack": record[0], "acks": list(record)}
         if item["state"] == "closed":
@@ -389,7 +452,7 @@ class FeedCore:
         else:
             self._alarms[alarm_id] = item
         v = self.registry.by_id(item["vehicle"])
-        return self._publish_alarm(v if v is not None else 0, item)
+        return self._publish_alarm(v if v is not None else 0, item, gid)
 
     def handling(self, alarm_id: str) -> list[dict[str, Any]]:
         """The handling record the feed keeps for an alarm, oldest first (empty if none)."""
@@ -406,12 +469,23 @@ class FeedCore:
     # -- clients ----------------------------------------------------------------------------
 
     def connect(
-        self, client: int, visible_org: str, now_ms: int, last_seq: int | None = None
-    ) -> None:
+        self,
+        client: int,
+        visible_org: str,
+        now_ms: int,
+        last_seq: int | None = None,
+        *,
+        last_gid: str | None = None,
+        from_node: str | None = None,
+    ) -> str:
         """Register a client allowed to see ``visible_org``'s subtree; queue its snapshot.
 
-        With ``last_seq``, the alarm frames after it still in the ring follow the snapshot.
+        Then the ring's alarm frames the client missed (module doc, "Resume"): after
+        ``last_seq`` when ``from_node`` is this node (or not given: an older page), after
+        ``last_gid`` when it came from another node. Returns how it resumed: ``none``,
+        ``seq``, ``gid`` or ``gap``. A malformed ``last_gid`` raises :class:`BadRecord`.
         """
+        after = gid_key(last_gid) if last_gid is not None else None
         if client in self._clients:
             raise Misuse(f"client {client} is already connected")
         self._sync()
@@ -421,11 +495,28 @@ class FeedCore:
         c = self._new_client(visible_org, Subscription())
         self._clients[client] = c
         self.stats.clients = len(self._clients)
-        self._queue_snapshot(client, c, now_ms)
-        if last_seq is not None:
-            for entry in self._ring:
-                if entry.seq > last_seq and c.visible[entry.vehicle]:
-                    self._push(client, c, "alarm", entry.seq, entry.frame)
+        same_node = from_node is None or from_node == self.node
+        if last_seq is not None and same_node and last_seq <= self.seq:
+            resume = "seq"
+            replay = [e for e in self._ring if e.seq > last_seq]
+        elif after is not None:
+            floor = gid_key(self.gid_floor) if self.gid_floor is not None else None
+            resume = "gid" if floor is not None and after >= floor else "gap"
+            replay = [e for e in self._ring if e.gid is not None and e.gid > after]
+        elif from_node is not None and last_seq is not None:
+            # a page from another node that never saw a global id: nothing to resume by
+            resume, replay = "gap", []
+        else:
+            resume, replay = "none", []
+        if resume == "gap":
+            self.stats.resume_gaps += 1
+        elif resume != "none":
+            self.stats.resumes += 1
+        self._queue_snapshot(client, c, now_ms, resume)
+        for entry in replay:
+            if c.visible[entry.vehicle]:
+                self._push(client, c, "alarm", entry.seq, entry.frame)
+        return resume
 
     def subscribe(self, client: int, sub: Subscription, now_ms: int) -> None:
         """Change what a client follows; queue a fresh snapshot. Raises :class:`BadRecord`."""
@@ -488,6 +579,11 @@ class FeedCore:
         self.stats.replies += 1
         self._push(client, c, "reply", self.seq, frame)
         return client in self._clients
+
+    @property
+    def ring_size(self) -> int:
+        """How many alarm frames the ring keeps (``alarm_ring``)."""
+        return self._ring.maxlen or 0
 
     @property
     def cached_filters(self) -> int:
@@ -695,17 +791,26 @@ class FeedCore:
             )
         )
 
-    def _queue_snapshot(self, cid: int, c: _Client, now_ms: int) -> None:
+    def _queue_snapshot(self, cid: int, c: _Client, now_ms: int, resume: str = "none") -> None:
         self._refresh_states(now_ms)
         idx = np.flatnonzero(c.visible & self.has)
         if c.sub.bbox is not None:
             idx = self._in_bbox(idx, c.sub.bbox)
         self._encode(idx)
         alarms = orjson.dumps(self.alarm_items(c.visible))
+        head = orjson.dumps(
+            {
+                "type": "snapshot",
+                "seq": self.seq,
+                "node": self.node,
+                "gid": self.last_gid,
+                "resume": resume,
+                "gap": resume == "gap",
+            }
+        )
         frame = b"".join(
             (
-                b'{"type":"snapshot","seq":',
-                str(self.seq).encode(),
+                head[:-1],
                 b',"vehicles":[',
                 b",".join([self._items[i] for i in idx.tolist()]),
                 b'],"alarms":',
@@ -766,10 +871,33 @@ class FeedCore:
             old, _ = self._closed.popitem(last=False)
             self._release(old)
 
-    def _publish_alarm(self, v: int, item: dict[str, Any]) -> list[int]:
+    def _take_gid(self, gid: str | None) -> tuple[int, int] | None:
+        if gid is None:
+            return None
+        key = gid_key(gid)
+        if self.last_gid is None or key > gid_key(self.last_gid):
+            self.last_gid = gid
+        return key
+
+    @staticmethod
+    def _alarm_frame(seq: int, gid: str | None, item: dict[str, Any]) -> bytes:
+        if gid is None:
+            return orjson.dumps({"type": "alarm", "seq": seq, "alarm": item})
+        return orjson.dumps({"type": "alarm", "seq": seq, "gid": gid, "alarm": item})
+
+    def _ring_add(self, entry: _RingEntry) -> None:
+        ring = self._ring
+        if ring.maxlen is not None and len(ring) >= ring.maxlen:
+            old = ring[0].gid
+            if old is not None and (self.gid_floor is None or old > gid_key(self.gid_floor)):
+                self.gid_floor = f"{old[0]}-{old[1]}"
+        ring.append(entry)
+
+    def _publish_alarm(self, v: int, item: dict[str, Any], gid: str | None = None) -> list[int]:
+        key = self._take_gid(gid)
         self.seq += 1
-        frame = orjson.dumps({"type": "alarm", "seq": self.seq, "alarm": item})
-        self._ring.append(_RingEntry(self.seq, v, frame))
+        frame = self._alarm_frame(self.seq, gid, item)
+        self._ring_add(_RingEntry(self.seq, v, frame, key))
         woke = []
         for cid, c in list(self._clients.items()):
             if c.visible[v]:

@@ -3,7 +3,7 @@
 ::
 
     pipeline ─▶ RelayOut.positions/alarm ─(bounded hand-over)─▶ Fanout.publish_* ─▶ Redis
-    Redis pub/sub ─▶ RelayIn ─▶ FeedCore (on every node, this one included) ─▶ FeedServer
+    Redis pub/sub (positions) + Stream (alarms) ─▶ RelayIn ─▶ FeedCore (every web node) ─▶ page
 
 Each ``fleetwatch serve`` ingests its own shard of vehicles and publishes what
 its pipeline finds; every node subscribes and feeds its own :class:`FeedCore`,
@@ -22,9 +22,32 @@ Policies (each counted in :class:`RelayStats`):
   (its desks stay live for its own vehicles), positions for the other nodes
   are lost (counted), alarms are kept and published when Redis returns (marked
   as already delivered here, so this node does not show them twice);
-- :class:`RelayIn` resubscribes after an outage, reloads vehicles and open
-  alarms from the live state (``store.live``) when it has one, and queues a
-  fresh snapshot to every websocket client (:meth:`FeedCore.resync`).
+- :class:`RelayIn` resubscribes after an outage, reloads vehicles from the live
+  state (``store.live``) when it has one, reads the alarm Stream on from the last
+  global id it took (exact: nothing missed while the entries are still in the
+  Stream; if they were trimmed meanwhile, the open alarms come from the live
+  state and the ring's floor moves up, so a page resuming from before says
+  ``gap``), and queues a fresh snapshot to every websocket client
+  (:meth:`FeedCore.resync`).
+
+Global alarm ids: every alarm message goes through the Stream of
+:mod:`store.fanout`; its entry id is the ``gid`` every web node's FeedCore puts on
+the alarm frame, so a page that loses its node resumes on another after the last
+gid it saw (:meth:`FeedCore.connect`). At start a RelayIn fills its feed's ring with
+the Stream's last ``ring_fill`` entries, so a page may move to a node that has just
+started.
+
+Master failure (Redis Sentinel). Replication is asynchronous: an alarm the
+master took may be gone on the promoted replica. With a fan-out built with
+``wait_replicas`` (``WAIT`` after each ``XADD``) :class:`RelayOut` counts an alarm
+*replicated* when enough replicas confirmed it; the others stay *at risk*
+(``alarms_at_risk``, bounded by ``max_at_risk``). A later confirmed ``WAIT`` on the
+same master confirms them too (replication is in order). After an outage (the
+master died, Sentinel promoted another) each alarm at risk is looked up on the
+new master and published again if it is missing (``alarms_republished``; the
+pages may see its frame twice — frames are idempotent by alarm id — but never
+zero times). An alarm pushed out of a full at-risk list is counted in
+``alarms_untracked``: the one number that says alarms may have been lost.
 
 Message shapes are those of :mod:`store.fanout`: vehicle items, and alarms in
 the live feed's alarm shape plus ``action``, ``ts`` and ``node``; an
@@ -45,7 +68,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.exceptions
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -53,7 +75,9 @@ from fleet.batch import PositionBatch
 from fleet.errors import ServiceUnavailable
 from fleet.events import Action, AlarmEvent
 from fleet.registry import Registry, grown
-from stream.feed import FeedCore, latest_per_vehicle
+from store.fanout import AlarmEntry, Published
+from store.redisconn import REDIS_DOWN
+from stream.feed import FeedCore, gid_key, latest_per_vehicle
 
 __all__ = [
     "RelayCollector",
@@ -67,12 +91,25 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_REDIS_DOWN: tuple[type[BaseException], ...] = (*REDIS_DOWN, ServiceUnavailable)
 _NO_TS = np.iinfo(np.int64).min
 
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _cancel_check() -> None:
+    """Raise CancelledError if this task was asked to stop and the request got lost.
+
+    On Python 3.11 ``asyncio.wait_for`` returns normally when a cancel arrives just as
+    the awaited operation finishes, and redis-py wraps every socket write in it (with a
+    ``socket_timeout``): a cancel can vanish inside any Redis call, and a loop around
+    Redis calls then never stops. Every loop here checks after each call.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass
@@ -84,6 +121,10 @@ class RelayStats:
     items_published: int = 0  # vehicle items published
     items_local_only: int = 0  # items delivered only to this node (Redis down)
     alarms_published: int = 0  # alarm and ack messages published
+    alarms_replicated: int = 0  # of those, confirmed by WAIT on enough replicas
+    alarms_at_risk: int = 0  # published, not (yet) confirmed by a replica
+    alarms_republished: int = 0  # at risk and missing on the new master: published again
+    alarms_untracked: int = 0  # pushed out of the full at-risk list: may have been lost
     alarms_waiting: int = 0
     publish_failures: int = 0
     degraded: bool = False
@@ -92,6 +133,7 @@ class RelayStats:
     alarms_received: int = 0
     skipped_unknown: int = 0  # items/alarms of vehicles not in this node's registry
     resubscribes: int = 0
+    alarm_gaps: int = 0  # catch-ups that found Stream entries trimmed before they were read
 
 
 @dataclass
@@ -120,11 +162,17 @@ class RelayOut:
         local: FeedCore | None = None,
         node: str | None = None,
         max_pending_rows: int = 100_000,
+        max_at_risk: int = 10_000,
         retry_s: float = 2.0,
         settle_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fanout = fanout
+        self.wait_replicas = int(getattr(fanout, "wait_replicas", 0))
+        self.max_at_risk = max_at_risk
+        # (gid, message) published but not confirmed by enough replicas, oldest first
+        self._at_risk: deque[tuple[str, _Out]] = deque()
+        self._recheck = False
         self.registry = registry
         self.local = local
         self.node = node or uuid.uuid4().hex[:12]
@@ -211,6 +259,7 @@ class RelayOut:
                 await self._wake.wait()
             self._wake.clear()
             await self._drain()
+            _cancel_check()
             if not self._pos and not self._out:
                 self._idle.set()
 
@@ -227,12 +276,17 @@ class RelayOut:
             merged = self._conflate()
             self._pos, self._pos_rows = [], 0
             await self._send_positions(merged)
-        while self._out:
-            if self._out[0].local_done and self.clock() < self._hold_until:
-                break  # let the other nodes resubscribe before what they missed goes out
-            if not await self._send(self._out[0]):
+        for _ in range(2):  # a send may end an outage: then the recheck, then its output
+            if self._recheck and not self.stats.degraded:
+                await self._recheck_at_risk()
+            while self._out:
+                if self._out[0].local_done and self.clock() < self._hold_until:
+                    break  # let the other nodes resubscribe before what they missed goes out
+                if not await self._send(self._out[0]):
+                    break
+                self._out.popleft()
+            if not self._recheck:
                 break
-            self._out.popleft()
         self.stats.alarms_waiting = len(self._out)
         if self.stats.degraded:
             self._deliver_locally()
@@ -247,10 +301,49 @@ class RelayOut:
             self.local.positions(batch)
 
     async def _send(self, out: _Out) -> bool:
-        if await self._try(lambda: self.fanout.publish_alarm(out.payload)):
-            self.stats.alarms_published += 1
-            return True
-        return False
+        result: list[Any] = []
+
+        async def publish() -> None:
+            result.append(await self.fanout.publish_alarm(out.payload))
+
+        if not await self._try(publish):
+            return False
+        self.stats.alarms_published += 1
+        res = result[0] if result else None
+        if self.wait_replicas and isinstance(res, Published) and res.replicas is not None:
+            if res.replicas >= self.wait_replicas:
+                # in order: what the master took before this is on the replicas too
+                self.stats.alarms_replicated += 1 + len(self._at_risk)
+                self._at_risk.clear()
+            else:
+                self._at_risk.append((res.gid, out))
+                if len(self._at_risk) > self.max_at_risk:
+                    self._at_risk.popleft()
+                    self.stats.alarms_untracked += 1
+            self.stats.alarms_at_risk = len(self._at_risk)
+        return True
+
+    async def _recheck_at_risk(self) -> None:
+        """After an outage: publish again the alarms at risk that the master lacks now."""
+        missing: list[_Out] = []
+        kept: deque[tuple[str, _Out]] = deque()
+        try:
+            for gid, out in self._at_risk:
+                if await self.fanout.has_alarm(gid):
+                    kept.append((gid, out))
+                else:
+                    missing.append(out)
+        except ServiceUnavailable:
+            return  # still down: try again after the next outage ends
+        self._recheck = False
+        if missing:
+            log.warning(
+                "%d alarm(s) lost by the Redis failover: publishing them again", len(missing)
+            )
+        self.stats.alarms_republished += len(missing)
+        self._at_risk = kept
+        self.stats.alarms_at_risk = len(kept)
+        self._out.extendleft(reversed(missing))
 
     async def _try(self, publish: Callable[[], Any]) -> bool:
         """Publish unless Redis is known down and not yet due for a retry."""
@@ -269,6 +362,7 @@ class RelayOut:
             log.warning("Redis back: live feed relayed again")
             self.stats.degraded = False
             self._hold_until = self.clock() + self.settle_s
+            self._recheck = bool(self._at_risk)
         return True
 
     def _deliver_locally(self) -> None:
@@ -390,11 +484,16 @@ def event_from_alarm(alarm: dict[str, Any], registry: Registry) -> AlarmEvent | 
 
 
 class RelayIn:
-    """Subscribes to the fan-out and feeds this node's :class:`FeedCore`.
+    """Reads the fan-out and feeds this node's :class:`FeedCore`.
 
     ``live`` (optional, a ``store.live`` live state) is read at every (re)subscription
-    to catch up on what was missed; ``node`` must be the ``RelayOut.node`` of this
-    node, so that alarms it already showed during an outage are not shown twice.
+    to catch up on positions, and on alarms older than the Stream holds; ``node`` must
+    be the ``RelayOut.node`` of this node (when it has one), so that alarms it already
+    showed during an outage are not shown twice — it also names the feed
+    (:attr:`FeedCore.node`) unless that has a name. ``ring_fill`` (default: the feed's
+    ring size) is how many of the Stream's last entries are read at start;
+    ``block_ms`` how long one blocking read of the Stream waits (below the client's
+    socket time-out).
     """
 
     def __init__(
@@ -407,16 +506,24 @@ class RelayIn:
         clock_ms: Callable[[], int] = wall_ms,
         retry_s: float = 1.0,
         stats: RelayStats | None = None,
+        ring_fill: int | None = None,
+        block_ms: int = 1000,
     ) -> None:
         self.fanout = fanout
         self.feed = feed
+        if node and not feed.node:
+            feed.node = node
         self.registry = feed.registry
         self.live = live
         self.node = node
         self.clock_ms = clock_ms
         self.retry_s = retry_s
         self.stats = stats or RelayStats()
+        self.ring_fill = ring_fill if ring_fill is not None else feed.ring_size
+        self.block_ms = block_ms
         self.subscribed = asyncio.Event()
+        #: the last Stream entry taken in (None until the first catch-up)
+        self.last_gid: str | None = None
         self._kinds = {name.encode(): kind for kind, name in fanout.channels.items()}
 
     async def run(self) -> None:
@@ -425,16 +532,13 @@ class RelayIn:
         while True:
             pubsub = self.fanout.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(*self.fanout.channels.values())
+                await pubsub.subscribe(self.fanout.channels["positions"])
                 await self.catch_up()
                 if outage:
                     log.warning("live feed relay resubscribed; clients sent a fresh snapshot")
                 outage = False
                 self.subscribed.set()
-                while True:
-                    msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
-                        self._apply(msg["channel"], msg["data"])
+                await self._pump(pubsub)
             except _REDIS_DOWN as exc:
                 self.subscribed.clear()
                 if not outage:
@@ -444,24 +548,58 @@ class RelayIn:
             finally:
                 with contextlib.suppress(*_REDIS_DOWN):
                     await pubsub.aclose()
+            _cancel_check()
             await asyncio.sleep(self.retry_s)
 
+    async def _pump(self, pubsub: Any) -> None:
+        """Positions from pub/sub and alarms from the Stream, side by side, until one fails."""
+
+        async def positions() -> None:
+            while True:
+                msg = await pubsub.get_message(timeout=1.0)
+                _cancel_check()
+                if msg is not None and msg.get("type") == "message":
+                    self._apply(msg["channel"], msg["data"])
+
+        async def alarms() -> None:
+            while True:
+                after = self.last_gid or "0-0"
+                entries = await self.fanout.read_alarms(after, block_ms=self.block_ms)
+                _cancel_check()
+                for entry in entries:
+                    self.apply_alarm(entry)
+
+        tasks = [asyncio.create_task(positions()), asyncio.create_task(alarms())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()  # raises what stopped it
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            _cancel_check()
+
     async def catch_up(self) -> None:
-        """Reload from the live state (when given), then send every client a fresh snapshot."""
+        """Reload positions from the live state, read the alarms missed from the Stream (the
+        live state's open alarms when entries were trimmed, or at start), then send every
+        client a fresh snapshot."""
         now = self.clock_ms()
         if self.live is not None:
             snap = await self.live.snapshot(now)
             self.feed.positions(batch_from_items(snap.get("vehicles", []), self.registry))
+        gap, seen = await self._catch_up_alarms()
+        if self.live is not None and gap:
             shown = {a["id"]: a for a in self.feed.alarm_items() if a["state"] == "open"}
             held = {a["id"]: a for a in snap.get("alarms", [])}
             for aid, a in held.items():
-                if aid not in shown:
+                if aid not in shown and aid not in seen:
                     ev = event_from_alarm({**a, "state": "open", "action": "open"}, self.registry)
                     if ev is not None:
                         self.feed.alarm(ev)
             for aid, a in shown.items():
-                if aid not in held:
-                    # closed while this node was away: its close event was missed
+                if aid not in held and aid not in seen:
+                    # closed while this node was away, its close trimmed from the Stream
                     ev = event_from_alarm(
                         {**a, "state": "closed", "action": "close", "ts": now}, self.registry
                     )
@@ -469,29 +607,85 @@ class RelayIn:
                         self.feed.alarm(ev)
         self.feed.resync(now)
 
-    def _apply(self, channel: Any, data: Any) -> None:
-        key = channel if isinstance(channel, bytes) else str(channel).encode()
-        kind = self._kinds.get(key)
-        payload = orjson.loads(data)
-        if kind == "positions":
-            batch = batch_from_items(payload, self.registry)
-            self.stats.items_received += len(payload)
-            self.stats.skipped_unknown += len(payload) - len(batch)
-            self.feed.positions(batch)
-            return
-        if kind != "alarm" or not isinstance(payload, dict):
-            return
+    async def _catch_up_alarms(self) -> tuple[bool, set[str]]:
+        """Take in the Stream entries this node has not seen. Returns whether some may be
+        missing (the live state must fill in) and the alarm ids the entries named."""
+        fan = self.fanout
+        horizon = await fan.alarm_horizon()
+        seen: set[str] = set()
+        if self.last_gid is None:
+            # First start: the last ring_fill entries fill the ring; older alarms that are
+            # still open come from the live state.
+            entries = await fan.alarm_tail(self.ring_fill + 1) if self.ring_fill else []
+            if not self.ring_fill:
+                floor = horizon.last or "0-0"
+            elif len(entries) > self.ring_fill:
+                floor, entries = entries[0].gid, entries[1:]
+            elif horizon.removed and entries:
+                floor = entries[0].gid  # all it holds; what was before it is gone
+            else:
+                floor = "0-0"  # the whole history of the Stream
+            self.feed.start_history(floor)
+            self.last_gid = floor
+            for e in entries:
+                seen.add(str(e.payload.get("id")))
+                self.apply_alarm(e)
+            return True, seen
+        gap = horizon.missing_after(self.last_gid)
+        if gap:
+            self.stats.alarm_gaps += 1
+            log.warning(
+                "alarm Stream trimmed past %s (now from %s) while this node was away: open"
+                " alarms reloaded from the live state",
+                self.last_gid,
+                horizon.first,
+            )
+            self.feed.start_history(horizon.first or horizon.deleted)
+        if horizon.last is None or gid_key(horizon.last) < gid_key(self.last_gid):
+            # The Stream went back (a failover lost its newest entries, or it was reset):
+            # read on from what it holds, or the next entries might be skipped.
+            self.last_gid = horizon.last or "0-0"
+        while True:
+            entries = await fan.read_alarms(self.last_gid)
+            if not entries:
+                return gap, seen
+            for e in entries:
+                seen.add(str(e.payload.get("id")))
+                self.apply_alarm(e)
+
+    def apply_alarm(self, entry: AlarmEntry) -> None:
+        """One Stream entry (alarm change or acknowledgement) into the feed, with its gid."""
+        self.last_gid = entry.gid
+        payload = entry.payload
         self.stats.alarms_received += 1
+        ack = payload.get("op") == "ack"
         if payload.get("local") and payload.get("node") == self.node:
-            return  # shown here already while Redis was down
-        if payload.get("op") == "ack":
-            self.feed.acknowledge(str(payload["id"]), dict(payload.get("ack") or {}))
+            # shown here already while Redis was down: only the ring learns its gid
+            ev = None if ack else event_from_alarm(payload, self.registry)
+            if ev is not None:
+                self.feed.remember(ev, entry.gid)
+            else:
+                self.feed.note_gid(entry.gid)
+            return
+        if ack:
+            self.feed.acknowledge(str(payload["id"]), dict(payload.get("ack") or {}), entry.gid)
             return
         ev = event_from_alarm(payload, self.registry)
         if ev is None:
             self.stats.skipped_unknown += 1
+            self.feed.note_gid(entry.gid)
             return
-        self.feed.alarm(ev)
+        self.feed.alarm(ev, entry.gid)
+
+    def _apply(self, channel: Any, data: Any) -> None:
+        key = channel if isinstance(channel, bytes) else str(channel).encode()
+        if self._kinds.get(key) != "positions":
+            return
+        payload = orjson.loads(data)
+        batch = batch_from_items(payload, self.registry)
+        self.stats.items_received += len(payload)
+        self.stats.skipped_unknown += len(payload) - len(batch)
+        self.feed.positions(batch)
 
 
 async def relay_in(fanout: Any, feed: FeedCore, **kw: Any) -> None:
@@ -526,10 +720,35 @@ class RelayCollector(Collector):
             ("alarms_received", "Alarm and ack messages received", s.alarms_received),
             ("skipped_unknown", "Relayed items of vehicles not registered here", s.skipped_unknown),
             ("resubscribes", "Relay subscriptions lost and restarted", s.resubscribes),
+            (
+                "alarms_replicated",
+                "Alarm messages confirmed by WAIT on enough Redis replicas",
+                s.alarms_replicated,
+            ),
+            (
+                "alarms_republished",
+                "Alarms at risk found missing after a Redis failover and published again",
+                s.alarms_republished,
+            ),
+            (
+                "alarms_untracked",
+                "Alarms pushed out of the full at-risk list (may be lost in a failover)",
+                s.alarms_untracked,
+            ),
+            (
+                "alarm_gaps",
+                "Catch-ups that found alarm Stream entries trimmed before they were read",
+                s.alarm_gaps,
+            ),
         ):
             yield CounterMetricFamily(f"fleetwatch_relay_{name}", doc, value=value)
         yield GaugeMetricFamily(
             "fleetwatch_relay_alarms_waiting", "Alarm messages waiting for Redis", s.alarms_waiting
+        )
+        yield GaugeMetricFamily(
+            "fleetwatch_relay_alarms_at_risk",
+            "Alarms published but not yet confirmed by a Redis replica",
+            s.alarms_at_risk,
         )
         yield GaugeMetricFamily(
             "fleetwatch_relay_degraded", "1 while Redis is unreachable", int(s.degraded)

@@ -3,10 +3,17 @@
 A thin layer over :class:`stream.feed.FeedCore` for Starlette (served by uvicorn,
 whose websocket implementation is the ``websockets`` library). The token comes
 as the ``token`` query parameter, or in a first message ``{"op": "auth",
-"token": ..., "last_seq": ...}`` within five seconds; ``last_seq`` may also be a
-query parameter. Close codes: 4401 no or bad token, or the session ended while
-the socket was open (reason ``session_expired`` or ``session_revoked``; checked
-every ``recheck_s`` by :meth:`FeedServer._watch_session`), 4408 too slow (outbox
+"token": ..., "last_seq": ..., "last_gid": ..., "node": ...}`` within five seconds;
+``last_seq``, ``last_gid`` (the global id of the last alarm frame the page saw) and
+``node`` (the ``node`` of its last snapshot) may also be query parameters. With
+them :meth:`FeedCore.connect` resumes: on the same node by ``last_seq``, on another
+by ``last_gid`` (the snapshot's ``resume`` and ``gap`` say how it went). A
+malformed ``last_gid`` is refused with an error frame and the connection goes on
+without it (counted in ``refused_requests``).
+
+Close codes: 4401 no or bad token, or the session ended while the socket was
+open (reason ``session_expired`` or ``session_revoked``; checked every
+``recheck_s`` by :meth:`FeedServer._watch_session`), 4408 too slow (outbox
 overflow: more than ``client_buffer`` frames waiting — position and alarm
 frames and the replies to the client's own requests alike, so a client that
 sends pings without reading is cut off, not buffered), 1011 server error.
@@ -28,6 +35,7 @@ import contextlib
 import itertools
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +92,9 @@ class FeedServer:
         recheck_s: float = 2.0,
     ) -> None:
         self.core = core
+        if not core.node:
+            # a name for this process, so that a page knows when it reconnected elsewhere
+            core.node = uuid.uuid4().hex[:12]
         self.authenticate = authenticate
         self.clock_ms = clock_ms
         self.session_ended = session_ended
@@ -155,6 +166,8 @@ class FeedServer:
         await ws.accept()
         token = ws.query_params.get("token")
         last_seq = _as_int(ws.query_params.get("last_seq"))
+        last_gid = _as_str(ws.query_params.get("last_gid"))
+        from_node = _as_str(ws.query_params.get("node"))
         if not token:
             try:
                 msg = parse_client_message(
@@ -165,6 +178,8 @@ class FeedServer:
             if msg.get("op") == "auth" and isinstance(msg.get("token"), str):
                 token = msg["token"]
                 last_seq = _as_int(msg.get("last_seq"))
+                last_gid = _as_str(msg.get("last_gid"))
+                from_node = _as_str(msg.get("node"))
         org = await self.authenticate(token) if token else None
         if org is None:
             why = await self.session_ended(token) if token and self.session_ended else None
@@ -173,7 +188,16 @@ class FeedServer:
         cid = next(self._ids)
         conn = _Conn(ws)
         self._conns[cid] = conn
-        self.core.connect(cid, org, self.clock_ms(), last_seq)
+        try:
+            self.core.connect(
+                cid, org, self.clock_ms(), last_seq, last_gid=last_gid, from_node=from_node
+            )
+        except BadRecord as exc:
+            self.core.stats.refused_requests += 1
+            self.core.connect(cid, org, self.clock_ms(), last_seq, from_node=from_node)
+            self.core.reply(
+                cid, orjson.dumps({"type": "error", "reason": exc.reason, "detail": exc.detail})
+            )
         conn.wake.set()
         reader = asyncio.create_task(self._read(cid, conn))
         writer = asyncio.create_task(self._write(cid, conn))
@@ -287,6 +311,10 @@ async def _refuse(ws: WebSocket, reason: str, code: int) -> None:
         await ws.close(code, reason)
 
 
+def _as_str(v: Any) -> str | None:
+    return v if isinstance(v, str) and 0 < len(v) <= 64 else None
+
+
 def _as_int(v: Any) -> int | None:
     if isinstance(v, bool):
         return None
@@ -335,6 +363,16 @@ class FeedCollector(Collector):
             "fleetwatch_feed_refused_requests",
             "Client messages refused (bad, too large, over the subscription limits)",
             value=s.refused_requests,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_resumes",
+            "Reconnects given exactly the alarm frames they missed (by seq or global id)",
+            value=s.resumes,
+        )
+        yield CounterMetricFamily(
+            "fleetwatch_feed_resume_gaps",
+            "Reconnects told that alarm changes may be missing (gap: true)",
+            value=s.resume_gaps,
         )
         yield GaugeMetricFamily(
             "fleetwatch_feed_cached_filters",

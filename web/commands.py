@@ -27,13 +27,14 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
+
+from store.redisconn import REDIS_DOWN, redis_client
 
 __all__ = ["RedisCommands"]
 
 log = logging.getLogger(__name__)
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_REDIS_DOWN = REDIS_DOWN
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -50,7 +51,11 @@ class RedisCommands:
         retry_s: float = 1.0,
         client: aioredis.Redis | None = None,
     ) -> None:
-        self.redis = client or aioredis.Redis.from_url(redis_url, socket_connect_timeout=1.0)
+        # plain or Sentinel URL (store.redisconn): after a failover the listener's
+        # reconnect reaches the promoted master. No reply time-out, as before: with one,
+        # redis-py wraps each write in asyncio.wait_for, which on Python 3.11 can lose a
+        # cancel, and this listener loop would then outlive the service's shutdown.
+        self.redis = client or redis_client(redis_url, socket_timeout_s=None)
         self.channel = f"{prefix}web:commands"
         self.node = node or uuid.uuid4().hex[:12]
         self.retry_s = retry_s

@@ -32,8 +32,8 @@ describe("live state", () => {
 describe("feed socket", () => {
   it("backs off to a bounded delay and resumes with last_seq", () => {
     expect([0, 1, 2, 3, 4, 5, 9].map(retryDelay)).toEqual([250, 500, 1000, 2000, 4000, 4000, RETRY_MAX_MS]);
-    expect(feedUrl({ protocol: "https:", host: "h:1" }, "a b", 42)).toBe("wss://h:1/ws/live?token=a%20b&last_seq=42");
-    expect(feedUrl({ protocol: "http:", host: "h" }, "t", null)).toBe("ws://h/ws/live?token=t");
+    expect(feedUrl({ protocol: "https:", host: "h:1" }, "a b", { lastSeq: 42, lastGid: null, node: null })).toBe("wss://h:1/ws/live?token=a%20b&last_seq=42");
+    expect(feedUrl({ protocol: "http:", host: "h" }, "t", { lastSeq: null, lastGid: null, node: null })).toBe("ws://h/ws/live?token=t");
   });
   it("declares the connection lost only after the grace period", () => {
     expect(isLost(1000, null, 1000 + CONNECTION_GRACE_MS - 1)).toBe(false);

@@ -93,8 +93,18 @@ export interface VehicleItem {
 }
 
 export type FeedFrame =
-  | { type: "snapshot"; seq: number; vehicles: VehicleItem[]; alarms: Alarm[] }
+  | {
+      type: "snapshot";
+      seq: number;
+      /** The web node that sent it, its last global alarm id, how the page resumed. */
+      node?: string;
+      gid?: string | null;
+      resume?: "none" | "seq" | "gid" | "gap";
+      gap?: boolean;
+      vehicles: VehicleItem[];
+      alarms: Alarm[];
+    }
   | { type: "positions"; seq: number; items: VehicleItem[] }
-  | { type: "alarm"; seq: number; alarm: Alarm }
+  | { type: "alarm"; seq: number; gid?: string; alarm: Alarm }
   | { type: "pong"; seq: number }
   | { type: "error"; reason: string; detail?: string };

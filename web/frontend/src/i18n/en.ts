@@ -42,6 +42,8 @@ const en: typeof zh = {
     connTitle: "Connection lost",
     connBody: "The connection to the server has been down for {s} s; reconnecting… Positions are not updating.",
     connApi: "The server's API cannot be reached.",
+    feedGap: "The feed resumed on another server after a long break: alarms that opened and closed meanwhile may be missing here — check the alarm history.",
+    feedGapDismiss: "Understood",
   },
   conn: { up: "Connected", down: "Disconnected" },
   sound: {

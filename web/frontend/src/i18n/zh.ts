@@ -42,6 +42,8 @@ export default {
     connTitle: "连接中断",
     connBody: "与服务器的连接已中断 {s} 秒，正在重连……车辆位置不再更新。",
     connApi: "服务器接口无法访问。",
+    feedGap: "实时数据在另一台服务器上恢复，但中断时间较长：期间开始并已结束的报警可能未在此显示，请查看报警记录。",
+    feedGapDismiss: "知道了",
   },
   conn: { up: "已连接", down: "未连接" },
   sound: {

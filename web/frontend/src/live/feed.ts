@@ -1,4 +1,5 @@
-// The /ws/live socket: connect with the token, resume with last_seq after a drop, ping every
+// The /ws/live socket: connect with the token, resume after a drop (last_seq on the same web
+// node, last_gid — the global alarm id — on another: stream/feed.py, "Resume"), ping every
 // second so a silent network cut is noticed (no frame for STALE_MS → treat as closed), close
 // code 4401 → the session ended (never a reconnect loop, never a silent reload).
 import type { FeedFrame } from "@/api/types";
@@ -15,10 +16,24 @@ export function retryDelay(attempt: number): number {
   return Math.min(RETRY_MAX_MS, 250 * 2 ** Math.max(0, attempt));
 }
 
-export function feedUrl(loc: { protocol: string; host: string }, token: string, lastSeq: number | null): string {
+/** Where the page stands in the feed: sent back on every reconnect. */
+export interface Resume {
+  lastSeq: number | null;
+  lastGid: string | null;
+  node: string | null;
+}
+
+/**
+ * The socket's URL. Behind a load balancer the reconnect may reach another web node: `node`
+ * says where the page came from, `last_gid` (the last global alarm id) is what that node
+ * resumes by; `last_seq` only means something to the node that sent it.
+ */
+export function feedUrl(loc: { protocol: string; host: string }, token: string, at: Resume): string {
   const proto = loc.protocol === "https:" ? "wss:" : "ws:";
   let url = `${proto}//${loc.host}/ws/live?token=${encodeURIComponent(token)}`;
-  if (lastSeq !== null) url += `&last_seq=${lastSeq}`;
+  if (at.lastSeq !== null) url += `&last_seq=${at.lastSeq}`;
+  if (at.lastGid !== null) url += `&last_gid=${encodeURIComponent(at.lastGid)}`;
+  if (at.node !== null) url += `&node=${encodeURIComponent(at.node)}`;
   return url;
 }
 
@@ -70,7 +85,7 @@ export class Feed {
 
   private open(): void {
     if (this.stopped || !session.token || session.ended) return;
-    const ws = new WebSocket(feedUrl(location, session.token, live.lastSeq));
+    const ws = new WebSocket(feedUrl(location, session.token, live));
     this.ws = ws;
     ws.onopen = () => {
       this.attempt = 0;

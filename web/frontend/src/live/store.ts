@@ -8,7 +8,12 @@ import { applyAlarm } from "@/domain/alarms";
 export interface LiveState {
   vehicles: Map<string, VehicleItem>;
   alarms: Map<string, Alarm>;
+  /** The web node's own counter: meaningful only to the node that sent it (`node`). */
   lastSeq: number | null;
+  /** The greatest global alarm id seen (a Redis Stream id, the same on every web node). */
+  lastGid: string | null;
+  /** The web node of the last snapshot: a reconnect tells it where the page came from. */
+  node: string | null;
   /** Epoch ms of the last frame of any kind. */
   lastFrameAt: number;
 }
@@ -17,8 +22,28 @@ export const live: LiveState = markRaw({
   vehicles: new Map<string, VehicleItem>(),
   alarms: new Map<string, Alarm>(),
   lastSeq: null,
+  lastGid: null,
+  node: null,
   lastFrameAt: 0,
 });
+
+/**
+ * True after a reconnect the server could not make exact (`gap` on the snapshot: the page was
+ * away longer than the alarm history the node keeps); the page says so until dismissed.
+ */
+export const feedGap = shallowRef(false);
+
+/** Compare two global alarm ids ("<ms>-<n>"): negative, zero or positive. */
+export function compareGid(a: string, b: string): number {
+  const [am, an] = a.split("-").map((x) => Number(x));
+  const [bm, bn] = b.split("-").map((x) => Number(x));
+  return am !== bm ? am - bm : (an || 0) - (bn || 0);
+}
+
+function takeGid(gid: string | null | undefined): void {
+  if (typeof gid !== "string" || !/^\d+-\d+$/.test(gid)) return;
+  if (live.lastGid === null || compareGid(gid, live.lastGid) > 0) live.lastGid = gid;
+}
 
 /** Bumped when vehicles change (the map redraws on it, throttled). */
 export const vehiclesVersion = shallowRef(0);
@@ -54,6 +79,13 @@ export function applyFrame(f: FeedFrame, now: number): FrameEffect {
     live.lastSeq = live.lastSeq === null ? f.seq : Math.max(live.lastSeq, f.seq);
   }
   if (f.type === "snapshot") {
+    if (typeof f.node === "string") {
+      // A new node's seq counts something else: resume by seq only where it came from.
+      if (live.node !== null && f.node !== live.node) live.lastSeq = f.seq;
+      live.node = f.node;
+    }
+    takeGid(f.gid);
+    if (f.gap) feedGap.value = true;
     for (const v of f.vehicles) live.vehicles.set(v.vehicle, v);
     const before = new Set(live.alarms.keys());
     live.alarms.clear();
@@ -67,6 +99,7 @@ export function applyFrame(f: FeedFrame, now: number): FrameEffect {
     for (const v of f.items) live.vehicles.set(v.vehicle, v);
     if (f.items.length) bump("vehicles");
   } else if (f.type === "alarm") {
+    takeGid(f.gid);
     if (applyAlarm(live.alarms, f.alarm) === "added") out.newAlarms.push(f.alarm);
     bump("alarms");
   }
@@ -85,7 +118,10 @@ export function resetLive(): void {
   live.vehicles.clear();
   live.alarms.clear();
   live.lastSeq = null;
+  live.lastGid = null;
+  live.node = null;
   live.lastFrameAt = 0;
+  feedGap.value = false;
   vehiclesVersion.value++;
   alarmsVersion.value++;
 }
