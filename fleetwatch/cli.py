@@ -1,6 +1,7 @@
 """The ``fleetwatch`` command line.
 
-Subcommands: ``demo``, ``serve``, ``gateway``, ``simulate``, ``decode``, ``bench``,
+Subcommands: ``demo``, ``serve``, ``engine``, ``web``, ``gateway``, ``simulate``, ``decode``,
+``bench``,
 ``check-config``, ``replay``, ``rollup``, ``retention``. Each maps to one function; heavy
 imports happen inside them so ``fleetwatch decode`` starts quickly.
 """
@@ -58,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run against external broker, database and cache")
     s.add_argument("--config", required=True)
+
+    en = sub.add_parser("engine", help="a cluster engine node: owns partitions through etcd")
+    en.add_argument("--config", required=True)
+    en.add_argument("--node", default="", help="node name (default: [cluster] node, host-pid)")
+    en.add_argument("--http-port", type=int, default=8090, help="/health and /metrics port")
+
+    wn = sub.add_parser("web", help="a cluster web node: page, API and /ws/live from Redis")
+    wn.add_argument("--config", required=True)
+    wn.add_argument("--port", type=int, default=None, help="default: [web] port")
 
     c = sub.add_parser("check-config", help="validate a configuration file")
     c.add_argument("file")
@@ -220,6 +230,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fleetwatch.service import serve_forever
 
         return serve_forever(load_config(args.config))
+    if cmd == "engine":
+        from fleetwatch.cluster.node import engine_main
+        from fleetwatch.config import load_config
+
+        return engine_main(load_config(args.config), args.node, args.http_port)
+    if cmd == "web":
+        from fleetwatch.config import load_config
+        from fleetwatch.service import web_forever
+
+        return web_forever(load_config(args.config), args.port)
     if cmd == "demo":
         from fleetwatch.demo import run_demo
 

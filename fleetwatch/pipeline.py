@@ -20,6 +20,7 @@ silently dead stage.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,10 @@ Live = LiveState
 class _StoreItem:
     flush: Flush | None
     events: list[AlarmEvent]
+    # a rule state snapshot taken after this item's flush went through the engine: saved
+    # only once everything before it is written, so a saved state never covers a position
+    # that is not in history (what a takeover replays from; issue 19)
+    state: Callable[[], Any] | None = None
 
 
 def _merge(flushes: list[Flush]) -> Flush:
@@ -81,6 +86,7 @@ class Pipeline:
         tick_s: float = 1.0,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[list[AlarmEvent]], Any] | None = None,
+        already_seen: Callable[[PositionBatch], PositionBatch] | None = None,
     ) -> None:
         self.q_in = q_in
         self.q_store: asyncio.Queue[_StoreItem | None] = asyncio.Queue(store_queue)
@@ -95,6 +101,9 @@ class Pipeline:
         self.store_max_rows = store_max_rows
         self.clock = clock
         self.on_events = on_events
+        # Rows the engine took already (a takeover's replay from history): left out of the
+        # rules, still written (idempotent by (vehicle, ts)) and acknowledged.
+        self.already_seen = already_seen
         self.positions_processed = 0
         self.positions_stored = 0
 
@@ -146,7 +155,8 @@ class Pipeline:
                 m.batch_rows.observe(len(batch))
                 t0 = time.perf_counter()
                 if self.engine is not None:
-                    events = self.engine.process(batch)
+                    fresh = batch if self.already_seen is None else self.already_seen(batch)
+                    events = self.engine.process(fresh)
                 t1 = time.perf_counter()
                 m.stage_seconds.labels("rules").observe(t1 - t0)
                 if self.feed is not None:
@@ -173,6 +183,15 @@ class Pipeline:
         if self.live is not None:
             await self.live.update_alarms(events)
         await self.q_store.put(_StoreItem(None, events))
+
+    async def save_state(self, save: Callable[[bytes], Any]) -> None:
+        """Snapshot the engine's state now and ``save`` it (awaited if a coroutine) once
+        every flush processed before the snapshot is written: the saved state covers only
+        positions in history. Returns when queued (the store stage saves it in order)."""
+        if self.engine is None:
+            return
+        blob = self.engine.state_bytes()
+        await self.q_store.put(_StoreItem(None, [], state=lambda: save(blob)))
 
     async def _ticker(self) -> None:
         if self.engine is None:
@@ -230,3 +249,8 @@ class Pipeline:
             self.positions_stored += len(flush.batch)
             self.ack(flush.acks)
             m.ingest_latency.observe(max(0.0, now - flush.first_recv_ms / 1000))
+        for item in items:
+            if item.state is not None:
+                res = item.state()
+                if inspect.isawaitable(res):
+                    await res

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import Counter, Gauge
 
-from fleet.errors import ServiceUnavailable
+from fleet.errors import ConfigError, ServiceUnavailable
 from fleet.interfaces import CommandBus, FeedSink, FenceSource, RulesEngine
 from fleet.metrics import Metrics
 from fleet.registry import Registry
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from stream.feed import FeedCore
     from stream.relay import RelayOut
 
-__all__ = ["Service", "build_service", "run_service", "serve_forever"]
+__all__ = ["Service", "build_service", "run_service", "run_web", "serve_forever", "web_forever"]
 
 log = logging.getLogger(__name__)
 
@@ -480,6 +480,17 @@ async def run_service(
 
 def serve_forever(cfg: Config) -> int:
     """``fleetwatch serve``: run until SIGINT/SIGTERM, then shut down cleanly."""
+    if cfg.cluster.partitions > 0:
+        raise ConfigError(
+            cfg.source,
+            "cluster.partitions",
+            f"{cfg.cluster.partitions}: this is a cluster. Run engine"
+            " nodes (`fleetwatch engine --config F --node NAME --http-port P`, two or more:"
+            " they share the partitions and stand by for each other) and web nodes"
+            " (`fleetwatch web --config F --port P`, behind the load balancer); see"
+            " docs/cluster.md",
+            "`fleetwatch serve` is the single process of partitions = 0",
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -487,6 +498,174 @@ def serve_forever(cfg: Config) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await run_service(cfg, stop)
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def run_web(
+    cfg: Config,
+    stop: asyncio.Event,
+    *,
+    port: int | None = None,
+    started: asyncio.Event | None = None,
+) -> Any:
+    """``fleetwatch web``: a stateless web and feed node of a cluster (issue 19).
+
+    No ingest and no engine: the feed is fed from Redis (``stream.relay.relay_in``: every
+    engine node's positions and alarms), the API reads history and the live state, and
+    operator actions go on the command bus to the engine nodes, which apply them to the
+    partition owning the vehicle. The events an action causes here (a close by hand of an
+    episode no engine holds) are written to history and the live state and go out on the
+    relay, so every web node's desks see them. Kill it: nothing is lost, a page reconnects
+    to another web node.
+    """
+    from store.fanout import Fanout
+    from store.records import create_records, load_fleet
+    from stream.feed import FeedCore, FeedLimits
+    from stream.relay import RelayCollector, RelayOut, relay_in
+    from web.app import create_app
+    from web.commands import RedisCommands
+    from web.context import AppContext
+    from web.headers import HTTP_SERVER_OPTIONS
+
+    if cfg.live.kind != "redis":
+        raise ConfigError(cfg.source, "live.kind", "web nodes are fed through Redis", '"redis"')
+    from rules.engine import RulesEngine
+
+    registry = Registry.from_config(cfg)
+    metrics = Metrics()
+    records = create_records(cfg.store)
+    fences = _fences(cfg)
+    calendar = RulesEngine(  # the working calendar only (AppContext.workday); never fed
+        cfg.rules, registry, fences=lambda: fences.index, timezone=cfg.service.timezone,
+        vehicle_state=cfg.vehicle_state,
+    ).calendar  # fmt: skip
+    history = _history(cfg)
+    live = _live(cfg)
+    feed = FeedCore(
+        registry,
+        interval_ms=cfg.web.feed_interval_ms,
+        client_buffer=cfg.web.feed_client_buffer,
+        vehicle_state=cfg.vehicle_state,
+        limits=FeedLimits(
+            max_message_bytes=cfg.web.feed_max_message_bytes,
+            max_vehicles=cfg.web.feed_max_vehicles,
+            max_orgs=cfg.web.feed_max_orgs,
+        ),
+    )
+    fanout = Fanout(cfg.live.redis_url, cfg.live.key_prefix)
+    relay = RelayOut(fanout, registry, local=feed)
+    metrics.registry.register(RelayCollector(relay.stats))
+    commands = RedisCommands(cfg.live.redis_url, cfg.live.key_prefix, node=f"web-{relay.node}")
+    started_at = time.time()
+
+    async def on_events(events: list[Any]) -> None:
+        if history is not None:
+            await history.write_alarm_events(events)
+        await live.update_alarms(events)
+        for ev in events:
+            relay.alarm(ev)
+
+    def health() -> dict[str, Any]:
+        h = history.health() if history is not None else StoreHealth()
+        problems = [
+            what
+            for what, bad in (
+                ("history degraded", h.degraded),
+                ("live state degraded: Redis unreachable", live.degraded),
+            )
+            if bad
+        ]
+        return {
+            "ok": not problems,
+            "problems": problems,
+            "role": "web",
+            "uptime_s": round(time.time() - started_at, 1),
+            "feed_clients": feed.stats.clients,
+        }
+
+    ctx = AppContext(
+        config=cfg,
+        registry=registry,
+        feed=feed,
+        history=history,
+        live=live,
+        rules=None,
+        fences=fences,
+        metrics=metrics.registry,
+        health=health,
+        on_events=on_events,
+        relay=relay,
+        commands=commands,
+        vehicle_records=records,
+        workday=lambda d: bool(calendar.day(d).workday),
+    )
+    app = create_app(ctx)
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=cfg.web.host,
+            port=cfg.web.port if port is None else port,
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+            ws_max_size=cfg.web.feed_max_message_bytes,
+            log_level="warning",
+            lifespan="on",
+            loop="none",
+            **HTTP_SERVER_OPTIONS,
+        )
+    )
+    await records.open()
+    await load_fleet(
+        records, registry, cfg.vehicles, int(time.time() * 1000), cfg.web.establishment
+    )
+    if history is not None:
+        await history.open(registry)
+    await live.open(registry)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            web = tg.create_task(server.serve())
+            tasks = [
+                tg.create_task(relay.run()),
+                tg.create_task(
+                    relay_in(fanout, feed, live=live, node=relay.node, stats=relay.stats)
+                ),
+            ]
+            while not server.started and not web.done():
+                await asyncio.sleep(0.02)
+            log.info("FleetWatch web node on http://%s:%s/", cfg.web.host, server.config.port)
+            if started is not None:
+                started.set()
+            await stop.wait()
+            await relay.drained(5.0)
+            for t in tasks:
+                t.cancel()
+            server.should_exit = True
+    finally:
+        await fanout.close()
+        await commands.close()
+        await live.close()
+        if history is not None:
+            await history.close()
+        await records.close()
+    return ctx
+
+
+def web_forever(cfg: Config, port: int | None = None) -> int:
+    """``fleetwatch web``: run until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_web(cfg, stop, port=port)
 
     try:
         import uvloop

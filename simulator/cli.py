@@ -83,6 +83,12 @@ def add_arguments(sim: argparse.ArgumentParser) -> None:
         default=2013,
         help="JT/T 808 edition the terminals speak (tcp)",
     )
+    sim.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        help="publish to p{k}/ topics for a cluster of that many partitions ([cluster])",
+    )
     sim.add_argument("--max-rate", type=float, default=None, help="messages per second at most")
     sim.add_argument(
         "--scenario",
@@ -315,6 +321,7 @@ def simulate_main(args: argparse.Namespace, verify_run: VerifyRun | None = None)
             on_progress=progress,
             protocol=protocol,
             max_rate=args.max_rate,
+            partitions=args.partitions,
         )
         sys.stderr.write("\n")
         return n

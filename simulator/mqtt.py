@@ -18,11 +18,12 @@ from typing import Literal
 
 import paho.mqtt.client as paho
 
+from fleet.cluster import partition_of, partition_topic
 from simulator.fleet import Fleet, FleetSpec
 from simulator.pacing import hold_rate, sim_window, wait_tick
 from simulator.wire import json_messages, jt808_messages
 
-__all__ = ["connect", "publish_fleet"]
+__all__ = ["connect", "partitioned", "publish_fleet"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ def drain(client: paho.Client, timeout: float = 10.0) -> None:
     info = client.publish("fleet-sim/drained", b"", qos=1)
     with contextlib.suppress(RuntimeError, ValueError):
         info.wait_for_publish(timeout)
+
+
+def partitioned(
+    msgs: list[tuple[str, bytes]], partitions: int, prefix: str = ""
+) -> list[tuple[str, bytes]]:
+    """Each message on its partition's topic (``p{k}/`` before the topic, fleet.cluster):
+    the terminal is the segment after ``fleet/`` or ``jt808/``. Unchanged with 0."""
+    if partitions <= 0:
+        return msgs
+    out = []
+    for topic, body in msgs:
+        rest = topic[len(prefix) :]
+        terminal = rest.split("/", 2)[1]
+        out.append(
+            (prefix + partition_topic(rest, partition_of(terminal, partitions), partitions), body)
+        )
+    return out
 
 
 async def publish_fleet(
@@ -62,10 +80,13 @@ async def publish_fleet(
     fleet: Fleet | None = None,
     on_step: Callable[[int, int], None] | None = None,
     client_id: str | None = None,
+    partitions: int = 0,
 ) -> int:
     """Publish until ``stop`` is set, ``duration_s`` of wall time passed or simulated time
-    reached ``end_ms``; return the number of messages sent. ``on_step(sim_now_ms, sent)`` is
-    called after each tick's messages are handed to the client."""
+    reached ``end_ms``; return the number of messages sent. With ``partitions`` > 0 each
+    message goes to its partition's ``p{k}/`` topic (a cluster's engine nodes).
+    ``on_step(sim_now_ms, sent)`` is called after each tick's messages are handed to the
+    client."""
     wall0 = clock()
     sim0, end_ms = sim_window(wall0, speedup, duration_s, start_ms, end_ms)
     fleet = fleet or Fleet(spec, sim0)
@@ -88,6 +109,7 @@ async def publish_fleet(
                 msgs = json_messages(cols, topic_prefix)
             else:
                 msgs = jt808_messages(cols, serials, topic_prefix)
+            msgs = partitioned(msgs, partitions, topic_prefix)
             for topic, body in msgs:
                 client.publish(topic, body, qos=qos)
                 sent += 1

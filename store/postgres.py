@@ -188,6 +188,7 @@ class PostgresHistory:
         self._s = sql.Identifier(self.schema)
         self._write_conn: psycopg.AsyncConnection[Any] | None = None
         self._read_conn: psycopg.AsyncConnection[Any] | None = None
+        self._rule_epoch_ready = False  # rule_state.epoch added (issue 19 fencing)
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._registry: Registry | None = None
@@ -808,6 +809,32 @@ class PostgresHistory:
             await conn.execute(stmt, (name, blob, now))
 
         await self._on("write", write)
+
+    async def save_rule_state_fenced(self, name: str, blob: bytes, epoch: int) -> bool:
+        """Save as the owner of ``epoch`` (issue 19: partition ownership); refused — False —
+        when a save of a higher epoch is on file: a node that lost its partition cannot
+        overwrite the state of the node that took it over. The ``epoch`` column is added on
+        first use (older databases: 0 for the saves made before)."""
+        s = self._s
+        migrate = sql.SQL(
+            "ALTER TABLE {}.rule_state ADD COLUMN IF NOT EXISTS epoch int8 NOT NULL DEFAULT 0"
+        ).format(s)
+        stmt = sql.SQL(
+            "INSERT INTO {}.rule_state (name, blob, updated_at, epoch) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (name) DO UPDATE SET blob = excluded.blob,"
+            " updated_at = excluded.updated_at, epoch = excluded.epoch"
+            " WHERE {}.rule_state.epoch <= excluded.epoch"
+        ).format(s, s)
+        now = _now_ms()
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> bool:
+            if not self._rule_epoch_ready:
+                await conn.execute(migrate)
+                self._rule_epoch_ready = True
+            cur = await conn.execute(stmt, (name, blob, now, epoch))
+            return cur.rowcount == 1
+
+        return bool(await self._on("write", write))
 
     async def load_rule_state(self, name: str) -> bytes | None:
         stmt = sql.SQL("SELECT blob FROM {}.rule_state WHERE name = %s").format(self._s)

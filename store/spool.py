@@ -346,6 +346,10 @@ class SpoolingWriter:
     async def save_rule_state(self, name: str, blob: bytes) -> None:
         await self._inner_or_raise().save_rule_state(name, blob)
 
+    async def save_rule_state_fenced(self, name: str, blob: bytes, epoch: int) -> bool:
+        inner: Any = self._inner_or_raise()  # the PostgreSQL store (issue 19 fencing)
+        return bool(await inner.save_rule_state_fenced(name, blob, epoch))
+
     async def load_rule_state(self, name: str) -> bytes | None:
         return await self._inner_or_raise().load_rule_state(name)
 

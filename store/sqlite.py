@@ -527,6 +527,27 @@ class SQLiteHistory:
 
         await self._run(write)
 
+    async def save_rule_state_fenced(self, name: str, blob: bytes, epoch: int) -> bool:
+        """Save as the owner of ``epoch``; False (refused) when a higher epoch's save is on
+        file (issue 19: a node that lost its partition cannot overwrite the new owner's)."""
+        now = _now_ms()
+
+        def write(db: sqlite3.Connection) -> bool:
+            with db:
+                cols = {r[1] for r in db.execute("PRAGMA table_info(rule_state)")}
+                if "epoch" not in cols:
+                    db.execute("ALTER TABLE rule_state ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+                cur = db.execute(
+                    "INSERT INTO rule_state (name, blob, updated_at, epoch) VALUES (?,?,?,?)"
+                    " ON CONFLICT (name) DO UPDATE SET blob = excluded.blob,"
+                    " updated_at = excluded.updated_at, epoch = excluded.epoch"
+                    " WHERE rule_state.epoch <= excluded.epoch",
+                    (name, blob, now, epoch),
+                )
+                return cur.rowcount == 1
+
+        return bool(await self._run(write))
+
     async def load_rule_state(self, name: str) -> bytes | None:
         def read(db: sqlite3.Connection) -> bytes | None:
             row = db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()

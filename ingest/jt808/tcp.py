@@ -50,6 +50,7 @@ import paho.mqtt.client as paho
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from fleet.cluster import partition_of, partition_topic
 from fleet.errors import BadRecord, ConfigError, ServiceUnavailable
 from ingest.jt808.commands import Command, OfflineQueue, from_wire, result_json
 from ingest.jt808.config import GatewayConfig
@@ -280,8 +281,12 @@ class Gateway:
         provisioning: Provisioning,
         registrations: RegistrationStore,
         stats: GatewayStats | None = None,
+        partitions: int = 0,
     ) -> None:
         self.cfg = cfg
+        # [cluster] partitions: a terminal's frames go up on p{k}/... (fleet.cluster), where
+        # the engine node owning partition k reads them; 0: the unprefixed topic.
+        self.partitions = partitions
         self.broker = broker
         self.provisioning = provisioning
         self.registrations = registrations
@@ -598,7 +603,11 @@ class _Connection:
     async def _publish(self, p: Publish) -> None:
         broker = self.gw.broker
         await broker.slot()
-        await broker.publish(f"{self.gw.cfg.topic_prefix}/{p.phone}/up", p.payload)
+        topic = f"{self.gw.cfg.topic_prefix}/{p.phone}/up"
+        n = self.gw.partitions
+        if n:
+            topic = partition_topic(topic, partition_of(p.phone, n), n)
+        await broker.publish(topic, p.payload)
         self.gw.stats.published += 1
         for reply in p.replies:
             await self._send(reply)
@@ -624,8 +633,10 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     started: asyncio.Future[tuple[str, int]] | None = None,
     stats: GatewayStats | None = None,
+    partitions: int = 0,
 ) -> None:
     """Serve until ``stop`` is set. ``started`` receives the bound (host, port).
+    ``partitions`` (``[cluster] partitions``): publish up on each terminal's ``p{k}/`` topic.
 
     ``provisioning``: the terminals that may register (none if not given: every
     0x0100 is refused with result 4). ``registrations``: where registrations are
@@ -649,7 +660,7 @@ async def run_gateway(
             try:
                 await broker.connect()
                 backoff = 0.5
-                gw = Gateway(cfg, broker, provisioning, store, stats)
+                gw = Gateway(cfg, broker, provisioning, store, stats, partitions)
                 gw.start_downlink()
                 await _serve(gw, stop, started)
             except ServiceUnavailable as exc:
@@ -734,6 +745,8 @@ class _FleetConfig(Protocol):
     def gateway(self) -> GatewayConfig: ...
     @property
     def vehicles(self) -> Any: ...
+    @property
+    def cluster(self) -> Any: ...  # fleet.cluster.ClusterConfig: its partitions
 
 
 # Reads the whole configuration file; given by the composition root (fleetwatch.cli).
@@ -839,6 +852,9 @@ def gateway_main(
             file=sys.stderr,
         )
         return 2
+    partitions = 0
+    if args.config and load_config is not None:
+        partitions = int(load_config(args.config).cluster.partitions)
     if not len(provisioning):
         log.warning("no terminal provisioned: every registration (0x0100) will be refused")
 
@@ -851,7 +867,7 @@ def gateway_main(
         if args.config and follow_records is not None:
             follow = await follow_records(args.config, provisioning, stop)
         try:
-            await run_gateway(cfg, provisioning=provisioning, stop=stop)
+            await run_gateway(cfg, provisioning=provisioning, stop=stop, partitions=partitions)
         finally:
             if follow is not None:
                 stop.set()
