@@ -53,7 +53,7 @@ def render(name: str, **values: object) -> str:
 
 
 def _run(argv: list[str]) -> None:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)  # noqa: S603
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
     if r.returncode != 0:
         raise ClusterError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
 
@@ -118,7 +118,7 @@ class LocalCluster:
     def up(self, pieces: tuple[str, ...] = ("etcd", "redis", "patroni", "nats", "haproxy")) -> None:
         """Start the pieces in order, each ready before the next; on failure stop everything."""
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)  # noqa: S103 — the postgres account must reach its data dir
+        os.chmod(self.root, 0o755)
         try:
             for piece in pieces:
                 t0 = time.monotonic()
@@ -432,6 +432,31 @@ class LocalCluster:
     def nats_ready(self, i: int) -> bool:
         return bool(self._nats_ready(i)())
 
+    # -- Mosquitto (the single broker people run today; the bench's default load path) -----
+
+    def start_mosquitto(self) -> None:
+        """deploy/mosquitto.conf on this cluster's port, anonymous, persisting under root."""
+        import re
+
+        d = self._dir("mosquitto", owner="mosquitto")
+        text = (templates_dir().parent / "mosquitto.conf").read_text()
+        port = self.layout.mosquitto
+        text = re.sub(r"^listener \d+.*$", f"listener {port} 0.0.0.0", text, flags=re.M)
+        text = re.sub(r"^persistence_location .*$", f"persistence_location {d}/", text, flags=re.M)
+        text = re.sub(r"^allow_anonymous false$", "allow_anonymous true", text, flags=re.M)
+        text = re.sub(r"^password_file .*$", "", text, flags=re.M)
+        conf = d / "mosquitto.conf"
+        conf.write_text(text)
+        p = self.add(
+            Proc(
+                "mosquitto",
+                ["/usr/sbin/mosquitto", "-c", str(conf)],
+                self.root / "logs/mosquitto.log",
+                lambda: port_open("127.0.0.1", port),
+            )
+        )
+        p.start().wait_ready()
+
     # -- haproxy -------------------------------------------------------------------------------
 
     def start_haproxy(self) -> None:
@@ -441,8 +466,7 @@ class LocalCluster:
             f"    server web{i} 127.0.0.1:{lay.web_http(i)} check" for i in range(self.web_nodes)
         )
         mqtt = "\n".join(
-            f"    server nats{i} 127.0.0.1:{lay.nats_mqtt(i)} check"
-            for i in range(self.nats_nodes)
+            f"    server nats{i} 127.0.0.1:{lay.nats_mqtt(i)} check" for i in range(self.nats_nodes)
         )
         pg = "\n".join(
             f"    server pg{i} 127.0.0.1:{lay.pg(i)} check port {lay.patroni_rest(i)}"
@@ -494,7 +518,20 @@ class LocalCluster:
         _run(["ip", "link", "set", node_if, "netns", ns])
         _run(["ip", "addr", "add", f"{lay.veth_host_ip(i)}/30", "dev", host_if])
         _run(["ip", "link", "set", host_if, "up"])
-        _run(["ip", "netns", "exec", ns, "ip", "addr", "add", f"{lay.veth_node_ip(i)}/30", "dev", node_if])
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ip",
+                "addr",
+                "add",
+                f"{lay.veth_node_ip(i)}/30",
+                "dev",
+                node_if,
+            ]
+        )
         _run(["ip", "netns", "exec", ns, "ip", "link", "set", node_if, "up"])
         _run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"])
         return ns
@@ -507,8 +544,8 @@ class LocalCluster:
         _run(["ip", "link", "set", f"{self.layout.netns(i)}h", "up"])
 
     def remove_netns(self, ns: str) -> None:
-        subprocess.run(["ip", "link", "del", f"{ns}h"], capture_output=True, check=False)  # noqa: S607
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)  # noqa: S607
+        subprocess.run(["ip", "link", "del", f"{ns}h"], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         if ns in self.netns:
             self.netns.remove(ns)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Layout", "NETNS_PREFIX", "SUBNET_PREFIX"]
+__all__ = ["NETNS_PREFIX", "SUBNET_PREFIX", "Layout"]
 
 NETNS_PREFIX = "fwfo"  # network namespaces fwfo{base}-{i}: the partition fault's engine nodes
 SUBNET_PREFIX = "10.231"  # veth pair i of a cluster: 10.231.{slot}.{4i+1}/30 (host) .{4i+2} (node)

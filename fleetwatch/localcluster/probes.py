@@ -10,6 +10,7 @@ tests/cluster/test_failover_infra.py print these dicts.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -82,7 +83,9 @@ def _publish(port: int, topic: str, n: int, tag: str) -> None:
     c.loop_stop()
 
 
-def probe_nats_session(cluster: LocalCluster, n: int = 200, settle_s: float = 15.0) -> dict[str, Any]:
+def probe_nats_session(
+    cluster: LocalCluster, n: int = 200, settle_s: float = 15.0
+) -> dict[str, Any]:
     """Kill -9 the NATS node that holds an MQTT persistent session, reconnect elsewhere.
 
     Case ``queued``: the subscriber is offline while ``n`` QoS 1 messages are published (PUBACK
@@ -114,7 +117,10 @@ def probe_nats_session(cluster: LocalCluster, n: int = 200, settle_s: float = 15
     sub_f.close(clean=False)
 
     results = {}
-    for case, cid, topic in (("queued", f"probe-q-{tag}", topic_q), ("inflight", f"probe-f-{tag}", topic_f)):
+    for case, cid, topic in (
+        ("queued", f"probe-q-{tag}", topic_q),
+        ("inflight", f"probe-f-{tag}", topic_f),
+    ):
         t0 = time.monotonic()
         sub = None
         deadline = t0 + settle_s
@@ -182,7 +188,7 @@ def probe_pg_failover(cluster: LocalCluster, rows: int = 400) -> dict[str, Any]:
             cluster.kill_pg_node(old)
             killed_at = time.monotonic()
         try:
-            conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))  # noqa: S608
+            conn.execute(f"INSERT INTO {table} VALUES (%s)", (i,))
             acked.add(i)
             if outage_start is not None:
                 outage_s = time.monotonic() - outage_start
@@ -193,14 +199,12 @@ def probe_pg_failover(cluster: LocalCluster, rows: int = 400) -> dict[str, Any]:
                 outage_start = time.monotonic()
             conn.close()
             time.sleep(0.2)
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn = psycopg.connect(dsn, autocommit=True, connect_timeout=2)
-            except psycopg.Error:
-                pass
             # the row whose commit failed may or may not exist: it was never acknowledged
             i += 1
     with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as c2:
-        have = {r[0] for r in c2.execute(f"SELECT i FROM {table}")}  # noqa: S608
+        have = {r[0] for r in c2.execute(f"SELECT i FROM {table}")}
         c2.execute(f"DROP TABLE {table}")
     conn.close()
     new = cluster.pg_primary()

@@ -49,7 +49,7 @@ def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
 def http_json(url: str, timeout: float = 1.0) -> tuple[int, object]:
     """GET ``url``: (status, decoded JSON or text); (0, error) when nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (local URLs only)
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             body = r.read()
             status = int(r.status)
     except urllib.error.HTTPError as e:
@@ -63,14 +63,16 @@ def http_json(url: str, timeout: float = 1.0) -> tuple[int, object]:
         return status, body.decode("utf-8", "replace")
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> float:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2
+) -> float:
     """Poll ``check`` until it is true; return the seconds it took, raise after ``timeout_s``."""
     t0 = time.monotonic()
     while True:
         try:
             if check():
                 return time.monotonic() - t0
-        except Exception:  # noqa: BLE001 — a check that raises is simply not ready yet
+        except Exception:
             pass
         if time.monotonic() - t0 > timeout_s:
             raise ClusterError(f"{what}: not ready after {timeout_s:.0f} s")
@@ -124,7 +126,7 @@ class Proc:
             kwargs: dict[str, object] = {}
             if self.user and os.geteuid() == 0:
                 kwargs = {"user": self.user, "group": self.user, "extra_groups": []}
-            self.popen = subprocess.Popen(  # noqa: S603 — argv built by this package
+            self.popen = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -158,7 +160,7 @@ class Proc:
                     return time.monotonic() - t0
             except ClusterError as e:
                 raise ClusterError(f"{e}\n{self.log_tail()}") from None
-            except Exception:  # noqa: BLE001, S110 — not ready yet
+            except Exception:
                 pass
             if time.monotonic() - t0 > self.ready_timeout_s:
                 raise ClusterError(
@@ -190,10 +192,8 @@ class Proc:
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
         # whatever is left of its session (children that outlived it)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
