@@ -96,9 +96,16 @@ class Nodes:
         }
         doc["live"] = {
             "kind": "redis",
-            "redis_url": self.redis_url or f"redis://{host}:{lay.redis_master}/0",
+            # inside a namespace the sentinels' answers (127.0.0.1) do not reach: plain URL
+            "redis_url": (
+                self.redis_url
+                if self.redis_url and netns_index is None
+                else f"redis://{host}:{self.cluster.redis_master_port() or lay.redis_master}/0"
+            ),
             "key_prefix": f"fw{self.unique}:",
         }
+        if netns_index is not None:  # /health must answer on the veth address
+            doc.setdefault("web", {})["host"] = "0.0.0.0"  # noqa: S104
         ttl = self.lease_ttl_s
         doc["cluster"] = {
             "partitions": self.partitions,
