@@ -171,11 +171,12 @@ def _step_down_order(nodes: Nodes, partitions: list[int]) -> dict[str, Any]:
     """From the nodes' logs: when the cut-off owner stopped consuming each partition and when
     the other engine took it. Fencing holds when every stop precedes the takeover."""
     logs = nodes.cluster.root / "logs"
+    u = nodes.unique
     out: dict[str, Any] = {}
     ok = True
     for k in partitions:
-        stops = _log_times(logs / "engine0.log", rf"partition {k} stops")
-        takes = _log_times(logs / "engine1.log", rf"partition {k} owned")
+        stops = _log_times(logs / f"{u}-engine0.log", rf"partition {k} stops")
+        takes = _log_times(logs / f"{u}-engine1.log", rf"partition {k} owned")
         stop_t = stops[-1] if stops else None
         take_t = takes[-1] if takes else None
         before = stop_t is not None and take_t is not None and stop_t < take_t

@@ -64,6 +64,7 @@ class Nodes:
     redis_url: str | None = None  # default: the cluster's Redis master, plain
     lease_ttl_s: int = 4
     broker: str = "nats"  # "nats": the NATS cluster through haproxy; "mosquitto": one broker
+    postgres_dsn: str | None = None  # default: the Patroni pair, both hosts, read-write
     engines: dict[int, Proc] = field(default_factory=dict)
     webs: dict[int, Proc] = field(default_factory=dict)
 
@@ -72,7 +73,9 @@ class Nodes:
         lay = self.cluster.layout
         return lay.mosquitto if self.broker == "mosquitto" else lay.haproxy_mqtt
 
-    def config(self, host: str = "127.0.0.1", *, netns_index: int | None = None) -> Path:
+    def config(
+        self, host: str = "127.0.0.1", *, netns_index: int | None = None, node: str = "web"
+    ) -> Path:
         """The node configuration, with every address seen from ``host`` (127.0.0.1 in the
         host's namespace, the veth address from inside a namespace)."""
         lay = self.cluster.layout
@@ -81,7 +84,7 @@ class Nodes:
             mqtt_host=host,
             mqtt_port=self.mqtt_port,
             web_port=lay.haproxy_web,
-            db_path=str(self.cluster.root / f"nodes/{self.unique}-web.db"),
+            db_path=str(self.cluster.root / f"nodes/{self.unique}-{node}.db"),
             client_id=f"fw-{self.unique}",
         )
         doc["mqtt"].update(
@@ -90,9 +93,11 @@ class Nodes:
         hosts = ",".join(f"{host}:{lay.pg(i)}" for i in range(self.cluster.pg_nodes))
         doc["store"] = {
             "kind": "postgres",
-            "postgres_dsn": f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write",
+            "postgres_dsn": self.postgres_dsn
+            or f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write",
             "postgres_schema": self.schema,
-            "spool_dir": str(self.cluster.root / f"nodes/spool-{netns_index}-{host}"),
+            # one spool per node: a spool is replayed by the node that wrote it
+            "spool_dir": str(self.cluster.root / f"nodes/{self.unique}-{node}-spool"),
         }
         doc["live"] = {
             "kind": "redis",
@@ -105,7 +110,7 @@ class Nodes:
             "key_prefix": f"fw{self.unique}:",
         }
         if netns_index is not None:  # /health must answer on the veth address
-            doc.setdefault("web", {})["host"] = "0.0.0.0"  # noqa: S104
+            doc.setdefault("web", {})["host"] = "0.0.0.0"
         ttl = self.lease_ttl_s
         doc["cluster"] = {
             "partitions": self.partitions,
@@ -115,8 +120,7 @@ class Nodes:
             "renew_every_s": 0.5,
             "step_down_margin_s": 1.5,
         }
-        name = "cluster" if netns_index is None else f"cluster-ns{netns_index}"
-        path = self.cluster.root / f"nodes/{self.unique}-{name}.toml"
+        path = self.cluster.root / f"nodes/{self.unique}-{node}.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(dumps(doc), encoding="utf-8")
         return path
@@ -129,7 +133,7 @@ class Nodes:
         if netns:
             ns = self.cluster.add_netns(i)
             host = lay.veth_host_ip(i)
-        cfg = self.config(host, netns_index=i if netns else None)
+        cfg = self.config(host, netns_index=i if netns else None, node=f"engine{i}")
         argv = [sys.executable, "-m", "fleetwatch.cli", "engine", "--config", str(cfg)]
         argv += ["--node", f"e{i}", "--http-port", str(port)]
         health = f"http://{lay.veth_node_ip(i) if netns else '127.0.0.1'}:{port}/health"
@@ -141,7 +145,7 @@ class Nodes:
         p = Proc(
             f"engine{i}",
             argv,
-            self.cluster.root / f"logs/engine{i}.log",
+            self.cluster.root / f"logs/{self.unique}-engine{i}.log",
             ready,
             60.0,
             env={"PYTHONUNBUFFERED": "1"},
@@ -172,7 +176,7 @@ class Nodes:
 
     def start_web(self, i: int) -> Proc:
         port = self.cluster.layout.web_http(i)
-        cfg = self.config()
+        cfg = self.config(node=f"web{i}")
         argv = [sys.executable, "-m", "fleetwatch.cli", "web", "--config", str(cfg)]
         argv += ["--port", str(port)]
 
@@ -183,7 +187,7 @@ class Nodes:
         p = Proc(
             f"web{i}",
             argv,
-            self.cluster.root / f"logs/web{i}.log",
+            self.cluster.root / f"logs/{self.unique}-web{i}.log",
             ready,
             60.0,
             env={"PYTHONUNBUFFERED": "1"},
