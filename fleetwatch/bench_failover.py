@@ -286,9 +286,9 @@ def run_fault(infra: LocalCluster, fault: str, prof: dict[str, Any]) -> dict[str
         for p in [*nodes.engines.values(), *nodes.webs.values()]:
             p.kill9()
             infra.procs.pop(p.name, None)
-        for i in list(nodes.engines):
-            if nodes.engines[i].netns:
-                infra.remove_netns(nodes.engines[i].netns)
+        for p in nodes.engines.values():
+            if p.netns is not None:
+                infra.remove_netns(p.netns)
         _drop_schema(infra.pg_dsn(), nodes.schema)
     return res
 

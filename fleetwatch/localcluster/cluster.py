@@ -589,9 +589,10 @@ def _sentinel_ready(port: int) -> Any:
         r = redis.Redis(port=port, socket_timeout=0.5)
         try:
             m = r.execute_command("SENTINEL", "master", REDIS_MASTER_NAME)
-            fields = dict(zip(m[::2], m[1::2], strict=False)) if isinstance(m, list) else m
-            others = int(fields.get(b"num-other-sentinels", fields.get("num-other-sentinels", 0)))
-            replicas = int(fields.get(b"num-slaves", fields.get("num-slaves", 0)))
+            raw = dict(zip(m[::2], m[1::2], strict=False)) if isinstance(m, list) else dict(m)
+            fields = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in raw.items()}
+            others = int(fields.get("num-other-sentinels") or 0)
+            replicas = int(fields.get("num-slaves") or 0)
             return others >= 2 and replicas >= 1
         finally:
             r.close()

@@ -289,7 +289,7 @@ class LoadPublisher(threading.Thread):
         )
         c.max_inflight_messages_set(MAX_INFLIGHT)
         c.max_queued_messages_set(0)  # unbounded: paho keeps what it could not send yet
-        c.reconnect_delay_set(0.2, 2)
+        c.reconnect_delay_set(1, 2)
         c.on_publish = self._on_publish
         c.on_disconnect = self._on_disconnect
         c.connect(self.host, self.port, keepalive=KEEPALIVE_S)
@@ -449,7 +449,7 @@ class PageClient(threading.Thread):
             if arrived < t:
                 continue
             term = vehicle_terminal.get(vehicle)
-            pub = published.get((term, ts)) if term else None
+            pub = published.get((term, ts)) if term is not None else None
             if pub is not None and pub > t:
                 return arrived
         return None
@@ -480,7 +480,7 @@ def truth(
         ).fetchall()
     stored: dict[tuple[str, int], int] = defaultdict(int)
     for v, ts in rows:
-        stored[(terminal_of.get(v, v), int(ts))] += 1
+        stored[(terminal_of.get(str(v), str(v)), int(ts))] += 1
     lost = published - set(stored)
     twice = sum(n - 1 for n in stored.values() if n > 1)
     by_key: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)

@@ -116,7 +116,7 @@ def probe_nats_session(
     cluster.procs[f"nats{victim}"].kill9()
     sub_f.close(clean=False)
 
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for case, cid, topic in (
         ("queued", f"probe-q-{tag}", topic_q),
         ("inflight", f"probe-f-{tag}", topic_f),

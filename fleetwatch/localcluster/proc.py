@@ -123,9 +123,7 @@ class Proc:
         try:
             out.write(f"\n--- start {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             out.flush()
-            kwargs: dict[str, object] = {}
-            if self.user and os.geteuid() == 0:
-                kwargs = {"user": self.user, "group": self.user, "extra_groups": []}
+            drop = bool(self.user) and os.geteuid() == 0
             self.popen = subprocess.Popen(
                 argv,
                 stdout=out,
@@ -134,7 +132,9 @@ class Proc:
                 env=env,
                 cwd=self.cwd,
                 start_new_session=True,
-                **kwargs,  # type: ignore[arg-type]
+                user=self.user if drop else None,
+                group=self.user if drop else None,
+                extra_groups=[] if drop else None,
             )
         finally:
             out.close()
