@@ -424,6 +424,8 @@ class PageClient(threading.Thread):
                     self.positions.append((it["vehicle"], int(it["ts"]), now))
             elif kind == "snapshot":
                 self.snapshots += 1
+                if msg.get("gid") is not None:  # the feed's global alarm id at the snapshot
+                    self.last_gid = str(msg["gid"])
                 if msg.get("gap"):
                     self.gaps += 1
                 for it in msg.get("vehicles", []):
