@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import statistics
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -121,11 +123,19 @@ def _inject(fault: str, infra: LocalCluster, nodes: Nodes, spec: FleetSpec) -> d
             for i in range(spec.vehicles)
             if partition_of(terminal_id(i), PARTITIONS) in owned
         }
+        watch = None
         if fault == "engine_kill":
             nodes.engines[victim].kill9()
         else:
             infra.cut(victim)
-        return {"victim": f"engine{victim}", "partitions": owned, "touched": touched}
+            watch = _FenceWatch(nodes, list(owned), 40.0)
+            watch.start()
+        return {
+            "victim": f"engine{victim}",
+            "partitions": owned,
+            "touched": touched,
+            "watch": watch,
+        }
     if fault == "web_kill":
         w = _web_with_page(nodes)
         if w is None:
@@ -165,6 +175,66 @@ def _restore(fault: str, infra: LocalCluster, victim: str) -> dict[str, Any]:
         infra.procs[victim].start()
         infra.procs[victim].wait_ready()
     return {"restore_s": round(time.monotonic() - t0, 2)}
+
+
+def _netns_owned(nodes: Nodes, i: int) -> list[int] | None:
+    """Engine ``i``'s owned partitions asked from inside its namespace (its link is down)."""
+    import json as _json
+
+    p = nodes.engines[i]
+    if p.netns is None:
+        return None
+    port = nodes.cluster.layout.engine_http(i)
+    r = subprocess.run(
+        ["/usr/sbin/ip", "netns", "exec", p.netns, "/usr/bin/curl", "-s", "-m", "0.5",
+         f"http://127.0.0.1:{port}/health"],
+        capture_output=True, text=True, check=False, timeout=3,
+    )  # fmt: skip
+    try:
+        return list(_json.loads(r.stdout).get("owned", []))
+    except ValueError:
+        return None
+
+
+class _FenceWatch(threading.Thread):
+    """Polls, every 0.1 s, the cut-off owner (from inside its namespace) and the other engine:
+    when the old owner stopped owning the partitions, when the new owner took them."""
+
+    def __init__(self, nodes: Nodes, partitions: list[int], timeout_s: float) -> None:
+        super().__init__(daemon=True)
+        self.nodes, self.partitions, self.timeout_s = nodes, set(partitions), timeout_s
+        self.old_stopped: float | None = None
+        self.new_took: float | None = None
+        self.t0 = time.time()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline and (self.old_stopped is None or self.new_took is None):
+            if self.old_stopped is None:
+                owned = _netns_owned(self.nodes, 0)
+                if owned is not None and not (self.partitions & set(owned)):
+                    self.old_stopped = time.time()
+            if self.new_took is None:
+                got = set(self.nodes.engine_health(1).get("owned", []))
+                if self.partitions <= got:
+                    self.new_took = time.time()
+            time.sleep(0.1)
+
+    def result(self) -> dict[str, Any]:
+        def rel(t: float | None) -> float | None:
+            return round(t - self.t0, 2) if t is not None else None
+
+        first = (
+            self.old_stopped is not None
+            and self.new_took is not None
+            and self.old_stopped <= self.new_took
+        )
+        return {
+            "old_owner_stopped_after_cut_s": rel(self.old_stopped),
+            "new_owner_took_after_cut_s": rel(self.new_took),
+            "old_owner_stepped_down_first": first,
+            "measured_by": "GET /health every 0.1 s, the old owner's from inside its namespace",
+        }
 
 
 def _step_down_order(nodes: Nodes, partitions: list[int]) -> dict[str, Any]:
@@ -244,7 +314,10 @@ def run_fault(infra: LocalCluster, fault: str, prof: dict[str, Any]) -> dict[str
             "error": load.error,
         }
         if fault == "engine_partition":
-            res["fencing"] = _step_down_order(nodes, list(injected["partitions"]))
+            watch = injected["watch"]
+            watch.join(45)
+            res["fencing"] = watch.result()
+            res["fencing_logs"] = _step_down_order(nodes, list(injected["partitions"]))
         target = len(load.acked)
         with contextlib.suppress(ClusterError):
             wait_until(
@@ -253,6 +326,13 @@ def run_fault(infra: LocalCluster, fault: str, prof: dict[str, Any]) -> dict[str
         time.sleep(2.0)  # late duplicates would land now
         terminal_of = {vehicle_id(i): terminal_id(i) for i in range(spec.vehicles)}
         live = None
+        lags = [
+            arrived - pub
+            for vehicle, ts, arrived in list(page.positions)
+            if t_fault - 5.0 <= arrived < t_fault
+            and (pub := load.published.get((terminal_of[vehicle], ts))) is not None
+        ]
+        res["page_lag_before_fault_s"] = round(statistics.median(lags), 2) if lags else None
         for vehicle, ts, arrived in list(page.positions):
             if arrived < t_fault or vehicle not in injected["touched"]:
                 continue
