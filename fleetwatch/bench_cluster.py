@@ -36,6 +36,7 @@ SHARED_PG = "postgresql://postgres@127.0.0.1:5432/test"
 PARTITIONS = 8
 NODE_COUNTS = (1, 2, 4)
 STORE_TIMEOUT_S = 180.0
+CHUNK = 30_000  # messages in flight (queued or unacknowledged) at most, below 65,535 ids
 
 
 def _publish(port: int, vehicles: int, messages: int, client_id: str, t0_ms: int) -> None:
@@ -44,6 +45,7 @@ def _publish(port: int, vehicles: int, messages: int, client_id: str, t0_ms: int
 
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
     c.max_inflight_messages_set(5000)
+    c.max_queued_messages_set(0)  # unbounded: every message is queued until sent
     c.connect("127.0.0.1", port, keepalive=30)
     c.loop_start()
     terminals = [terminal_id(v) for v in range(vehicles)]
@@ -57,6 +59,10 @@ def _publish(port: int, vehicles: int, messages: int, client_id: str, t0_ms: int
         ts = t0_ms + (i // vehicles) * 1000
         body = b'{"ts":%d,"lat":30.%06d,"lon":106.6,"speed":40.0,"heading":90}' % (ts, i % 999999)
         infos.append(c.publish(topics[v], body, qos=1))
+        if len(infos) >= CHUNK:  # MQTT packet ids wrap at 65,535: never that many unacked
+            for info in infos:
+                info.wait_for_publish(120)
+            infos.clear()
     for info in infos:
         info.wait_for_publish(120)
     c.disconnect()
