@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("name", choices=sorted(BENCHES))
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--quick", action="store_true", help="a smaller, faster run")
+    b.add_argument("--faults", default=None, help="failover: comma-separated faults to run")
 
     ret = sub.add_parser(
         "retention", help="remove what is past its retention now (--dry-run: only say what)"
@@ -218,7 +219,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _gateway(args.args)
     if cmd == "bench":
         mod = importlib.import_module(BENCHES[args.name])
-        result = mod.run(quick=args.quick)
+        extra = {"faults": args.faults} if args.faults is not None else {}
+        result = mod.run(quick=args.quick, **extra)
         if args.json:
             _print_json(result)
         else:
