@@ -492,8 +492,12 @@ async def _service_run(
     rates: list[int] | None,
     seconds: float,
     profile: bool = False,
+    mqtt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One ``fleetwatch serve`` (one engine node) with ``client`` at ``mode``, ramped."""
+    """One ``fleetwatch serve`` (one engine node) with ``client`` at ``mode``, ramped.
+
+    ``mqtt`` overrides ``[mqtt]`` keys (e.g. ``receive_maximum``) after the mode's.
+    """
     from simulator.fleet import FleetSpec
     from simulator.scenario import fleet_config
     from simulator.toml import dumps
@@ -516,6 +520,7 @@ async def _service_run(
     doc["mqtt"].update(MODES[mode])
     doc["mqtt"]["protocol"] = "5"  # Receive Maximum bounds the QoS 1 messages in flight
     doc["mqtt"]["client"] = client
+    doc["mqtt"].update(mqtt or {})
     schema = f"bench_e2e_{os.getpid()}_{rig.runs}"
     if history == "postgres":
         doc["store"] = {
@@ -694,6 +699,7 @@ async def _bench(
     repeats: int = 1,
     seconds: float | None = None,
     broker_port: int | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     if history == "auto":
         history = "postgres" if _pg_reachable(pg_dsn) else "sqlite"
@@ -707,6 +713,7 @@ async def _bench(
         "modes": {m: MODES[m] for m in modes},
         "clients": list(clients),
         "repeats": repeats,
+        "mqtt_overrides": mqtt or {},
     }
     runs: list[dict[str, Any]] = []
     try:
@@ -737,6 +744,7 @@ async def _bench(
                             rates=rates,
                             seconds=step_s,
                             profile=profile,
+                            mqtt=mqtt,
                         )
                     except RuntimeError as exc:
                         run = {"client": client, "mode": mode, "error": str(exc)[-1500:]}
@@ -913,6 +921,7 @@ def run(
     repeats: int | None = None,
     seconds: float | None = None,
     broker_port: int | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the end-to-end benchmark; return the figures (also written under ``out_dir``).
 
@@ -921,7 +930,7 @@ def run(
     persistent session — the headline; ``qos0``: the old headline), ``repeats``
     times (default 3; 1 with ``quick``) against one broker and one set of
     publishers, so that the ratios come from the same run. ``clients="fast"``
-    runs one client.
+    runs one client; ``mqtt`` overrides ``[mqtt]`` keys of every service run.
     """
     if isinstance(clients, str):
         clients = (clients,)
@@ -948,5 +957,6 @@ def run(
                 reps,
                 seconds,
                 broker_port,
+                mqtt,
             )
         )
