@@ -1,31 +1,40 @@
-"""``fleetwatch bench e2e``: the whole service under a rising load, against the physical baseline.
+"""``fleetwatch bench e2e``: the whole service under a rising load, per MQTT client and mode.
 
 One run, on this machine, nothing shared with other tests:
 
-1. A Mosquitto of our own on a free port (``mosquitto -c FILE``), configured
-   to queue without limit, so a loss is FleetWatch's and is counted.
-2. ``fleetwatch serve --config generated.toml`` as a child process: MQTT 5,
-   PostgreSQL history in a private schema (dropped afterwards; SQLite when no
-   PostgreSQL answers), memory live state, the simulated city's fences and
-   rules.
-3. Websocket clients on ``/ws/live``; two publisher processes
-   (:mod:`simulator.bench_pub`: pre-built MQTT packets, one JSON position per
-   message, QoS 0, ``ts`` = the wall clock at publish) that also raise an SOS
-   bit now and then, each on a vehicle not yet in alarm, so alarm latency is
-   measured too.
-4. Rates ramp up; at each rate: messages sent, positions the service processed
+1. A Mosquitto of our own (``mosquitto -c FILE``, on ``broker_port`` or a free
+   port), configured to queue without limit, so a loss is FleetWatch's and is
+   counted. Two publisher processes (:mod:`simulator.bench_pub`: pre-built MQTT
+   packets, one JSON position per message, ``ts`` = the wall clock at publish)
+   that also raise an SOS bit now and then, each on a vehicle not yet in alarm,
+   so alarm latency is measured too.
+2. The baseline, per mode, before any service starts: how fast
+   ``mosquitto_sub`` alone receives the same stream from the same publishers.
+3. For every repeat, mode and client: ``fleetwatch serve --config generated.toml``
+   as a child process — one engine node — (MQTT 5, ``mqtt.client`` = the client,
+   PostgreSQL history in a private schema dropped afterwards; SQLite when no
+   PostgreSQL answers; memory live state; the simulated city's fences and
+   rules) and websocket clients on ``/ws/live``. Modes (:data:`MODES`):
+   ``no_loss`` — the configuration people run and the headline: messages
+   published at QoS 1, subscribed at QoS 1, PUBACK only after the durable
+   write, a persistent session; ``qos0`` — QoS 0, acknowledgement on receipt,
+   no session kept (the old headline).
+4. Rates ramp up (coarse 10k steps, a failing one run twice, then two
+   bisections); at each rate: messages sent, positions the service processed
    (``/healthz``), whether every vehicle's last position reached the feed and
    every SOS its alarm frame, p50/p99 publish-to-feed latency of positions and
-   of alarms, CPU per process (and what the rest of the machine used). The
-   highest rate with nothing lost and p99 under 1 s is the result; a last step
-   at half that rate gives the alarm latency the issue asks for.
-5. The baseline in the same run, before the service starts: how fast
-   ``mosquitto_sub`` alone receives the same stream (same topics, same
-   payloads) from the same publishers — the broker → subscriber rate here.
+   alarms, CPU per process (and what the rest of the machine used). The highest
+   rate with nothing lost (at QoS 1: nothing late after the settle time) and
+   p99 under 1 s is that run's figure; per core = 1e6 / the service's CPU µs
+   per message at that rate. A last step at half that rate gives alarm latency.
+5. :func:`summarize`: medians of the repeats, each client's ratio to the
+   built-in ``fast`` client taken inside each repeat (the same minutes on the
+   same machine), and the decision: keep the hand-written client only if no
+   maintained library (aiomqtt, gmqtt, paho) reaches 75 % of it at ``no_loss``.
 
 The JSON goes to stdout (``--json``) and, with the PNG plot of latency
-against load, under ``artifacts/``. ``profile=True`` samples the service
-with py-spy for the whole ramp (``bench_e2e_profile.txt``, collapsed stacks).
+against load, under ``artifacts/``. ``profile=True`` samples every service
+with py-spy for its whole ramp (``bench_e2e_profile_*.txt``, collapsed stacks).
 """
 
 from __future__ import annotations
