@@ -610,6 +610,11 @@ async def _service_run(
             result["positions_processed"] = health.get("positions_processed")
             result["positions_stored"] = health.get("positions_stored")
             result["positions_sent"] = sum(s["sent"] for s in steps) + half.get("sent", 0)
+    except (httpx.HTTPError, OSError) as exc:
+        # The service went away mid-run: say so with its last words, keep the other runs.
+        code = service.poll()
+        log = (tmp / "service.log").read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"{type(exc).__name__}: {exc}; service exit code {code}; {log}") from exc
     finally:
         if service.poll() is None:
             service.send_signal(signal.SIGTERM)
