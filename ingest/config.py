@@ -33,9 +33,9 @@ class MqttConfig(_Frozen):
     # MQTT 5 lets us announce Receive Maximum (flow control); 3.1.1 is for brokers
     # without 5 (the demo's embedded amqtt): the broker's in-flight limit then applies.
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT version")
-    client: Literal["aiomqtt", "fast"] = Field(
+    client: Literal["aiomqtt", "gmqtt", "paho", "fast"] = Field(
         "aiomqtt",
-        description="aiomqtt, or the lean built-in client for large fleets (BENCHMARKS.md)",
+        description="aiomqtt, gmqtt, paho (its own thread) or the built-in client (BENCHMARKS.md)",
     )
     qos: Literal[0, 1] = Field(1, description="subscription QoS")
     persistent_session: bool = Field(

@@ -1,6 +1,6 @@
 """The MQTT adapters of the ingest stage.
 
-Two clients feed the same sans-I/O :class:`~ingest.core.IngestCore` and share
+Four clients feed the same sans-I/O :class:`~ingest.core.IngestCore` and share
 everything around it (:class:`MqttIngestBase`: flow control, flushing, acks,
 reconnects, shutdown); ``mqtt.client`` picks one:
 
@@ -9,12 +9,16 @@ reconnects, shutdown); ``mqtt.client`` picks one:
   paho's ``on_message`` into the core — no per-message queue hop or task. The
   paho client loop is its ceiling (three ``recv`` calls and an object per
   message, one PUBACK write each).
+* ``"gmqtt"`` — :class:`ingest.mqtt_gmqtt.GmqttIngest`, the maintained gmqtt
+  asyncio client; a late PUBACK costs it a task and a future per message.
+* ``"paho"`` — :class:`ingest.mqtt_paho.PahoIngest`, plain paho-mqtt with its
+  network loop in its own thread and ``manual_ack``.
 * ``"fast"`` — :class:`ingest.mqtt_fast.FastMqttIngest`, a lean client on an
   asyncio protocol over the sans-I/O :class:`ingest.mqtt_wire.MqttWire`:
   whole socket reads parsed in one pass, PUBACKs many per write. Measured at
   55,000 messages/s end to end (BENCHMARKS.md). For large fleets.
 
-**Acknowledgement is manual** in both. With ``mqtt.ack = "after_store"`` a QoS
+**Acknowledgement is manual** in all four. With ``mqtt.ack = "after_store"`` a QoS
 1 message is acknowledged only after the pipeline wrote the batch holding it
 (:meth:`MqttIngestBase.ack`); a crash before that leaves it unacknowledged and
 the broker redelivers it to the persistent session (the store, keyed by
@@ -344,4 +348,12 @@ def make_ingest(
         from ingest.mqtt_fast import FastMqttIngest
 
         return FastMqttIngest(cfg, core, out, metrics)
+    if cfg.client == "gmqtt":
+        from ingest.mqtt_gmqtt import GmqttIngest
+
+        return GmqttIngest(cfg, core, out, metrics)
+    if cfg.client == "paho":
+        from ingest.mqtt_paho import PahoIngest
+
+        return PahoIngest(cfg, core, out, metrics)
     return MqttIngest(cfg, core, out, metrics)

@@ -1,4 +1,4 @@
-"""The load generator of ``fleetwatch bench e2e``: a minimal MQTT 3.1.1 QoS 0 publisher.
+"""The load generator of ``fleetwatch bench e2e``: a minimal MQTT 3.1.1 QoS 0 / QoS 1 publisher.
 
 Why not paho: a paho ``publish()`` costs about 20 µs of Python per message, so
 at 50,000 messages/s the publisher alone would take a whole core of the two
@@ -13,6 +13,13 @@ terminal's. To know that the broker has taken every packet sent so far, the
 publisher sends PINGREQ and waits for PINGRESP — the broker handles one
 connection's packets in order (section 4.6).
 
+At QoS 1 (the no-loss configuration: a terminal's gateway publishes at QoS 1
+and answers the terminal after the broker's PUBACK) each packet carries a
+packet id, cycling through 1..65535 — the broker acknowledges a QoS 1 PUBLISH
+at once and keeps no state for its id — and a reader thread drains the
+broker's PUBACKs and counts them; the PINGREQ round trip then also waits until
+every PUBACK has come back.
+
 Run in a process of its own (:func:`publisher_main`), several side by side,
 each owning the vehicles ``v`` with ``v % count == index``.
 """
@@ -20,6 +27,7 @@ each owning the vehicles ``v`` with ``v % count == index``.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,10 +50,17 @@ def encode_connect(client_id: str) -> bytes:
     return b"\x10" + varint(len(body)) + body
 
 
-def encode_publish(topic: str, payload: bytes) -> bytes:
-    """A QoS 0 PUBLISH packet."""
+def encode_publish(topic: str, payload: bytes, packet_id: int = 0) -> bytes:
+    """A QoS 0 PUBLISH packet, or a QoS 1 one when ``packet_id`` is given."""
+    if packet_id:
+        body = _str(topic.encode()) + packet_id.to_bytes(2, "big") + payload
+        return b"\x32" + varint(len(body)) + body
     body = _str(topic.encode()) + payload
     return b"\x30" + varint(len(body)) + body
+
+
+# Packet ids 1..65535 (0 is not allowed, MQTT 3.1.1 section 2.3.1), pre-encoded.
+_PIDS = [i.to_bytes(2, "big") for i in range(1, 65536)]
 
 
 def position_body(ts: int, lat: float, lon: float, alarm: int) -> bytes:
@@ -57,9 +72,12 @@ def position_body(ts: int, lat: float, lon: float, alarm: int) -> bytes:
 
 
 class _Vehicle:
-    """Pre-built halves of one vehicle's PUBLISH packet, around the ``ts`` digits."""
+    """Pre-built pieces of one vehicle's PUBLISH packet, around the ``ts`` digits.
 
-    __slots__ = ("head", "tail", "tail_sos")
+    QoS 0: ``head + ts + tail``. QoS 1: ``head1 + packet id + mid1 + ts + tail``.
+    """
+
+    __slots__ = ("head", "head1", "mid1", "tail", "tail_sos")
 
     def __init__(self, topic: str, lat: float, lon: float) -> None:
         marker = 1_000_000_000_000
@@ -71,6 +89,54 @@ class _Vehicle:
         self.head: bytes = halves[0][0]
         self.tail: bytes = halves[0][1]
         self.tail_sos: bytes = halves[1][1]
+        pkt1 = encode_publish(topic, position_body(marker, lat, lon, 0), packet_id=0xFFFF)
+        i = pkt1.index(str(marker).encode())
+        j = pkt1.index(b"\xff\xff")
+        self.head1: bytes = pkt1[:j]
+        self.mid1: bytes = pkt1[j + 2 : i]
+
+    def parts(self, ts: bytes, sos: bool, pid: bytes | None) -> tuple[bytes, ...]:
+        tail = self.tail_sos if sos else self.tail
+        if pid is None:
+            return (self.head, ts, tail)
+        return (self.head1, pid, self.mid1, ts, tail)
+
+
+class _Acks:
+    """A thread reading the broker's PUBACKs (4 bytes) and PINGRESPs (2 bytes)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pubacks = 0
+        self.pong = threading.Event()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        rest = b""
+        try:
+            while True:
+                data = self.sock.recv(1 << 16)
+                if not data:
+                    return
+                buf = rest + data
+                i, n = 0, len(buf)
+                while n - i >= 2:
+                    if buf[i] == 0x40:  # PUBACK, remaining length 2
+                        if n - i < 4:
+                            break
+                        self.pubacks += 1
+                        i += 4
+                    elif buf[i] == 0xD0:  # PINGRESP
+                        self.pong.set()
+                        i += 2
+                    else:
+                        self.error = f"unexpected packet type {buf[i] >> 4} from broker"
+                        return
+                rest = buf[i:]
+        except OSError as exc:
+            self.error = str(exc)
 
 
 def _connect(port: int, client_id: str) -> socket.socket:
@@ -94,11 +160,12 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def _sync(sock: socket.socket) -> None:
+def _sync(sock: socket.socket, reader: _Acks) -> None:
     """Return once the broker has handled every packet sent before (PINGREQ → PINGRESP)."""
+    reader.pong.clear()
     sock.sendall(b"\xc0\x00")
-    if _recv_exact(sock, 2) != b"\xd0\x00":
-        raise RuntimeError("expected PINGRESP")
+    if not reader.pong.wait(60):
+        raise RuntimeError(f"no PINGRESP within 60 s ({reader.error})")
 
 
 def _sos_order(mine: list[int]) -> Iterator[int]:
@@ -122,7 +189,9 @@ def publisher_main(
     Jobs: ``("rate", msgs_per_s, seconds, sos_per_s)`` publishes this process's
     share of the vehicles round-robin at ``msgs_per_s`` (its share of the
     total); ``("burst", n)`` publishes ``n`` messages as fast as the broker
-    takes them.
+    takes them. An optional last element of either job is the QoS (0 or 1) of
+    its messages; at QoS 1 the report says how many PUBACKs have come back (all
+    of them once the PINGREQ round trip that ends a job has returned).
     """
     mine = list(range(index, n_vehicles, count))
     vehicles = {
@@ -135,6 +204,8 @@ def publisher_main(
     }
     sos_iter = _sos_order(mine)
     sock = _connect(port, f"{prefix}pub{index}")
+    reader = _Acks(sock)  # reads PINGRESPs, and the PUBACKs of QoS 1 jobs
+    pid = 0
     k = 0
     try:
         while True:
@@ -142,9 +213,13 @@ def publisher_main(
             if job is None:
                 break
             if job[0] == "burst":
-                out.put(_burst(sock, vehicles, mine, int(job[1])))
+                qos = int(job[2]) if len(job) > 2 else 0
+                out.put(_burst(sock, vehicles, mine, int(job[1]), reader, qos))
                 continue
-            _, rate, duration, sos_per_s = job
+            _, rate, duration, sos_per_s, *rest = job
+            qos = int(rest[0]) if rest else 0
+            acks = reader if qos else None
+            pubacks0 = reader.pubacks
             sent = 0
             last: dict[int, int] = {}
             sos: list[tuple[int, int]] = []
@@ -171,28 +246,34 @@ def publisher_main(
                         v = mine[k % n]
                         k += 1
                         veh = vehicles[v]
-                        parts.append(veh.head)
-                        parts.append(ts)
-                        parts.append(veh.tail_sos if v == sos_v else veh.tail)
+                        if acks is None:
+                            parts.append(veh.head)
+                            parts.append(ts)
+                            parts.append(veh.tail_sos if v == sos_v else veh.tail)
+                        else:
+                            pid = pid + 1 if pid < 65534 else 0
+                            parts += veh.parts(ts, v == sos_v, _PIDS[pid])
                         last[v] = now_ms
                         if v == sos_v:
                             sos_v = -1
                     if sos_v >= 0:  # this tick did not reach the chosen vehicle: send it now
                         veh = vehicles[sos_v]
-                        parts += (veh.head, ts, veh.tail_sos)
+                        pid = pid + 1 if pid < 65534 else 0
+                        parts += veh.parts(ts, True, _PIDS[pid] if acks is not None else None)
                         last[sos_v] = now_ms
                         sent += 1
                     sock.sendall(b"".join(parts))
                     sent += due
                 time.sleep(0.002)
             elapsed = time.perf_counter() - t0  # before the PINGREQ round trip
-            _sync(sock)
+            _sync(sock, reader)
             out.put(
                 {
                     "sent": sent,
                     "elapsed": elapsed,
                     "last": last,
                     "sos": sos,
+                    "pubacks": reader.pubacks - pubacks0,
                 }
             )
     finally:
@@ -200,7 +281,12 @@ def publisher_main(
 
 
 def _burst(
-    sock: socket.socket, vehicles: dict[int, _Vehicle], mine: list[int], n: int
+    sock: socket.socket,
+    vehicles: dict[int, _Vehicle],
+    mine: list[int],
+    n: int,
+    reader: _Acks,
+    qos: int = 0,
 ) -> dict[str, Any]:
     ts = str(int(time.time() * 1000)).encode()
     chunk = 2000
@@ -211,8 +297,8 @@ def _burst(
         parts: list[bytes] = []
         for i in range(k, k + m):
             veh = vehicles[mine[i % len(mine)]]
-            parts += (veh.head, ts, veh.tail)
+            parts += veh.parts(ts, False, _PIDS[i % 65535] if qos else None)
         sock.sendall(b"".join(parts))
         k += m
-    _sync(sock)
+    _sync(sock, reader)
     return {"sent": n, "elapsed": time.perf_counter() - t0}

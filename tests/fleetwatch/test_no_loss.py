@@ -119,7 +119,7 @@ def stored(schema: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-@pytest.mark.parametrize("client", ["aiomqtt", "fast"])
+@pytest.mark.parametrize("client", ["aiomqtt", "gmqtt", "paho", "fast"])
 def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     broker: Broker, postgres: tuple[str, int], tmp_path: Path, unique: str, client: str
 ) -> None:

@@ -20,9 +20,9 @@ from ingest.mqtt import MqttIngestBase, make_ingest
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture(params=["aiomqtt", "fast"])
+@pytest.fixture(params=["aiomqtt", "gmqtt", "paho", "fast"])
 def client(request: pytest.FixtureRequest) -> str:
-    """Both ingest clients pass the same tests."""
+    """All four ingest clients pass the same tests."""
     return str(request.param)
 
 

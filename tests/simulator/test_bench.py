@@ -63,6 +63,64 @@ def test_profile_summary_reads_collapsed_stacks(tmp_path: Path) -> None:
     assert ("loop (a.py)", 100.0) in out["total_percent"]
 
 
+def test_prebuilt_qos1_packets_carry_the_packet_id() -> None:
+    veh = _Vehicle("p/fleet/13900000007/position", 30.4, 106.58)
+    ts = b"1764034200123"
+    got: list[tuple[str, bytes, int, int]] = []
+    wire = MqttWire(v5=False)
+    data = b"".join(veh.parts(ts, False, (513).to_bytes(2, "big")))
+    data += b"".join(veh.parts(ts, True, (65535).to_bytes(2, "big")))
+    data += b"".join(veh.parts(ts, False, None))
+    assert wire.feed(data, lambda *a: got.append(a)) == []
+    assert [(q, mid) for _, _, q, mid in got] == [(1, 513), (1, 65535), (0, 0)]
+    bodies = [orjson.loads(p) for _, p, _, _ in got]
+    assert [b["alarm"] for b in bodies] == [0, 1, 0]
+    assert all(b["ts"] == 1764034200123 for b in bodies)
+    assert encode_publish("t", b"x", packet_id=7) == b"\x32\x06\x00\x01t\x00\x07x"
+
+
+def _run(client: str, mode: str, rep: int, rate: int) -> dict[str, Any]:
+    return {
+        "client": client,
+        "mode": mode,
+        "repeat": rep,
+        "max_sustained_msgs_per_s": rate,
+        "per_core_msgs_per_s": rate * 2,
+        "alarm_p99_at_half_max_ms": 100.0,
+    }
+
+
+def test_ratios_are_taken_inside_each_repeat_and_the_decision_follows_the_25_percent_rule() -> None:
+    # Repeat 1 ran on a busier machine: every client slower, the ratios unchanged.
+    runs = [
+        _run("fast", "no_loss", 0, 40_000),
+        _run("gmqtt", "no_loss", 0, 28_000),
+        _run("paho", "no_loss", 0, 12_000),
+        _run("fast", "no_loss", 1, 20_000),
+        _run("gmqtt", "no_loss", 1, 14_000),
+        _run("paho", "no_loss", 1, 6_000),
+        _run("fast", "no_loss", 2, 30_000),
+        _run("gmqtt", "no_loss", 2, 21_000),
+        _run("paho", "no_loss", 2, 9_000),
+    ]
+    base = {"no_loss": {"mosquitto_sub_msgs_per_s": 60_000}}
+    out = bench.summarize(runs, base)
+    gm = out["no_loss"]["clients"]["gmqtt"]
+    assert gm["ratio_to_fast"] == [0.7, 0.7, 0.7] and gm["median_msgs_per_s"] == 21_000
+    assert gm["median_ratio_to_mosquitto_sub"] == 0.35
+    assert out["decision"]["best_library"] == "gmqtt"
+    assert out["decision"]["keep_hand_written_client"] is True  # 0.70 < 0.75
+    faster = [dict(r, max_sustained_msgs_per_s=r["max_sustained_msgs_per_s"] * 1.1) for r in runs]
+    for r, f in zip(runs, faster, strict=True):
+        if r["client"] == "fast":
+            f["max_sustained_msgs_per_s"] = r["max_sustained_msgs_per_s"]
+    out = bench.summarize(faster, base)
+    assert out["decision"]["best_library_ratio_to_fast"] == 0.77
+    assert out["decision"]["keep_hand_written_client"] is False
+    head = bench._headline(out)
+    assert head["client"] == "gmqtt" and "no_loss / gmqtt" in head["rows"]
+
+
 @pytest.mark.services
 def test_publishers_deliver_every_message_they_count(tmp_path: Path) -> None:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
@@ -87,6 +145,8 @@ def test_publishers_deliver_every_message_they_count(tmp_path: Path) -> None:
         lines = [payload for _, payload in sub.messages]
         assert len(lines) == sent["sent"]
         assert all(orjson.loads(x)["lat"] >= 30.4 for x in lines)
+        # At QoS 1 the job returns once the broker has acknowledged every message.
+        assert sent["qos1"]["pubacks"] == sent["qos1"]["sent"] >= 1900
     finally:
         if pubs is not None:
             pubs.stop()
@@ -96,7 +156,9 @@ def test_publishers_deliver_every_message_they_count(tmp_path: Path) -> None:
 
 async def _publish(pubs: bench._Publishers) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # the publishers connect
-    return await pubs.job(("rate", 3000, 1.0, 4.0), 30)
+    first = await pubs.job(("rate", 3000, 1.0, 4.0), 30)
+    qos1 = await pubs.job(("rate", 2000, 1.0, 0.0), 30, qos=1)
+    return {**first, "sent": first["sent"] + qos1["sent"], "qos1": qos1}
 
 
 def test_spawned_publisher_module_is_importable() -> None:
