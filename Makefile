@@ -64,19 +64,22 @@ front-test: $(NODE_STAMP)
 screenshots: dev-env assets system-deps
 	$(BIN)/python -m web.screenshots docs/screenshots
 
-# Debian packages the browser tests need (the machines run as root): chromium, and a CJK
-# font so the Chinese page renders in screenshots.
+# Debian packages the tests need (the machines run as root): chromium and a CJK font for the
+# browser tests (the Chinese page renders in screenshots); etcd, haproxy and nats-server for
+# the cluster tests, which start their own (none is left running as a service).
+SYSTEM_DEPS := chromium fonts-wqy-zenhei etcd-server haproxy nats-server
 system-deps:
-	@command -v chromium >/dev/null 2>&1 && dpkg -s fonts-wqy-zenhei >/dev/null 2>&1 || { \
-	  echo "installing Debian chromium and a CJK font for the browser tests"; \
+	@dpkg -s $(SYSTEM_DEPS) >/dev/null 2>&1 || { \
+	  echo "installing Debian packages for the tests: $(SYSTEM_DEPS)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq chromium fonts-wqy-zenhei >/dev/null; }
+	  apt-get install -y -qq $(SYSTEM_DEPS) >/dev/null; }
 
-# PostGIS, for the geofence benchmark's baseline only.
-bench-deps:
-	@dpkg -s postgresql-15-postgis-3 >/dev/null 2>&1 || { \
+# PostGIS, for the geofence benchmark's baseline; Patroni, for `fleetwatch bench failover`.
+BENCH_DEPS := postgresql-15-postgis-3 patroni
+bench-deps: system-deps
+	@dpkg -s $(BENCH_DEPS) >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq postgresql-15-postgis-3 >/dev/null; }
+	  apt-get install -y -qq $(BENCH_DEPS) >/dev/null; }
 
 clean:
 	rm -rf $(VENV) $(FRONT)/node_modules web/static/app .mypy_cache .ruff_cache .pytest_cache

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from prometheus_client import Counter, Gauge
 
+from fleet import aio
 from fleet.errors import ConfigError, ServiceUnavailable
 from fleet.interfaces import CommandBus, FeedSink, FenceSource, RulesEngine
 from fleet.metrics import Metrics
@@ -353,7 +354,7 @@ async def _save_rule_state(svc: Service) -> None:
 async def _rule_state_saver(svc: Service, stop: asyncio.Event) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RULE_STATE_EVERY_S)
+            await aio.wait_for(stop.wait(), RULE_STATE_EVERY_S)
         await _save_rule_state(svc)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from fleet import aio
 from fleet.batch import PositionBatch
 from fleet.registry import Registry
 from fleetwatch.config import parse_config
@@ -98,7 +99,7 @@ async def verify_run(
             await asyncio.wait({ready, service}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
             if service.done():
                 service.result()  # raises why the service could not start
-            await asyncio.wait_for(svc.ingest.connected.wait(), 30)
+            await aio.wait_for(svc.ingest.connected.wait(), 30)
             watcher = asyncio.create_task(
                 _watch_feed(f"ws://127.0.0.1:{web_port}/ws/live?token={token}", seen, sim_clock)
             )
@@ -171,7 +172,7 @@ async def verify_run(
                     await watcher
             stop.set()
             if not service.done():
-                await asyncio.wait_for(service, 30)
+                await aio.wait_for(service, 30)
     truth = [
         Truth(v.kind, vehicle_id(v.vehicle), v.start_ms, v.end_ms, v.detail.get("covered"))
         for v in fleet.violations(until_ms=end_ms)

@@ -47,6 +47,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 from fleet.metrics import Metrics
 from ingest.config import MqttConfig
@@ -198,7 +199,7 @@ class MqttIngestBase:
                         delay,
                     )
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
+                        await aio.wait_for(stop.wait(), delay)
                     delay = min(delay * 2, self.cfg.reconnect_max_s)
         finally:
             ager.cancel()
@@ -212,7 +213,7 @@ class MqttIngestBase:
         has written it and sent the acks (bounded wait)."""
         await self._close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.finished.wait(), 10.0)
+            await aio.wait_for(self.finished.wait(), 10.0)
 
     async def _pump(self) -> None:
         """Move ready flushes onto the bounded pipeline queue, waiting when it is full."""

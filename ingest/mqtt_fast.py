@@ -20,6 +20,7 @@ import logging
 import time
 from typing import Any
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 from ingest.mqtt import SESSION_EXPIRY_S, MqttIngestBase
 from ingest.mqtt_wire import CONNACK, DISCONNECT, KEEPALIVE_S, SUBACK, MqttWire
@@ -108,7 +109,7 @@ class FastMqttIngest(MqttIngestBase):
         self._wire = MqttWire(v5=cfg.protocol == "5")
         self._control = asyncio.Queue()
         try:
-            transport, proto = await asyncio.wait_for(
+            transport, proto = await aio.wait_for(
                 loop.create_connection(lambda: _Protocol(self), cfg.host, cfg.port), _HANDSHAKE_S
             )
         except (OSError, TimeoutError) as exc:
@@ -160,7 +161,7 @@ class FastMqttIngest(MqttIngestBase):
         self._last_rx = time.monotonic()
         while True:
             with contextlib.suppress(TimeoutError):
-                exc = await asyncio.wait_for(asyncio.shield(lost), KEEPALIVE_S / 2)
+                exc = await aio.wait_for(asyncio.shield(lost), KEEPALIVE_S / 2)
                 raise ServiceUnavailable("mqtt", f"connection lost: {exc or 'closed by broker'}")
             while not self._control.empty():
                 typ, _flags, body = self._control.get_nowait()

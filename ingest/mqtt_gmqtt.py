@@ -27,6 +27,7 @@ from typing import Any
 from gmqtt import Client as _GmqttClient
 from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 from ingest.mqtt import SESSION_EXPIRY_S, MqttIngestBase
 
@@ -159,7 +160,7 @@ class GmqttIngest(MqttIngestBase):
         self._client = client
         try:
             try:
-                await asyncio.wait_for(
+                await aio.wait_for(
                     client.connect(
                         cfg.host,
                         cfg.port,
@@ -176,7 +177,7 @@ class GmqttIngest(MqttIngestBase):
             for topic in filters:
                 client.subscribe(topic, qos=cfg.qos)
                 try:
-                    granted = await asyncio.wait_for(self._subacks.get(), _HANDSHAKE_S)
+                    granted = await aio.wait_for(self._subacks.get(), _HANDSHAKE_S)
                 except TimeoutError as exc:
                     raise ServiceUnavailable("mqtt", "no SUBACK within 10 s") from exc
                 if any(g >= 0x80 for g in granted):

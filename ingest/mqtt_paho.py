@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 from ingest.mqtt import SESSION_EXPIRY_S, MqttIngestBase
 
@@ -139,7 +140,7 @@ class PahoIngest(MqttIngestBase):
         self._paho = client
         try:
             try:
-                await asyncio.wait_for(
+                await aio.wait_for(
                     asyncio.to_thread(
                         client.connect,
                         cfg.host,
@@ -156,7 +157,7 @@ class PahoIngest(MqttIngestBase):
                 raise ServiceUnavailable("mqtt", f"cannot connect: {exc}") from exc
             client.loop_start()
             try:
-                code = await asyncio.wait_for(connack, _HANDSHAKE_S)
+                code = await aio.wait_for(connack, _HANDSHAKE_S)
             except TimeoutError as exc:
                 raise ServiceUnavailable("mqtt", "no CONNACK within 10 s") from exc
             if code != 0:
@@ -166,7 +167,7 @@ class PahoIngest(MqttIngestBase):
                     continue
                 client.subscribe(topic, qos=cfg.qos)
                 try:
-                    granted = await asyncio.wait_for(subacks.get(), _HANDSHAKE_S)
+                    granted = await aio.wait_for(subacks.get(), _HANDSHAKE_S)
                 except TimeoutError as exc:
                     raise ServiceUnavailable("mqtt", "no SUBACK within 10 s") from exc
                 if any(g >= 0x80 for g in granted):
@@ -182,7 +183,7 @@ class PahoIngest(MqttIngestBase):
                 await self._shutdown_in_session()
                 client.disconnect()  # queued after the last PUBACKs; the thread sends both
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(lost.wait(), _HANDSHAKE_S)
+                    await aio.wait_for(lost.wait(), _HANDSHAKE_S)
             finally:
                 lost_wait.cancel()
                 stopper.cancel()

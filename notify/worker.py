@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Protocol, TypeVar
 
+from fleet import aio
 from fleet.errors import Misuse, ServiceUnavailable
 from fleet.threads import to_thread_holding
 from notify.channels import (
@@ -310,7 +311,7 @@ class Notifier:
                     n = 0
                 if n == 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
+                        await aio.wait_for(self._wake.wait(), self.config.poll_interval_s)
                     self._wake.clear()
         finally:
             self._opened = False

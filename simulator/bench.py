@@ -59,6 +59,7 @@ import orjson
 import psutil
 import websockets
 
+from fleet import aio
 from simulator.bench_pub import position_body, publisher_main
 
 __all__ = ["run"]
@@ -258,7 +259,7 @@ async def _baseline(
     t0 = time.perf_counter()
     burst = asyncio.create_task(pubs.job(("burst", n), 120, qos))
     try:
-        await asyncio.wait_for(sub.wait(), 120)
+        await aio.wait_for(sub.wait(), 120)
         recv_s = time.perf_counter() - t0
         got = n
     except TimeoutError:

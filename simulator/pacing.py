@@ -11,6 +11,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from fleet import aio
+
 __all__ = ["TICK_S", "hold_rate", "sim_window", "wait_tick"]
 
 log = logging.getLogger(__name__)
@@ -58,4 +60,4 @@ async def wait_tick(
     delay = wall0_s + tick * TICK_S - clock()
     if delay > 0:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            await aio.wait_for(stop.wait(), delay)

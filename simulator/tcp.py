@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet import aio
 from fleet.errors import FrameError, Misuse, ServiceUnavailable
 from ingest.jt808.codec import decode_frame, encode_message
 from ingest.jt808.downlink import (
@@ -295,7 +296,7 @@ class TerminalClient:
         for attempt in range(self.opts.connect_attempts):
             try:
                 async with self._connecting:
-                    reader, writer = await asyncio.wait_for(
+                    reader, writer = await aio.wait_for(
                         asyncio.open_connection(self.opts.host, self.opts.port), 10
                     )
             except (OSError, TimeoutError) as exc:
@@ -401,7 +402,7 @@ class TerminalClient:
         """Wait until every frame sent so far is answered (at most ``timeout``, default
         ``ack_timeout_s``); True if none is left waiting."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout or self.opts.ack_timeout_s)
+            await aio.wait_for(self._idle.wait(), timeout or self.opts.ack_timeout_s)
         return not self._pending
 
     async def close(self, *, logout: bool = True) -> None:
@@ -424,7 +425,7 @@ class TerminalClient:
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         await self._send(msg, waiter)
         try:
-            return await asyncio.wait_for(waiter, self.opts.ack_timeout_s)
+            return await aio.wait_for(waiter, self.opts.ack_timeout_s)
         except TimeoutError:
             raise ServiceUnavailable(
                 "JT/T 808 gateway", f"no reply to {type(msg).__name__} of {self.phone}"
@@ -432,7 +433,7 @@ class TerminalClient:
 
     async def _send(self, msg: Message, waiter: asyncio.Future[Message] | None = None) -> None:
         try:
-            await asyncio.wait_for(self._window.acquire(), self.opts.stall_s)
+            await aio.wait_for(self._window.acquire(), self.opts.stall_s)
         except TimeoutError:
             # A platform that stopped answering: the caller reconnects or gives up.
             raise ServiceUnavailable(
@@ -450,7 +451,7 @@ class TerminalClient:
         writer.write(frame)
         self.stats.frames += 1
         try:
-            await asyncio.wait_for(writer.drain(), self.opts.stall_s)
+            await aio.wait_for(writer.drain(), self.opts.stall_s)
         except TimeoutError:
             raise ServiceUnavailable("JT/T 808 gateway", f"{self.phone}: not reading") from None
 
@@ -597,7 +598,7 @@ class TerminalClient:
         if writer is not None:
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 2)
+                await aio.wait_for(writer.wait_closed(), 2)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -761,7 +762,7 @@ async def _heartbeats(client: TerminalClient, phase: float, leaving: asyncio.Eve
     delay = phase * interval
     while not leaving.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leaving.wait(), delay)
+            await aio.wait_for(leaving.wait(), delay)
         delay = interval
         if client.online and not leaving.is_set():
             with contextlib.suppress(ConnectionError, ServiceUnavailable):
@@ -784,7 +785,7 @@ async def _put(
             return True
         wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - clock()))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(q.put(item), wait)
+            await aio.wait_for(q.put(item), wait)
             return True
 
 

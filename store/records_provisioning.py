@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 from fleet.model import VehicleConfig
 from ingest.jt808.session import ProvisionedTerminal, Provisioning
@@ -73,4 +74,4 @@ async def follow_records(
                 log.error("records unavailable, provisioning unchanged: %s", exc)
             down = True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+            await aio.wait_for(stop.wait(), interval_s)

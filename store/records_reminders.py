@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from fleet import aio
 from fleet.events import AlarmEvent
 from fleet.registry import Registry
 from store.records import RecordStore
@@ -94,4 +95,4 @@ async def reminder_loop(
         except Exception:  # a reminder run must never stop the service
             log.exception("reminder run failed; next run in a day")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), _EVERY_S)
+            await aio.wait_for(stop.wait(), _EVERY_S)

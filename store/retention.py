@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from fleet import aio
 from fleet.errors import ServiceUnavailable
 
 __all__ = ["RetentionMetrics", "retention_loop", "run_retention"]
@@ -100,7 +101,7 @@ async def retention_loop(
     wait = min(FIRST_RUN_AFTER_S if first_after_s is None else first_after_s, interval_s)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+            await aio.wait_for(stop.wait(), wait)
         if stop.is_set():
             return
         wait = interval_s

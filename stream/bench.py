@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fleet import aio
 from fleet.batch import PositionBatch
 from fleet.model import OrgConfig, VehicleConfig
 from fleet.registry import OrgTree, Registry
@@ -105,7 +106,7 @@ async def _clients(
 
     readies = [asyncio.Event() for _ in range(n)]
     tasks = [asyncio.create_task(one(i, readies[i])) for i in range(n)]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    await aio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
     conn.send("ready")
     start = time.monotonic() + warmup_s
     window[0], window[1] = start, start + seconds

@@ -71,6 +71,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fleet import aio
 from fleet.batch import PositionBatch
 from fleet.errors import ServiceUnavailable
 from fleet.events import Action, AlarmEvent
@@ -266,7 +267,7 @@ class RelayOut:
     async def drained(self, timeout: float = 5.0) -> bool:
         """Wait until nothing is queued (tests, shutdown); False on timeout."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await aio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
         return True

@@ -46,6 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from fleet import aio
 from fleet.errors import BadRecord
 from stream.feed import FeedCore, Subscription, parse_client_message
 
@@ -170,9 +171,7 @@ class FeedServer:
         from_node = _as_str(ws.query_params.get("node"))
         if not token:
             try:
-                msg = parse_client_message(
-                    await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S)
-                )
+                msg = parse_client_message(await aio.wait_for(ws.receive_text(), AUTH_TIMEOUT_S))
             except (TimeoutError, BadRecord, WebSocketDisconnect, KeyError):
                 msg = {}
             if msg.get("op") == "auth" and isinstance(msg.get("token"), str):
@@ -223,7 +222,7 @@ class FeedServer:
                 code, reason = CLOSE_UNAUTHORIZED, conn.session_end
             if ws.application_state != WebSocketState.DISCONNECTED:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(_close(ws, code, reason), CLOSE_TIMEOUT_S)
+                    await aio.wait_for(_close(ws, code, reason), CLOSE_TIMEOUT_S)
 
     async def _watch_session(self, conn: _Conn, token: str) -> None:
         """Return (ending the connection) once the token's session has ended."""

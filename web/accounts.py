@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from web.auth import (
 from web.context import SiteConfig
 
 __all__ = ["Accounts", "HashBusy", "HashPool"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -126,14 +129,18 @@ class HashPool:
 class _Db:
     """The few statements we need, on sqlite3 or psycopg (qmark → format placeholders)."""
 
-    def __init__(self, kind: str, target: str) -> None:
+    def __init__(self, kind: str, target: str, schema: str = "public") -> None:
         self.kind = kind
+        self.schema = schema
         self._lock = threading.Lock()
         if kind == "postgres":
             import psycopg
 
             try:
                 self._pg = psycopg.connect(target, autocommit=True, connect_timeout=5)
+                # beside every other table of the deployment ([store] postgres_schema)
+                self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                self._pg.execute(f'SET search_path TO "{schema}"')
             except psycopg.OperationalError as exc:
                 raise ServiceUnavailable("postgresql", str(exc)) from exc
         else:
@@ -164,6 +171,17 @@ class _Db:
             )
             return {str(r[0]) for r in rows}
         return {str(r[1]) for r in self.execute(f"PRAGMA table_info({table})")}
+
+    def public_leftovers(self) -> int:
+        """Users in PostgreSQL's ``public.web_users`` while this schema has none: versions
+        before 2026-12 kept the accounts there, not in ``[store] postgres_schema``."""
+        if self.kind != "postgres" or self.schema == "public":
+            return 0
+        if self.execute("SELECT 1 FROM web_users LIMIT 1"):
+            return 0
+        if not self.execute("SELECT to_regclass('public.web_users')")[0][0]:
+            return 0
+        return int(self.execute("SELECT count(*) FROM public.web_users")[0][0])
 
 
 class Accounts:
@@ -216,7 +234,7 @@ class Accounts:
             kind, target = "sqlite", ":memory:"
 
         def setup() -> _Db:
-            db = _Db(kind, target)
+            db = _Db(kind, target, st.postgres_schema)
             for stmt in _SCHEMA:
                 db.execute(stmt)
             have = db.columns("web_tokens")
@@ -229,6 +247,15 @@ class Accounts:
             for col, decl in _USER_COLUMNS:
                 if col not in have:
                     db.execute(f"ALTER TABLE web_users ADD COLUMN {col} {decl}")
+            left = db.public_leftovers()
+            if left:
+                log.warning(
+                    "accounts: %d users are in public.web_users, where versions before 2026-12"
+                    " kept them; they now live in schema %r with every other table. To keep"
+                    " them, see README 'Upgrading' (one INSERT ... SELECT per table)",
+                    left,
+                    st.postgres_schema,
+                )
             return db
 
         self._db = await self._run(setup)

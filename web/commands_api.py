@@ -41,6 +41,7 @@ import aiomqtt
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from fleet import aio
 from fleet.errors import BadRecord
 from ingest.jt808.bits import ALARM_BITS_2019
 from ingest.jt808.commands import FINAL, KINDS, from_wire, to_wire
@@ -270,7 +271,7 @@ class CommandBridge:
                 self.published += 1
             self._kick.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.cfg.expire_sweep_s)
+                await aio.wait_for(self._kick.wait(), self.cfg.expire_sweep_s)
 
     async def expire(self) -> None:
         for cid in await self.store.due_to_expire(self.st.now()):

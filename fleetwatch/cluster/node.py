@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from fleet import aio
 from fleet.cluster import partition_of
 from fleet.errors import ConfigError, ServiceUnavailable
 from fleet.events import AlarmEvent
@@ -450,7 +451,7 @@ async def run_engine(
             except Exception:  # keep the control loop; the watchdog fences regardless
                 log.exception("node %s: control loop", name)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(leaving.wait(), max(0.05, cc.renew_every_s - (clock() - t0)))
+                await aio.wait_for(leaving.wait(), max(0.05, cc.renew_every_s - (clock() - t0)))
 
     async def keep_renewing() -> None:
         """While leaving: only keep the lease alive (the clean stops may take seconds)."""

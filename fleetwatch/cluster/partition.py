@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from fleet import aio
 from fleet.batch import PositionBatch
 from fleet.cluster import partition_of, partition_topic
 from fleet.errors import ServiceUnavailable
@@ -246,7 +247,7 @@ class Partition:
     async def _saver(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), SAVE_EVERY_S)
+                await aio.wait_for(self._stop.wait(), SAVE_EVERY_S)
             if not self._stop.is_set():
                 await self.pipeline.save_state(self._save)
 
@@ -297,7 +298,7 @@ class Partition:
             return
         self._stop.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            await aio.wait_for(asyncio.shield(task), timeout_s)
         except TimeoutError:
             log.error("partition %d: clean stop took over %.0f s; cancelled", self.k, timeout_s)
             self._acking = False

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 import paho.mqtt.client as paho
 
+from fleet import aio
 from fleet.cluster import partition_of, partition_topic
 from fleetwatch.localcluster.cluster import LocalCluster
 from fleetwatch.localcluster.proc import ClusterError, Proc, http_json
@@ -399,7 +400,7 @@ class PageClient(threading.Thread):
                     delay = PAGE_RECONNECT_S
                     while not self._halt.is_set():
                         try:
-                            raw = await asyncio.wait_for(ws.recv(), 0.5)
+                            raw = await aio.wait_for(ws.recv(), 0.5)
                         except TimeoutError:
                             continue
                         self._frame(raw)

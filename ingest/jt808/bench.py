@@ -25,6 +25,7 @@ from array import array
 from multiprocessing.connection import Connection
 from typing import Any
 
+from fleet import aio
 from ingest.jt808.codec import encode_location
 from ingest.jt808.position import decode_position_payloads, decode_position_payloads_scalar
 
@@ -116,7 +117,7 @@ def _gateway_process(cfg_data: dict[str, Any], conn: Connection, profile: str | 
         stop = asyncio.Event()
         started: asyncio.Future[tuple[str, int]] = loop.create_future()
         task = asyncio.create_task(run_gateway(cfg, stop=stop, started=started, stats=stats))
-        conn.send(await asyncio.wait_for(started, 10))
+        conn.send(await aio.wait_for(started, 10))
         loop.add_reader(conn.fileno(), stop.set)
         await task
         loop.remove_reader(conn.fileno())
@@ -156,7 +157,7 @@ async def _terminals(
     async def terminal(k: int, ready: asyncio.Future[None]) -> None:
         try:
             async with connecting:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 10)
+                reader, writer = await aio.wait_for(asyncio.open_connection(*addr), 10)
         except (OSError, TimeoutError):
             error("connect")
             return
@@ -180,7 +181,7 @@ async def _terminals(
                 await writer.drain()
                 got: list[bytes] = []
                 while not got:
-                    data = await asyncio.wait_for(reader.read(4096), 10)
+                    data = await aio.wait_for(reader.read(4096), 10)
                     if not data:
                         raise ConnectionError("closed")
                     got = sp.feed(data)

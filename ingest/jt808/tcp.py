@@ -50,6 +50,7 @@ import paho.mqtt.client as paho
 import uvloop
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from fleet import aio
 from fleet.cluster import partition_of, partition_topic
 from fleet.errors import BadRecord, ConfigError, ServiceUnavailable
 from ingest.jt808.commands import Command, OfflineQueue, from_wire, result_json
@@ -142,7 +143,7 @@ class MqttPublisher:
             await self._loop.run_in_executor(
                 None, self._client.connect, self.cfg.mqtt_host, self.cfg.mqtt_port, _KEEPALIVE_S
             )
-            await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+            await aio.wait_for(asyncio.shield(self._connack), timeout)
         except (OSError, TimeoutError) as exc:
             self._client.disconnect()
             raise ServiceUnavailable(where, repr(exc)) from exc
@@ -470,7 +471,7 @@ class Gateway:
             st.connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                await aio.wait_for(writer.wait_closed(), 1.0)
             if task is not None:
                 self._tasks.discard(task)
 
@@ -615,14 +616,14 @@ class _Connection:
     async def _send(self, frame: bytes) -> None:
         self.writer.write(frame)
         if self.writer.transport.get_write_buffer_size() > _WRITE_HIGH_WATER:
-            await asyncio.wait_for(self.writer.drain(), self.gw.cfg.write_timeout_s)
+            await aio.wait_for(self.writer.drain(), self.gw.cfg.write_timeout_s)
 
     async def _close(self, c: Close) -> None:
         log.debug("closing %s (%s)", self.session.peer, c.reason)
         if c.farewell:
             self.writer.write(c.farewell)
             with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(self.writer.drain(), 1.0)
+                await aio.wait_for(self.writer.drain(), 1.0)
 
 
 async def run_gateway(
@@ -670,7 +671,7 @@ async def run_gateway(
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
+                await aio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 30.0)
     finally:
         if own_store:

@@ -86,6 +86,13 @@ async def test_a_vehicle_created_through_the_api_is_live_within_a_second(
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
                 # Before: the terminal is unknown, its positions are dead letters.
                 await _publish(mosquitto, f"{prefix}/fleet/13955555555/position", 0, 1)
+                # The broker's PUBACK is not the service's receipt: wait for the dead letter, or
+                # the create below may land first and the position be accepted.
+                rejected = svc.ingest.core.rejected
+                deadline = time.monotonic() + 5
+                while rejected["unknown_terminal"] < 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                assert rejected["unknown_terminal"] == 1
                 auth = {"Authorization": f"Bearer {TOKEN}"}
                 r = await c.post("/api/vehicles", json=NEW_CAR, headers=auth)
                 assert r.status_code == 201, r.text

@@ -451,8 +451,11 @@ async def test_report_drills_down_and_back_and_exports_xlsx(chromium: Any, tmp_p
         path = tmp_path / dl.suggested_filename
         await dl.save_as(path)
         wb = openpyxl.load_workbook(path, read_only=True)
-        first = wb[wb.sheetnames[0]]
-        sheet = [list(r) for r in first.iter_rows(values_only=True)]
+        try:  # read_only keeps the file open until close()
+            sheet = [list(r) for r in wb[wb.sheetnames[0]].iter_rows(values_only=True)]
+            sheetnames = wb.sheetnames
+        finally:
+            wb.close()
         headers = [c["zh"] for c in use["columns"]]
         assert sheet[0] == headers  # Chinese headers
         body, total = sheet[1:-1], sheet[-1]
@@ -463,7 +466,7 @@ async def test_report_drills_down_and_back_and_exports_xlsx(chromium: Any, tmp_p
             assert xr[cols.index("vehicles")] == jr["vehicles"]
             assert round(xr[cols.index("km")], 1) == round(jr["km"], 1)
         assert total[0] == "合计" and total[cols.index("trips")] == 6
-        assert "单位" in wb.sheetnames  # the level asked, then the levels below
+        assert "单位" in sheetnames  # the level asked, then the levels below
         # The CSV of the same filters: one level, UTF-8 with its BOM, the same numbers.
         async with page.expect_download() as dl_info:
             await page.click("#reports-export-csv")

@@ -130,9 +130,13 @@ async def test_export_downloads_the_search_as_xlsx_and_csv(chromium: Any, tmp_pa
             assert d.suggested_filename.endswith(".xlsx") and "报警记录" in d.suggested_filename
             path = tmp_path / "export.xlsx"
             await d.save_as(path)
-            ws = openpyxl.load_workbook(path, read_only=True).active
-            assert ws is not None
-            table = [r for r in ws.iter_rows(values_only=True)]
+            wb = openpyxl.load_workbook(path, read_only=True)
+            try:  # read_only keeps the file open until close()
+                ws = wb.active
+                assert ws is not None
+                table = [r for r in ws.iter_rows(values_only=True)]
+            finally:
+                wb.close()
             header, body = table[0], [r for r in table[1:] if any(c is not None for c in r)]
             assert any("车牌" in str(h) for h in header)  # Chinese headers
             assert len(body) == len(want)

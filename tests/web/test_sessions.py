@@ -327,7 +327,9 @@ async def test_sessions_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
             "INSERT INTO web_tokens VALUES ('old', %s, NULL, 'old', 'city', 'viewer', 0, %s)",
             (hash_token("fw_old"), 2**60),
         )
-    cfg = web_config(tmp_path, store={"kind": "postgres", "postgres_dsn": pg_schema})
+    schema = pg_schema.rsplit("%3D", 1)[1]
+    store = {"kind": "postgres", "postgres_dsn": pg_schema, "postgres_schema": schema}
+    cfg = web_config(tmp_path, store=store)
     clock = Clock()
     accounts = Accounts(cfg, clock)
     await accounts.open()
