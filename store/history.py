@@ -185,6 +185,12 @@ class HistoryStore(Protocol):
         With ``simplify_m``, Douglas–Peucker to that tolerance in metres.
         """
 
+    async def tracks(
+        self, vehicle_ids: Sequence[str], from_ms: int, to_ms: int
+    ) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        """:meth:`track` of several vehicles at once (one read where the store can: a cluster
+        takeover replays a whole partition); vehicles without positions are left out."""
+
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
         """Episodes, newest first, as dicts shaped like the live feed's alarm (plus handling).
 

@@ -874,6 +874,34 @@ class PostgresHistory:
             out = {k: v[keep] for k, v in out.items()}
         return out
 
+    async def tracks(
+        self, vehicle_ids: Sequence[str], from_ms: int, to_ms: int
+    ) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        by_key: dict[int, str] = {}
+        for vid in vehicle_ids:
+            key = await self._key_of(vid)
+            if key is not None:
+                by_key[key] = vid
+        if not by_key:
+            return {}
+        raw = await self.positions_between(from_ms, to_ms, _TRACK_WIRE, keys=sorted(by_key))
+        raw["ts"] = pgcopy.pg_to_ms(raw["ts"])
+        veh = np.asarray(raw["vehicle"])
+        if veh.size == 0:
+            return {}
+        # sorted by (vehicle, ts): one run of rows per vehicle
+        starts = np.flatnonzero(np.r_[True, veh[1:] != veh[:-1]])
+        ends = np.r_[starts[1:], veh.size]
+        out: dict[str, dict[str, npt.NDArray[Any]]] = {}
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            owner = by_key.get(int(veh[a]))
+            if owner is not None:
+                out[owner] = {
+                    name: np.asarray(raw[name][a:b]).astype(d, copy=False)
+                    for name, d in TRACK_FIELDS.items()
+                }
+        return out
+
     @staticmethod
     def _alarm_where(q: AlarmQuery) -> tuple[sql.Composable, list[Any]]:
         where: list[sql.Composable] = [sql.SQL("true")]

@@ -314,6 +314,11 @@ class SpoolingWriter:
     ) -> dict[str, npt.NDArray[Any]]:
         return await self._inner_or_raise().track(vehicle_id, from_ms, to_ms, simplify_m)
 
+    async def tracks(
+        self, vehicle_ids: Sequence[str], from_ms: int, to_ms: int
+    ) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        return await self._inner_or_raise().tracks(vehicle_ids, from_ms, to_ms)
+
     async def alarms(self, query: AlarmQuery | None = None) -> list[dict[str, Any]]:
         return await self._inner_or_raise().alarms(query)
 

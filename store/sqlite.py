@@ -357,6 +357,16 @@ class SQLiteHistory:
 
         return await self._run(read)
 
+    async def tracks(
+        self, vehicle_ids: Sequence[str], from_ms: int, to_ms: int
+    ) -> dict[str, dict[str, npt.NDArray[Any]]]:
+        out = {}
+        for vid in vehicle_ids:  # one indexed read each: SQLite has no round trip to save
+            t = await self.track(vid, from_ms, to_ms)
+            if t["ts"].size:
+                out[vid] = t
+        return out
+
     async def track(
         self, vehicle_id: str, from_ms: int, to_ms: int, simplify_m: float | None = None
     ) -> dict[str, npt.NDArray[Any]]:

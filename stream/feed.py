@@ -207,6 +207,9 @@ class _Client:
     last_frame_ms: int = -(2**62)
     outbox: deque[tuple[str, int, bytes]] = field(default_factory=deque)
     overflow: bool = False
+    # a resume's replayed alarm frames, queued at once: they do not count against
+    # client_buffer until the first drain (bounded by the ring, alarm_ring)
+    replay_allowance: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,9 +516,13 @@ class FeedCore:
         elif resume != "none":
             self.stats.resumes += 1
         self._queue_snapshot(client, c, now_ms, resume)
+        # A page that was away while many alarms came gets them all; a replay longer than
+        # client_buffer must not cut it off as slow (it would reconnect and be cut off
+        # again, for ever: seen under the failover bench's alarm bursts).
+        replay = [e for e in replay if c.visible[e.vehicle]]
+        c.replay_allowance = len(replay)
         for entry in replay:
-            if c.visible[entry.vehicle]:
-                self._push(client, c, "alarm", entry.seq, entry.frame)
+            self._push(client, c, "alarm", entry.seq, entry.frame)
         return resume
 
     def subscribe(self, client: int, sub: Subscription, now_ms: int) -> None:
@@ -539,6 +546,7 @@ class FeedCore:
         fresh.last_frame_ms = c.last_frame_ms
         # A pending position frame was built for the old filter; the snapshot replaces it.
         fresh.outbox = deque(f for f in c.outbox if f[0] in ("alarm", "reply"))
+        fresh.replay_allowance = c.replay_allowance
         self._clients[client] = fresh
         self._unuse_mask(c)
         self._queue_snapshot(client, fresh, now_ms)
@@ -601,6 +609,7 @@ class FeedCore:
                 c.basis = max(c.basis, seq)
             out.append(frame)
         c.outbox.clear()
+        c.replay_allowance = 0
         self._ready.discard(client)
         return out
 
@@ -911,7 +920,7 @@ class FeedCore:
     def _push(self, cid: int, c: _Client, kind: str, seq: int, frame: bytes) -> None:
         c.outbox.append((kind, seq, frame))
         self._ready.add(cid)
-        if len(c.outbox) > self.client_buffer and not c.overflow:
+        if len(c.outbox) > self.client_buffer + c.replay_allowance and not c.overflow:
             c.overflow = True
             self.stats.slow_disconnects += 1
             self._closing.append(cid)

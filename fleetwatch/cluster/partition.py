@@ -4,11 +4,12 @@ On start (a claim won, epoch ``e``):
 
 1. the rule state ``rules-engine/p{k}`` is loaded and restored (empty: a fresh engine);
 2. **replay**: for each vehicle of the partition, the positions history holds after the
-   state's last point for it (at most ``REPLAY_MAX_S`` back) run through the engine,
-   in time order — what the previous owner processed and wrote after its last save.
-   An episode it had open continues with the same id; one it opened after the save
-   opens again with the same id (the id is vehicle, kind and start time), so history
-   upserts it, it is never a second episode;
+   state's last point for it (at most ``REPLAY_MAX_S`` back; read in bulk,
+   :meth:`HistoryStore.tracks`) run through the engine, in time order — what the
+   previous owner processed and wrote after its last save. An episode it had open
+   continues with the same id; one it opened after the save opens again with the same id
+   (the id is vehicle, kind and start time), so history upserts it, it is never a second
+   episode;
 3. the MQTT client ``{mqtt.client_id}-p{k}`` connects with a persistent session to the
    partition's topics: the broker delivers what the previous owner left unacknowledged
    (and what queued meanwhile). Rows at or before the replayed point of their vehicle
@@ -193,14 +194,27 @@ class Partition:
         until = np.full(len(self.registry), _INT_MIN, dtype=np.int64)
         parts: list[PositionBatch] = []
         to_ms = now_ms + self.cfg.ingest.max_future_s * 1000
-        for v in vehicles:
-            first = int(last[v]) + 1 if last[v] != _INT_MIN else 0
-            since = max(first, now_ms - REPLAY_MAX_S * 1000)
-            cols = await self.history.track(self.registry.ids[v], since, to_ms)
-            n = int(cols["ts"].size)
-            if n:
-                parts.append(PositionBatch.from_columns(vehicle=np.full(n, v), **cols))
-                until[v] = int(cols["ts"].max())
+        oldest = now_ms - REPLAY_MAX_S * 1000
+        since = {v: max(int(last[v]) + 1 if last[v] != _INT_MIN else 0, oldest) for v in vehicles}
+        # Two bulk reads, not one per vehicle (a partition of 500 took 11 s one by one under
+        # load): the vehicles the state knows, from the earliest of their last points; the
+        # others (new since the save, or no state), the whole replay window.
+        known = [v for v in vehicles if since[v] > oldest]
+        for group in (known, [v for v in vehicles if since[v] <= oldest]):
+            if not group:
+                continue
+            ids = [self.registry.ids[v] for v in group]
+            got = await self.history.tracks(ids, min(since[v] for v in group), to_ms)
+            for v, vid in zip(group, ids, strict=True):
+                cols = got.get(vid)
+                if cols is None:
+                    continue
+                keep = cols["ts"] >= since[v]
+                n = int(keep.sum())
+                if n:
+                    cols = {k: c[keep] for k, c in cols.items()}
+                    parts.append(PositionBatch.from_columns(vehicle=np.full(n, v), **cols))
+                    until[v] = int(cols["ts"].max())
         events: list[AlarmEvent] = []
         rows = 0
         if parts:

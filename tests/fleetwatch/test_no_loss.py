@@ -1,4 +1,4 @@
-"""kill -9 in the middle of 100,000 positions: after a restart every one is stored exactly once.
+"""kill -9 in the middle of 50,000 positions: after a restart every one is stored exactly once.
 
 The broker is a Mosquitto of our own started from deploy/mosquitto.conf; the service runs as
 ``fleetwatch serve`` in a subprocess with PostgreSQL history in a private schema, MQTT 5,
@@ -27,7 +27,7 @@ from tests.conftest import free_port
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 VEHICLES = 1000
-PER_VEHICLE = 100
+PER_VEHICLE = 50
 TOTAL = VEHICLES * PER_VEHICLE
 T0 = int(time.time() * 1000) - 2 * 86_400_000  # two days ago: inside the accepted window
 

@@ -92,6 +92,30 @@ async def test_track_columns_and_simplification(history: HistoryStore, registry:
     assert (await history.track("no-such-vehicle", 0, DAY_START + DAY_MS))["ts"].size == 0
 
 
+async def test_tracks_of_several_vehicles_equal_each_track(
+    history: HistoryStore, registry: Registry
+) -> None:
+    rng = np.random.default_rng(7)
+    parts = [
+        drive(v, DAY_START + int(rng.integers(0, 3_600_000)), int(rng.integers(1, 120)))
+        for v in range(4)  # vehicle 4 has no positions
+    ]
+    await history.write_positions(PositionBatch.concat(parts))
+    ids = [registry.ids[v] for v in range(5)] + ["no-such-vehicle"]
+    lo, hi = DAY_START + 1_800_000, DAY_START + 4_000_000
+    got = await history.tracks(ids, lo, hi)
+    for vid in ids:
+        one = await history.track(vid, lo, hi)
+        if one["ts"].size == 0:
+            assert vid not in got
+            continue
+        assert set(got[vid]) == set(one)
+        for name, col in one.items():
+            np.testing.assert_array_equal(got[vid][name], col, err_msg=f"{vid} {name}")
+    assert await history.tracks([], lo, hi) == {}
+    assert await history.tracks(ids, DAY_START - DAY_MS, DAY_START) == {}  # nothing then
+
+
 async def test_alarm_episode_upsert_and_ack(history: HistoryStore, registry: Registry) -> None:
     s = DAY_START + 1000
     opened = event(registry, 1, "speeding", s, "open", s, detail={"peak_kmh": 95})

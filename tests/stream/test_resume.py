@@ -143,3 +143,23 @@ def test_a_malformed_gid_is_refused(registry: Registry) -> None:
     with pytest.raises(BadRecord):
         b.connect(1, "city", T0, None, last_gid="drop table", from_node="A")
     assert not b.connected(1)
+
+
+def test_a_replay_longer_than_the_client_buffer_is_delivered_not_cut_off(
+    registry: Registry,
+) -> None:
+    # 300 alarms missed, buffer 16: before the fix the resume itself overflowed the outbox,
+    # the page was cut off as slow, reconnected, and was cut off again (194 reconnects in
+    # the failover bench).
+    b = FeedCore(registry, node="B", alarm_ring=1024, client_buffer=16)
+    b.start_history("0-0")
+    for n in range(300):
+        b.alarm(ev(n % 4, f"V{n % 4 + 1}", n), f"{T0 + n}-0")
+    assert b.connect(1, "city", T0, 3, last_gid=f"{T0}-0", from_node="A") == "gid"
+    assert b.take_closing() == [] and b.stats.slow_disconnects == 0
+    got = drained(b, 1)
+    assert [f["gid"] for f in got[1:]] == [f"{T0 + n}-0" for n in range(1, 300)]
+    # the allowance is for the replay only: a client that then stops reading is cut off
+    for n in range(300, 320):
+        b.alarm(ev(n % 4, f"V{n % 4 + 1}", n), f"{T0 + n}-0")
+    assert b.take_closing() == [1] and b.stats.slow_disconnects == 1
