@@ -129,7 +129,7 @@ class HashPool:
 class _Db:
     """The few statements we need, on sqlite3 or psycopg (qmark → format placeholders)."""
 
-    def __init__(self, kind: str, target: str, schema: str = "public") -> None:
+    def __init__(self, kind: str, target: str, schema: str | None = None) -> None:
         self.kind = kind
         self.schema = schema
         self._lock = threading.Lock()
@@ -138,9 +138,9 @@ class _Db:
 
             try:
                 self._pg = psycopg.connect(target, autocommit=True, connect_timeout=5)
-                # beside every other table of the deployment ([store] postgres_schema)
-                self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-                self._pg.execute(f'SET search_path TO "{schema}"')
+                if schema is not None:  # beside every table of the deployment
+                    self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    self._pg.execute(f'SET search_path TO "{schema}"')
             except psycopg.OperationalError as exc:
                 raise ServiceUnavailable("postgresql", str(exc)) from exc
         else:
@@ -175,7 +175,7 @@ class _Db:
     def public_leftovers(self) -> int:
         """Users in PostgreSQL's ``public.web_users`` while this schema has none: versions
         before 2026-12 kept the accounts there, not in ``[store] postgres_schema``."""
-        if self.kind != "postgres" or self.schema == "public":
+        if self.kind != "postgres" or self.schema in (None, "public"):
             return 0
         if self.execute("SELECT 1 FROM web_users LIMIT 1"):
             return 0

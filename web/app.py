@@ -36,6 +36,7 @@ import web.reports_api
 import web.session_api
 import web.users_api
 import web.vehicles_api
+from fleet import aio
 from fleet.errors import FleetWatchError
 from stream.server import FeedCollector, FeedServer
 from web.accounts import Accounts, HashBusy
@@ -282,11 +283,7 @@ def create_app(ctx: AppContext) -> Starlette:
         try:
             yield
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            await aio.cancel_and_wait(tasks)
             await orders.close()
             st.orders = None
             await accounts.close()

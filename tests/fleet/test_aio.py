@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,3 +58,30 @@ async def test_timeouts_and_results() -> None:
     with pytest.raises(TimeoutError):
         await aio.wait_for(asyncio.sleep(1.0), 0.01)
     assert await aio.wait_for(asyncio.sleep(0, 3), None) == 3
+
+
+async def test_cancel_and_wait_cancels_again_what_swallowed_the_first() -> None:
+    async def swallows_once() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # a library's wait_for, on 3.11
+            await asyncio.sleep(60)
+        await asyncio.sleep(60)
+
+    done = asyncio.Event()
+
+    async def never_ends() -> None:  # swallows every cancel, until the test lets it go
+        while not done.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue
+
+    a = asyncio.create_task(swallows_once(), name="a")
+    await asyncio.sleep(0)
+    assert await aio.cancel_and_wait([a], give_up_s=5.0) == []
+    assert a.cancelled()
+    b = asyncio.create_task(never_ends(), name="b")
+    await asyncio.sleep(0)
+    assert await aio.cancel_and_wait([b], give_up_s=0.2) == [b]
+    assert not b.done()
+    done.set()
+    await b

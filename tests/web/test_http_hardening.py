@@ -154,6 +154,7 @@ async def test_unknown_api_path_is_404_json(client: httpx.AsyncClient) -> None:
     [
         ({"org": ""}, "org"),
         ({"org": ["wusheng"]}, "org"),
+        ({"org": [None]}, "org"),  # the 500 the API fuzz found before issue 12
         ({"org": "atlantis"}, "org"),
         ({"role": ""}, "role"),
         ({"role": "root"}, "role"),
