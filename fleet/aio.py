@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["cancel_and_wait", "wait_event", "wait_for"]
+__all__ = ["cancel_and_wait", "wait_for"]
 
 T = TypeVar("T")
 
@@ -30,16 +30,6 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """``await aw``, or :class:`TimeoutError` after ``timeout`` seconds (None: no limit)."""
     async with asyncio.timeout(timeout):
         return await aw
-
-
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait until ``event`` is set or ``timeout`` seconds pass; whether it is set."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-    except TimeoutError:
-        pass
-    return event.is_set()
 
 
 async def cancel_and_wait(

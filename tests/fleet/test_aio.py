@@ -39,7 +39,6 @@ async def _cancel_as_set(wait: Callable[[asyncio.Event], Awaitable[Any]]) -> boo
 
 
 async def test_a_cancel_as_the_event_is_set_stops_the_loop() -> None:
-    assert await _cancel_as_set(lambda ev: aio.wait_event(ev, 10.0))
     assert await _cancel_as_set(lambda ev: aio.wait_for(ev.wait(), 10.0))
 
 
@@ -50,10 +49,6 @@ async def test_asyncio_wait_for_loses_that_cancel_on_311() -> None:
 
 
 async def test_timeouts_and_results() -> None:
-    ev = asyncio.Event()
-    assert await aio.wait_event(ev, 0.01) is False
-    ev.set()
-    assert await aio.wait_event(ev, 0.01) is True
     assert await aio.wait_for(asyncio.sleep(0, "x"), 1.0) == "x"
     with pytest.raises(TimeoutError):
         await aio.wait_for(asyncio.sleep(1.0), 0.01)
